@@ -1,0 +1,221 @@
+"""Activating a release: verify -> fetch -> build (or reuse) -> self-test -> atomic swap.
+
+The new engine is built and self-tested in a second runtime next to the running one; only then is
+it swapped in (one assignment under a lock) and the state file replaced. On any failure the
+running engine stays as it was. The previous release stays on disk for rollback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from device import selftest
+from device.builder import EngineCache
+from device.config import AgentConfig
+from device.fetch import FetchError, fetch, resolve_url
+from device.runtimes import registry
+from device.runtimes.base import Engine, EngineError, Precision, Runtime, RuntimeUnavailable
+from device.state import AgentState, Slot
+from shared import signing
+from shared.errors import EdgeloopError
+from shared.imaging import Preprocessing
+from shared.protocol import Artifact, ReleaseManifest, ReleaseRef, version_key
+
+log = logging.getLogger(__name__)
+
+
+class ActivationError(EdgeloopError):
+    """An activation that was refused or failed; ``code`` names the reason in the EventReport."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Activation:
+    slot: Slot
+    engine: Engine
+    runtime_name: str
+    runtime_version: str
+    accelerator: str
+    cache_hit: bool
+    fetch_s: float
+    build_s: float
+    selftest_top1: float | None
+    previous: ReleaseRef | None
+    already_active: bool = False
+
+
+def prep_of(manifest: ReleaseManifest) -> Preprocessing:
+    p = manifest.model.preprocessing
+    return Preprocessing(mean=p.mean, std=p.std, size=p.size)
+
+
+class EngineManager:
+    """Owns the active runtime + engine and swaps them atomically."""
+
+    def __init__(self, config: AgentConfig, state: AgentState, cache: EngineCache) -> None:
+        self.config = config
+        self.state = state
+        self.cache = cache
+        self._keys: list[Ed25519PublicKey] = [signing.load_public_key(k) for k in config.trusted_keys]
+        self._lock = threading.RLock()
+        self._runtime: Runtime | None = None
+        self._manifest: ReleaseManifest | None = None
+
+    # -- queries ----------------------------------------------------------------------------
+    @contextmanager
+    def active(self) -> Iterator[tuple[Runtime, ReleaseManifest, Slot]]:
+        with self._lock:
+            if self._runtime is None or self._manifest is None or self.state.current is None:
+                raise ActivationError("no_active_release", "no release is active on this device")
+            yield self._runtime, self._manifest, self.state.current
+
+    def describe(self) -> dict[str, Any]:
+        """Lock-free snapshot for heartbeats (attribute reads are atomic; a swap is one assignment)."""
+        rt = self._runtime
+        return {
+            "release": self.state.current.ref if self.state.current else None,
+            "previous_release": self.state.previous.ref if self.state.previous else None,
+            "runtime": rt.name if rt else None,
+            "runtime_version": rt.version() if rt else None,
+            "precision": self.state.current.precision if self.state.current else None,
+            "accelerator": rt.accelerator() if rt else "cpu",
+            "gpu": rt.uses_gpu() if rt else False,
+            "gpu_mem_mb": rt.gpu_memory_mb() if rt else None,
+        }
+
+    def new_runtime(self) -> Runtime:
+        try:
+            return registry.create(self.config.runtime)
+        except RuntimeUnavailable as e:
+            raise ActivationError("runtime_unavailable", str(e)) from e
+
+    # -- start-up ---------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Reload the engine of the release that was active before a restart."""
+        slot = self.state.current
+        if slot is None:
+            return
+        manifest = self.state.load_manifest(slot.ref)
+        engine = self.cache.lookup(slot.engine)
+        if manifest is None or engine is None:
+            log.error("cannot restore %s: manifest or engine missing; waiting for a deploy", slot.ref)
+            return
+        runtime = self.new_runtime()
+        try:
+            runtime.load(engine)
+        except EngineError as e:
+            runtime.close()
+            log.error("cannot reload the engine of %s: %s", slot.ref, e)
+            return
+        with self._lock:
+            self._runtime, self._manifest = runtime, manifest
+        log.info("restored %s on %s", slot.ref, runtime.name)
+
+    # -- activation -------------------------------------------------------------------------
+    def verify(self, manifest: ReleaseManifest) -> None:
+        if manifest.signature is None and not self.config.require_signature:
+            log.warning("release %s is unsigned (accepted: require_signature is off)", manifest.ref)
+            return
+        try:
+            signing.verify(manifest, self._keys)
+        except signing.SignatureError as e:
+            raise ActivationError("signature_invalid", str(e)) from e
+
+    def choose(self, manifest: ReleaseManifest, runtime: Runtime, precision: Precision | None) -> Artifact:
+        wanted = (precision,) if precision else runtime.supported_precisions()
+        for p in wanted:
+            try:
+                return manifest.artifact_for(runtime.name, p)
+            except EdgeloopError:
+                continue
+        raise ActivationError(
+            "no_suitable_artifact",
+            f"release {manifest.ref} has no artifact {runtime.name} can run at {'/'.join(wanted)}",
+        )
+
+    def activate(self, manifest: ReleaseManifest, base_url: str | None, precision: Precision | None = None,
+                 rollback: bool = False) -> Activation:  # fmt: skip
+        self.verify(manifest)
+        current = self.state.current
+        if current is not None and not rollback and manifest.name == current.name:
+            if version_key(manifest.version) < version_key(current.version):
+                raise ActivationError(
+                    "release_older",
+                    f"refusing {manifest.ref}: older than the running {current.ref} (send an explicit rollback)",
+                )
+        with self._lock:
+            if current is not None and current.ref == manifest.ref and self._runtime is not None:
+                rt = self._runtime
+                return Activation(current, rt.engine, rt.name, rt.version(), rt.accelerator(), True, 0.0, 0.0,
+                                  None, self.state.previous.ref if self.state.previous else None, True)  # fmt: skip
+        runtime = self.new_runtime()
+        try:
+            return self._activate_with(runtime, manifest, base_url, precision)
+        except BaseException:
+            runtime.close()
+            raise
+
+    def _activate_with(self, runtime: Runtime, manifest: ReleaseManifest, base_url: str | None,
+                       precision: Precision | None) -> Activation:  # fmt: skip
+        artifact = self.choose(manifest, runtime, precision)
+        t0 = time.perf_counter()
+        dest = self.state.artifact_path(artifact.sha256)
+        try:
+            url = resolve_url(artifact.url, base_url)
+            fetch(url, dest, artifact.sha256, artifact.size, self.config.max_artifact_mb << 20,
+                  timeout=self.config.http_timeout_s)  # fmt: skip
+        except FetchError as e:
+            raise ActivationError(e.code, str(e)) from e
+        fetch_s = time.perf_counter() - t0
+        try:
+            engine, hit = self.cache.get_or_build(runtime, dest, artifact.sha256, artifact.precision)
+            runtime.load(engine)
+        except EngineError as e:
+            raise ActivationError("engine_build_failed", str(e)) from e
+        if engine.input_shape != tuple(manifest.model.input_shape):
+            raise ActivationError("input_shape_mismatch",
+                                  f"engine input {engine.input_shape} differs from the manifest's {manifest.model.input_shape}")  # fmt: skip
+        try:
+            top1 = selftest.golden_top1(runtime, manifest.model.classes, prep_of(manifest))
+        except EngineError as e:
+            raise ActivationError("selftest_failed", f"self-test could not run: {e}") from e
+        floor = selftest.threshold(artifact.golden_top1, self.config.selftest_tolerance, self.config.selftest_min_top1)
+        if top1 < floor:
+            raise ActivationError(
+                "selftest_failed",
+                f"self-test top-1 {100 * top1:.1f}% on the golden images is below {100 * floor:.1f}%",
+            )
+        slot = Slot(manifest.name, manifest.version, artifact.name, artifact.sha256, artifact.precision,
+                    _digest_of(engine, self.cache))  # fmt: skip
+        self.state.store_manifest(manifest)
+        with self._lock:  # the swap: one state write + one assignment
+            old = self._runtime
+            self.state.activate(slot)
+            self._runtime, self._manifest = runtime, manifest
+        if old is not None:
+            old.close()
+        log.info("activated %s (%s, %s, %s)", manifest.ref, artifact.name, runtime.name, artifact.precision)
+        return Activation(slot, engine, runtime.name, runtime.version(), runtime.accelerator(), hit, fetch_s,
+                          0.0 if hit else engine.build_s, top1,
+                          self.state.previous.ref if self.state.previous else None)  # fmt: skip
+
+    def close(self) -> None:
+        with self._lock:
+            if self._runtime is not None:
+                self._runtime.close()
+                self._runtime = None
+
+
+def _digest_of(engine: Engine, cache: EngineCache) -> str:
+    return engine.path.parent.relative_to(cache.root).parts[0]

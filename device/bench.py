@@ -1,0 +1,175 @@
+"""Benchmark and evaluate a loaded runtime: a trtexec-like report, also used by the daemon.
+
+Latency: warm-up, then N timed single calls (``time.perf_counter``; CUDA events for the
+copy/compute split where the backend provides them). Raw throughput: inference alone on
+pre-decoded tensors. Evaluation: decode + preprocess run in a thread pool ahead of inference
+(OpenCV releases the GIL), so end-to-end throughput stays close to the raw runtime's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from device.runtimes.base import Runtime
+from shared import datasets, imaging
+from shared.datasets import Sample
+from shared.imaging import Preprocessing
+
+log = logging.getLogger(__name__)
+
+
+def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no latency samples")
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(a.max()), "mean": float(a.mean())}
+
+
+@dataclass
+class LatencyResult:
+    batch: int
+    iterations: int
+    latency_ms: dict[str, float]
+    breakdown_ms: dict[str, float] | None  # mean h2d/compute/d2h where the runtime measures them
+
+
+@dataclass
+class ThroughputResult:
+    batch: int
+    images: int
+    seconds: float
+
+    @property
+    def ips(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class EvalResult:
+    n_images: int
+    top1: float
+    seconds: float
+    decode_s: float  # decode + preprocess, summed over worker threads
+    infer_s: float
+    per_class: dict[str, float] = field(default_factory=dict)
+    predictions: npt.NDArray[np.int64] | None = None
+
+    @property
+    def throughput_ips(self) -> float:
+        return self.n_images / self.seconds if self.seconds > 0 else 0.0
+
+
+def _random_input(runtime: Runtime, batch: int, seed: int = 0) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, *runtime.engine.input_shape), dtype=np.float32)
+
+
+def measure_latency(runtime: Runtime, batch: int = 1, warmup: int = 20, iterations: int = 200) -> LatencyResult:
+    x = _random_input(runtime, batch)
+    for _ in range(warmup):
+        runtime.infer(x)
+    times: list[float] = []
+    parts: list[tuple[float, float, float]] = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        runtime.infer(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+        t = runtime.last_timing
+        if t is not None and t.compute_ms is not None:
+            parts.append((t.h2d_ms or 0.0, t.compute_ms, t.d2h_ms or 0.0))
+    breakdown = None
+    if parts:
+        h2d, compute, d2h = np.mean(np.asarray(parts), axis=0)
+        breakdown = {"h2d": float(h2d), "compute": float(compute), "d2h": float(d2h)}
+    return LatencyResult(batch, iterations, latency_stats(times), breakdown)
+
+
+def measure_throughput(
+    runtime: Runtime, batch: int = 256, min_seconds: float = 2.0, min_batches: int = 5, warmup: int = 2
+) -> ThroughputResult:
+    batch = min(batch, runtime.engine.max_batch)
+    x = _random_input(runtime, batch, seed=1)
+    for _ in range(warmup):
+        runtime.infer(x)
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        runtime.infer(x)
+        n += 1
+        elapsed = time.perf_counter() - t0
+        if n >= min_batches and elapsed >= min_seconds:
+            break
+    return ThroughputResult(batch, n * batch, elapsed)
+
+
+def _decode_batch(chunk: list[tuple[bytes, int]], prep: Preprocessing) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float]:
+    t0 = time.perf_counter()
+    x = imaging.preprocess_batch([imaging.decode(data) for data, _ in chunk], prep)
+    y = np.fromiter((label for _, label in chunk), dtype=np.int64, count=len(chunk))
+    return x, y, time.perf_counter() - t0
+
+
+def _chunks(samples: Sequence[Sample], labels: npt.NDArray[np.int64], size: int) -> Iterator[list[tuple[bytes, int]]]:
+    chunk: list[tuple[bytes, int]] = []
+    for data, label in zip(datasets.read_bytes(samples), labels, strict=True):
+        chunk.append((data, int(label)))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def evaluate(
+    runtime: Runtime,
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    prep: Preprocessing,
+    batch: int = 256,
+    workers: int = 2,
+    prefetch: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Top-1 on labelled samples, with decode/preprocess pipelined ahead of inference."""
+    labels = datasets.label_indices(samples, classes)
+    batch = min(batch, runtime.engine.max_batch)
+    preds: list[npt.NDArray[np.int64]] = []
+    truth: list[npt.NDArray[np.int64]] = []
+    decode_s = infer_s = 0.0
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[Future[Any]] = deque()
+        chunks = _chunks(samples, labels, batch)
+        for chunk in chunks:
+            pending.append(pool.submit(_decode_batch, chunk, prep))
+            if len(pending) >= prefetch:
+                break
+        while pending:
+            x, y, dt = pending.popleft().result()
+            nxt = next(chunks, None)
+            if nxt is not None:
+                pending.append(pool.submit(_decode_batch, nxt, prep))
+            decode_s += dt
+            ti = time.perf_counter()
+            logits = runtime.infer(x)
+            infer_s += time.perf_counter() - ti
+            preds.append(logits.argmax(1))
+            truth.append(y)
+            if progress is not None:
+                progress(len(y))
+    seconds = time.perf_counter() - t0
+    p = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    t = np.concatenate(truth) if truth else np.zeros(0, dtype=np.int64)
+    per_class = {c: float((p[t == i] == i).mean()) for i, c in enumerate(classes) if (t == i).any()}
+    top1 = float((p == t).mean()) if len(t) else 0.0
+    return EvalResult(len(t), top1, seconds, decode_s, infer_s, per_class, p)

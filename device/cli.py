@@ -1,0 +1,188 @@
+"""`edgeloop-agent`: the device daemon (`run`) and its local tools (`bench`, `sysinfo`, `check-config`).
+
+Never imports torch: everything here runs on a Jetson with only the ``device`` extra installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.errors import EdgeloopError
+
+log = logging.getLogger("device")
+
+
+def _setup_logging(verbose: int) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("device", "shared"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    if verbose >= 2:
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from device.agent import Agent
+    from device.config import load_config
+
+    config = load_config(args.config)
+    agent = Agent(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run(stop)
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from device.config import load_config
+
+    config = load_config(args.config)
+    print(config.model_dump_json(indent=2, exclude={"broker": {"password"}}))
+    return 0
+
+
+def _runtime_config(name: str) -> Any:
+    from device.runtimes.onnxruntime import OnnxRuntimeConfig
+    from device.runtimes.registry import AutoConfig
+    from device.runtimes.tensorrt import TensorRTConfig
+
+    return {"auto": AutoConfig(), "onnxruntime": OnnxRuntimeConfig(), "tensorrt": TensorRTConfig(sparse_weights=False)}[name]
+
+
+def bench_command(model: Path, precision: str | None, batch: int, data: str | None, runtime_name: str,
+                  warmup: int, iterations: int, throughput_batch: int, limit: int | None,
+                  sparse: bool = False) -> dict[str, Any]:  # fmt: skip
+    """trtexec-like local report: build, latency percentiles, raw and end-to-end throughput, top-1."""
+    from device import bench, sysinfo
+    from device.fetch import sha256_file
+    from device.runtimes import registry
+    from shared import datasets
+    from shared.modelmeta import read_meta
+
+    meta = read_meta(model)
+    precision = precision or meta.precision
+    config = _runtime_config(runtime_name)
+    if sparse and hasattr(config, "sparse_weights"):
+        config.sparse_weights = True
+    with registry.create(config) as rt, tempfile.TemporaryDirectory() as tmp:
+        engine = rt.build(model, precision, Path(tmp))  # type: ignore[arg-type]
+        rt.load(engine)
+        lat = bench.measure_latency(rt, batch=batch, warmup=warmup, iterations=iterations)
+        thr = bench.measure_throughput(rt, batch=throughput_batch)
+        result: dict[str, Any] = {
+            "model": str(model), "sha256": sha256_file(model), "runtime": rt.name, "runtime_version": rt.version(),
+            "accelerator": rt.accelerator(), "precision": precision, "build_s": round(engine.build_s, 3),
+            "batch": batch, "iterations": iterations, "latency_ms": lat.latency_ms,
+            "latency_breakdown_ms": lat.breakdown_ms, "raw_throughput_ips": thr.ips,
+            "throughput_batch": thr.batch,
+        }  # fmt: skip
+        if data is not None:
+            samples = datasets.list_samples(data)
+            if limit:
+                samples = datasets._balanced_subset(samples, limit)
+            ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing, batch=throughput_batch)
+            result.update(
+                top1=ev.top1, n_images=ev.n_images, end_to_end_throughput_ips=ev.throughput_ips,
+                decode_preprocess_ms_per_image=1e3 * ev.decode_s / max(1, ev.n_images),
+                inference_ms_per_image=1e3 * ev.infer_s / max(1, ev.n_images),
+                end_to_end_vs_raw=ev.throughput_ips / thr.ips if thr.ips else None, per_class=ev.per_class,
+            )  # fmt: skip
+        result["process_rss_mb"] = sysinfo.process_rss_mb()
+        result["gpu_mem_mb"] = rt.gpu_memory_mb()
+    return result
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    r = bench_command(Path(args.model), args.precision, args.batch, args.data, args.runtime, args.warmup,
+                      args.iterations, args.throughput_batch, args.limit, args.sparse)  # fmt: skip
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    lat = r["latency_ms"]
+    print(f"model        {r['model']}  ({r['precision']}, {r['runtime']} {r['runtime_version']}, {r['accelerator']})")
+    print(f"build        {r['build_s']:.2f} s")
+    print(f"latency      batch {r['batch']}: p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  "
+          f"max {lat['max']:.3f} ms  ({r['iterations']} runs)")  # fmt: skip
+    if r["latency_breakdown_ms"]:
+        b = r["latency_breakdown_ms"]
+        print(f"             H2D {b['h2d']:.3f}  compute {b['compute']:.3f}  D2H {b['d2h']:.3f} ms (CUDA events)")
+    print(f"throughput   {r['raw_throughput_ips']:,.0f} img/s at batch {r['throughput_batch']} (pre-decoded tensors)")
+    if "top1" in r:
+        print(f"accuracy     top-1 {100 * r['top1']:.2f}% on {r['n_images']:,} images")
+        print(f"end-to-end   {r['end_to_end_throughput_ips']:,.0f} img/s ({100 * r['end_to_end_vs_raw']:.0f}% of raw); "
+              f"decode+preprocess {r['decode_preprocess_ms_per_image']:.3f} ms/img, "
+              f"inference {r['inference_ms_per_image']:.3f} ms/img")  # fmt: skip
+    gpu = f", GPU {r['gpu_mem_mb']:.0f} MB" if r["gpu_mem_mb"] is not None else ""
+    print(f"memory       RSS {r['process_rss_mb']:.0f} MB{gpu}")
+    return 0
+
+
+def _cmd_sysinfo(args: argparse.Namespace) -> int:
+    from device import sysinfo
+
+    print(sysinfo.collect().model_dump_json(indent=2, exclude_none=not args.all))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgeloop-agent", description=__doc__)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the device daemon")
+    r.add_argument("--config", required=True, help="agent TOML file (EDGELOOP_* environment variables override it)")
+    r.set_defaults(handler=_cmd_run)
+
+    c = sub.add_parser("check-config", help="validate an agent config and print it (secrets hidden)")
+    c.add_argument("--config", required=True)
+    c.set_defaults(handler=_cmd_check_config)
+
+    b = sub.add_parser("bench", help="build and benchmark an ONNX model locally (like trtexec)")
+    b.add_argument("model", help="ONNX file")
+    b.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: the file's own")
+    b.add_argument("--batch", type=int, default=1, help="batch size for latency")
+    b.add_argument("--throughput-batch", type=int, default=256, help="batch size for throughput and evaluation")
+    b.add_argument("--data", help="labelled ImageFolder set: adds top-1 and end-to-end throughput")
+    b.add_argument("--limit", type=int, help="evaluate on at most this many images")
+    b.add_argument("--runtime", choices=["auto", "onnxruntime", "tensorrt"], default="auto")
+    b.add_argument("--sparse", action="store_true", help="enable 2:4 sparse weights (TensorRT, Ampere+)")
+    b.add_argument("--warmup", type=int, default=20)
+    b.add_argument("--iterations", type=int, default=200)
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(handler=_cmd_bench)
+
+    s = sub.add_parser("sysinfo", help="print system telemetry as the agent reports it")
+    s.add_argument("--all", action="store_true", help="also show absent sources (null)")
+    s.set_defaults(handler=_cmd_sysinfo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        rc: int = args.handler(args)
+        return rc
+    except EdgeloopError as e:
+        print(f"edgeloop-agent: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Durable outbox: every report is written to SQLite before it is published, and deleted only
+when the broker's PUBACK for it arrives. Reports made while the broker is unreachable are sent,
+in order, after reconnect; a process restart resends whatever was not acknowledged.
+
+Delivery is at-least-once; receivers deduplicate on ``message_id`` (the host's ingest does).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen_commands (
+    message_id TEXT PRIMARY KEY,
+    seen_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    message_id: str
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self.added = threading.Event()
+
+    def put(self, topic: str, payload: bytes, message_id: str, qos: int = 1) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO outbox (topic, payload, qos, message_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                (topic, payload, qos, message_id, time.time()),
+            )
+        self.added.set()
+        return int(cur.lastrowid or 0)
+
+    def pending(self, after_id: int = 0, limit: int = 100) -> list[Entry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, topic, payload, qos, message_id FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [Entry(int(r[0]), str(r[1]), bytes(r[2]), int(r[3]), str(r[4])) for r in rows]
+
+    def ack(self, entry_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    # Commands are delivered at least once too (QoS 1, persistent session): remember which ran.
+    def first_time(self, message_id: str) -> bool:
+        """Record a command id; False if it was seen before."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO seen_commands (message_id, seen_at) VALUES (?, ?)", (message_id, time.time())
+            )
+            if cur.rowcount and cur.rowcount > 0:
+                self._db.execute(
+                    "DELETE FROM seen_commands WHERE message_id NOT IN "
+                    "(SELECT message_id FROM seen_commands ORDER BY seen_at DESC LIMIT 10000)"
+                )
+                return True
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class OutboxPump:
+    """Moves outbox entries to the broker while connected, keeping at most ``window`` unacked.
+
+    paho keeps messages it was handed across reconnects and resends them itself; entries are
+    handed over once per process, and at start-up everything left in the outbox is resent.
+    """
+
+    def __init__(self, outbox: Outbox, session: object, window: int = 50) -> None:
+        from shared.mqtt import MqttSession
+
+        if not isinstance(session, MqttSession):
+            raise TypeError("session must be an MqttSession")
+        self.outbox = outbox
+        self.session = session
+        self.window = window
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self._handed_up_to = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.outbox.added.set()
+        self._thread.join(timeout=5)
+
+    def on_published(self, mid: int) -> None:
+        """PUBACK arrived (paho's on_publish): only now is the entry removed."""
+        with self._lock:
+            entry_id = self._inflight.pop(mid, None)
+        if entry_id is not None:
+            self.outbox.ack(entry_id)
+            self.outbox.added.set()  # room in the window
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.outbox.added.wait(timeout=1.0)
+            self.outbox.added.clear()
+            if not self.session.connected.is_set():
+                continue
+            try:
+                self._pump()
+            except Exception:  # keep the pump alive whatever happens
+                log.exception("outbox pump error")
+                time.sleep(1.0)
+
+    def _pump(self) -> None:
+        while not self._stop.is_set() and self.session.connected.is_set():
+            with self._lock:
+                room = self.window - len(self._inflight)
+            if room <= 0:
+                return
+            entries = self.outbox.pending(after_id=self._handed_up_to, limit=room)
+            if not entries:
+                return
+            for e in entries:
+                with self._lock:  # register before paho can call back with the PUBACK
+                    info = self.session.publish(e.topic, e.payload, qos=e.qos)
+                    self._inflight[info.mid] = e.id
+                self._handed_up_to = e.id

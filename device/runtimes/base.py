@@ -1,0 +1,196 @@
+"""The one extension point for inference backends: ``Runtime``.
+
+Modelled on Polygraphy's runners: public methods check state, validate inputs and time the call;
+subclasses implement the ``_*_impl`` methods. A runtime is a context manager, and device memory is
+released in ``close()`` / ``__exit__``, never in ``__del__``.
+
+Life cycle::
+
+    with OnnxRuntimeRuntime(config) as rt:
+        engine = rt.build(onnx_path, precision, out_dir)   # once per (model, precision, device)
+        rt.load(engine)
+        logits = rt.infer(batch)                          # float32 NCHW -> float32 logits
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.errors import EdgeloopError
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "fp16", "int8"]
+F32 = npt.NDArray[np.float32]
+
+
+class RuntimeUnavailable(EdgeloopError):
+    """The backend's libraries or hardware are missing; the message says how to install them."""
+
+
+class EngineError(EdgeloopError):
+    """An engine could not be built or loaded (bad model, unsupported op, out of memory...)."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A built engine on disk plus what it was built from."""
+
+    path: Path
+    runtime: str
+    precision: Precision
+    input_name: str
+    input_shape: tuple[int, int, int]  # C, H, W
+    max_batch: int
+    build_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds of one inference call, split where the backend can tell the parts apart."""
+
+    total_ms: float
+    h2d_ms: float | None = None
+    compute_ms: float | None = None
+    d2h_ms: float | None = None
+
+
+class Runtime(ABC):
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._closed = False
+        self.last_timing: Timing | None = None
+
+    # -- identity ---------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def probe(cls) -> str | None:
+        """None if this backend can run here, else why not (and how to fix it)."""
+
+    @abstractmethod
+    def version(self) -> str:
+        """Library version, part of the engine cache key."""
+
+    @abstractmethod
+    def accelerator(self) -> str:
+        """What runs the model: GPU name + compute capability, or 'cpu'; part of the cache key."""
+
+    def uses_gpu(self) -> bool:
+        return self.accelerator() != "cpu"
+
+    def gpu_memory_mb(self) -> float | None:
+        """Device memory in use by this process, where the backend can tell."""
+        return None
+
+    def supported_precisions(self) -> tuple[Precision, ...]:
+        """Precisions this backend runs natively, best first."""
+        return ("fp32",)
+
+    def build_options(self) -> dict[str, Any]:
+        """Options that change the built engine; part of the cache key."""
+        return {}
+
+    # -- life cycle -------------------------------------------------------------------------
+    def build(self, onnx_path: str | Path, precision: Precision, out_dir: str | Path) -> Engine:
+        """Turn an ONNX file into this backend's engine file inside ``out_dir``."""
+        self._check_open()
+        onnx_path, out_dir = Path(onnx_path), Path(out_dir)
+        if not onnx_path.is_file():
+            raise EngineError(f"ONNX model not found: {onnx_path}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        engine = self._build_impl(onnx_path, precision, out_dir)
+        build_s = time.perf_counter() - t0
+        log.info("%s built %s (%s) in %.2fs", self.name, onnx_path.name, precision, build_s)
+        return Engine(**{**engine.__dict__, "build_s": build_s})
+
+    def load(self, engine: Engine) -> None:
+        self._check_open()
+        if engine.runtime != self.name:
+            raise EngineError(f"engine was built by {engine.runtime}, not {self.name}")
+        if not engine.path.is_file():
+            raise EngineError(f"engine file missing: {engine.path}")
+        if self._engine is not None:
+            self._unload_impl()
+            self._engine = None
+        self._load_impl(engine)
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise EngineError(f"{self.name}: no engine loaded; call load() first")
+        return self._engine
+
+    def infer(self, batch: F32) -> F32:
+        """Run one batch (float32 NCHW) and return float32 logits."""
+        engine = self.engine
+        self._check_input(batch, engine)
+        t0 = time.perf_counter()
+        out, timing = self._infer_impl(np.ascontiguousarray(batch))
+        total = (time.perf_counter() - t0) * 1e3
+        self.last_timing = timing if timing is not None else Timing(total_ms=total)
+        return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if self._engine is not None:
+                self._unload_impl()
+            self._close_impl()
+        finally:
+            self._engine = None
+            self._closed = True
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- checks -----------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError(f"{self.name} runtime is closed")
+
+    @staticmethod
+    def _check_input(batch: F32, engine: Engine) -> None:
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.float32:
+            raise EngineError(f"input must be a float32 numpy array, got {getattr(batch, 'dtype', type(batch))}")
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != engine.input_shape:
+            raise EngineError(
+                f"input shape {tuple(batch.shape)} does not match the model's (N, {', '.join(map(str, engine.input_shape))})"
+            )
+        if not 1 <= batch.shape[0] <= engine.max_batch:
+            raise EngineError(f"batch size {batch.shape[0]} outside 1..{engine.max_batch}")
+
+    # -- backend hooks ----------------------------------------------------------------------
+    @abstractmethod
+    def _build_impl(self, onnx_path: Path, precision: Precision, out_dir: Path) -> Engine: ...
+
+    @abstractmethod
+    def _load_impl(self, engine: Engine) -> None: ...
+
+    @abstractmethod
+    def _infer_impl(self, batch: F32) -> tuple[F32, Timing | None]: ...
+
+    def _unload_impl(self) -> None:
+        """Release what ``_load_impl`` acquired."""
+
+    def _close_impl(self) -> None:
+        """Release what the runtime holds beyond the loaded engine."""

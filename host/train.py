@@ -1,0 +1,305 @@
+"""Training: SGD + cosine/one-cycle schedule, crop+flip augmentation, label smoothing.
+
+``fit`` is the one training loop of the project. ``edgeloop train`` calls it from scratch, and the
+compression steps call it for sparsity training, fine-tuning and distillation through ``Hooks``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from tqdm import tqdm
+
+from host.evaluate import predict_torch, to_input, top1
+from shared.datasets import LabelledImages
+from shared.imaging import Preprocessing
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+ModelHook = Callable[[nn.Module], None]
+
+
+class TrainConfig(BaseModel):
+    """How to train; every field is recorded in the model card."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(120, ge=1, description="passes over the training set")
+    batch_size: int = Field(128, ge=1, le=4096)
+    lr: float = Field(0.1, gt=0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_epochs: float = Field(2.0, ge=0, description="linear warm-up (cosine schedule)")
+    seed: int = 0
+    bf16: bool = Field(True, description="bfloat16 autocast (fast on CPUs with AVX512-BF16/AMX)")
+    channels_last: bool = True
+
+
+@dataclass
+class Hooks:
+    """Points where compression steps change the loop without copying it."""
+
+    loss_fn: LossFn | None = None  # (model, x, y) -> (loss, logits); default CE + label smoothing
+    after_backward: ModelHook | None = None  # e.g. L1 subgradient on BN scales (Network Slimming)
+    after_step: ModelHook | None = None  # e.g. re-apply a sparsity mask
+
+
+class CropFlip:
+    """Random 32x32 crop of a 4-pixel zero-padded image plus horizontal flip, done per batch in torch."""
+
+    def __init__(self, images: npt.NDArray[np.uint8], pad: int = 4) -> None:
+        self.pad = pad
+        self.size = images.shape[1]
+        self.padded = torch.from_numpy(np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
+
+    def __call__(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b = idx.shape[0]
+        oy = torch.randint(0, 2 * self.pad + 1, (b,), generator=gen)
+        ox = torch.randint(0, 2 * self.pad + 1, (b,), generator=gen)
+        ar = torch.arange(self.size)
+        rows = (oy[:, None] + ar)[:, :, None]
+        cols = (ox[:, None] + ar)[:, None, :]
+        flip = torch.rand(b, generator=gen) < 0.5
+        cols = torch.where(flip[:, None, None], cols.flip(-1), cols)
+        out: torch.Tensor = self.padded[idx[:, None, None], rows, cols]
+        return out
+
+
+def default_loss(label_smoothing: float) -> LossFn:
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(x)
+        return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing), logits
+
+    return loss_fn
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = cfg.epochs * steps_per_epoch
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if cfg.schedule == "constant":
+            return 1.0
+        if cfg.schedule == "onecycle":
+            # triangular up for 30% of the run, cosine down to 0 (Smith & Topin 2019)
+            up = max(1, int(0.3 * total))
+            if step < up:
+                return 0.04 + 0.96 * step / up
+            return 0.5 * (1 + math.cos(math.pi * (step - up) / max(1, total - up)))
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return factor
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (legacy global seed, for third-party code that uses it)
+    torch.manual_seed(seed)
+
+
+def fit(
+    model: nn.Module,
+    train: LabelledImages,
+    cfg: TrainConfig,
+    prep: Preprocessing,
+    val: LabelledImages | None = None,
+    hooks: Hooks | None = None,
+    state_path: Path | None = None,
+    log_path: Path | None = None,
+    resume: bool = False,
+    desc: str = "train",
+    parameters: list[nn.Parameter] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place. Saves resumable state every epoch when ``state_path`` is given.
+
+    Returns the per-epoch history (loss, train accuracy, validation top-1, lr, seconds).
+    """
+    hooks = hooks or Hooks()
+    loss_fn = hooks.loss_fn or default_loss(cfg.label_smoothing)
+    seed_everything(cfg.seed)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
+    n = len(train)
+    steps = n // cfg.batch_size  # drop the last partial batch: BN statistics of tiny batches are noisy
+    if steps == 0:
+        steps, batch = 1, n
+    else:
+        batch = cfg.batch_size
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    aug = CropFlip(train.images)
+    labels = torch.from_numpy(train.labels)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and state_path is not None and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)  # our own file
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        history = state["history"]
+        start_epoch = state["epoch"]
+        log.info("resumed %s from %s at epoch %d", desc, state_path, start_epoch)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                   mininterval=2.0, disable=None)  # fmt: skip
+        for step in bar:
+            idx = perm[step * batch : (step + 1) * batch]
+            x = to_input(aug(idx, gen), prep)
+            y = labels[idx]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, logits = loss_fn(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if hooks.after_backward is not None:
+                hooks.after_backward(model)
+            opt.step()
+            sched.step()
+            if hooks.after_step is not None:
+                hooks.after_step(model)
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": round(loss_sum / max(1, seen), 5),
+            "train_acc": round(correct / max(1, seen), 5),
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        if val is not None:
+            record["val_top1"] = round(top1(predict_torch(model, val.images, prep), val.labels), 5)
+        history.append(record)
+        log.info("%s epoch %s", desc, json.dumps(record))
+        if log_path is not None:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        if state_path is not None:
+            _save_state(state_path, model, opt, sched, gen, history, epoch + 1)
+    model.eval()
+    return history
+
+
+def _save_state(
+    path: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    gen: torch.Generator,
+    history: list[dict[str, Any]],
+    epoch: int,
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "generator": gen.get_state(),
+            "history": history,
+            "epoch": epoch,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load_split(spec: str, classes: tuple[str, ...] | None, desc: str, size: int = 32) -> LabelledImages:
+    """Decode a labelled set into memory once (the training loop then never touches the disk)."""
+    from shared import datasets
+
+    samples = datasets.list_samples(spec)
+    classes = classes or datasets.class_names(samples)
+    labels = datasets.label_indices(samples, classes)
+    with tqdm(total=len(samples), desc=f"decode {desc}", unit="img", disable=None) as bar:
+        images = datasets.decode_all(samples, size=size, progress=bar.update)
+    return LabelledImages(images=images, labels=labels, classes=classes)
+
+
+def train_command(
+    arch: str,
+    data: str,
+    out: Path,
+    cfg: TrainConfig,
+    val_data: str | None = None,
+    work_dir: Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """``edgeloop train``: train from scratch, write ``out`` (checkpoint) and its JSON model card."""
+    from host import card, checkpoint, models
+    from host.stats import count_macs, count_params
+
+    prep = Preprocessing()
+    t0 = time.perf_counter()
+    train = load_split(data, None, "train")
+    val = load_split(val_data, train.classes, "val") if val_data else None
+    log.info("training %s on %d images (%d classes)", arch, len(train), len(train.classes))
+    model = models.build(arch, num_classes=len(train.classes))
+    work_dir = work_dir or Path(".edgeloop") / "runs" / out.stem
+    log_path = out.with_suffix(".train.jsonl")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if not resume and log_path.exists():
+        log_path.unlink()
+    history = fit(
+        model, train, cfg, prep, val=val, state_path=work_dir / "train_state.pt",
+        log_path=log_path, resume=resume, desc=arch,
+    )  # fmt: skip
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    metrics: dict[str, Any] = {"train_acc_last_epoch": history[-1]["train_acc"] if history else None}
+    if val is not None:
+        metrics.update(top1=top1(predict_torch(model, val.images, prep), val.labels),
+                       n_images=len(val), dataset=val_data)  # fmt: skip
+    ckpt = checkpoint.from_model(model, arch, train.classes, prep, metrics)
+    checkpoint.save(ckpt, out)
+    info: dict[str, Any] = {
+        "name": out.stem,
+        "arch": arch,
+        "checkpoint": out.name,
+        "classes": list(train.classes),
+        "preprocessing": prep.to_dict(),
+        "metrics": metrics,
+        "params": count_params(model),
+        "macs": count_macs(model),
+        "epochs": cfg.epochs,
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "train_images": len(train),
+        "train_data": data,
+        "config": cfg.model_dump(),
+        "training_log": log_path.name,
+        "command": card.invocation(),
+    }
+    card.write_card(card.card_path(out), info)
+    return info

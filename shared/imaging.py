@@ -1,0 +1,126 @@
+"""The single definition of the model input, shared by host evaluation and device inference.
+
+decode (OpenCV, BGR -> RGB) -> resize to the model's size when needed -> scale to [0, 1] ->
+normalise with the model card's mean/std -> NCHW float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.errors import EdgeloopError
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+U8Image = npt.NDArray[np.uint8]
+F32Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns an image into the model's input; stored in every model card and release manifest."""
+
+    mean: tuple[float, float, float] = CIFAR10_MEAN
+    std: tuple[float, float, float] = CIFAR10_STD
+    size: int = 32
+
+    def to_dict(self) -> dict[str, object]:
+        return {"mean": list(self.mean), "std": list(self.std), "size": self.size}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Preprocessing:
+        mean = tuple(float(v) for v in data["mean"])  # type: ignore[attr-defined]
+        std = tuple(float(v) for v in data["std"])  # type: ignore[attr-defined]
+        if len(mean) != 3 or len(std) != 3:
+            raise EdgeloopError("preprocessing mean/std must have 3 values (R, G, B)")
+        if any(s <= 0 for s in std):
+            raise EdgeloopError("preprocessing std values must be > 0")
+        return cls(mean=mean, std=std, size=int(data.get("size", 32)))  # type: ignore[arg-type]
+
+
+def _cv2():  # type: ignore[no-untyped-def]
+    # Imported lazily so that `import shared` stays cheap for tools that never touch pixels.
+    import cv2
+
+    cv2.setNumThreads(1)  # we parallelise across images ourselves; nested pools only thrash
+    return cv2
+
+
+def decode(data: bytes | bytearray | memoryview) -> U8Image:
+    """Decode encoded image bytes (JPEG/PNG/...) to an HxWx3 RGB uint8 array."""
+    cv2 = _cv2()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if buf.size == 0:
+        raise EdgeloopError("cannot decode an empty image")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise EdgeloopError("image bytes are not a decodable image (corrupt or unsupported format)")
+    out: U8Image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return out
+
+
+def load(path: str | Path) -> U8Image:
+    """Read and decode one image file to RGB uint8."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise EdgeloopError(f"cannot read image {path}: {e.strerror}") from e
+    try:
+        return decode(data)
+    except EdgeloopError as e:
+        raise EdgeloopError(f"{path}: {e}") from e
+
+
+def resize(rgb: U8Image, size: int) -> U8Image:
+    """Resize to size x size when needed (INTER_AREA shrinks without aliasing)."""
+    if rgb.shape[0] == size and rgb.shape[1] == size:
+        return rgb
+    cv2 = _cv2()
+    interp = cv2.INTER_AREA if rgb.shape[0] > size else cv2.INTER_LINEAR
+    out: U8Image = cv2.resize(rgb, (size, size), interpolation=interp)
+    return out
+
+
+def affine(prep: Preprocessing) -> tuple[F32Array, F32Array]:
+    """Per-channel (scale, shift) with ``x_norm = x_uint8 * scale - shift``.
+
+    One fused multiply-add instead of /255, -mean, /std. Every implementation of the input
+    (NumPy here, torch on the host's training path) uses these same constants.
+    """
+    std = np.asarray(prep.std, dtype=np.float32)
+    mean = np.asarray(prep.mean, dtype=np.float32)
+    scale = (np.float32(1.0) / (np.float32(255.0) * std)).astype(np.float32)
+    shift = (mean / std).astype(np.float32)
+    return scale, shift
+
+
+def normalize(batch_hwc: U8Image, prep: Preprocessing) -> F32Array:
+    """uint8 NHWC (or HWC) RGB -> normalised float32 NCHW (or CHW)."""
+    if batch_hwc.ndim not in (3, 4) or batch_hwc.shape[-1] != 3:
+        raise EdgeloopError(f"expected HxWx3 or NxHxWx3 RGB uint8, got shape {batch_hwc.shape}")
+    scale, shift = affine(prep)
+    x = batch_hwc.astype(np.float32) * scale - shift
+    axes = (2, 0, 1) if x.ndim == 3 else (0, 3, 1, 2)
+    return np.ascontiguousarray(x.transpose(axes))
+
+
+def preprocess(rgb: U8Image, prep: Preprocessing) -> F32Array:
+    """One decoded RGB image -> the model's CHW float32 input."""
+    return normalize(resize(rgb, prep.size), prep)
+
+
+def preprocess_batch(images: Sequence[U8Image] | U8Image, prep: Preprocessing) -> F32Array:
+    """Several decoded RGB images -> NCHW float32."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        if images.shape[1] != prep.size or images.shape[2] != prep.size:
+            images = np.stack([resize(im, prep.size) for im in images])
+        return normalize(images, prep)
+    if len(images) == 0:
+        return np.zeros((0, 3, prep.size, prep.size), dtype=np.float32)
+    return normalize(np.stack([resize(im, prep.size) for im in images]), prep)

@@ -1,0 +1,278 @@
+"""One MQTT session wrapper used by everything that talks to the broker: device agents, the host's
+ingest and rollout controller, and the fleet simulator.
+
+paho-mqtt with callback API v2 and typed callbacks; MQTT 5 by default, 3.1.1 where the broker has
+no MQTT 5 (``protocol="3.1.1"``, or ``"auto"`` which falls back after a refused MQTT 5 CONNECT);
+``connect_async`` + ``loop_start``; reconnect with exponential backoff; subscriptions made in
+``on_connect`` (so they come back after every reconnect); a connection is marked up only after a
+successful CONNACK; every ``on_message`` is guarded, logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from shared.errors import EdgeloopError
+
+log = logging.getLogger(__name__)
+
+ProtocolChoice = Literal["5", "3.1.1", "auto"]
+MessageHandler = Callable[[str, bytes], None]
+
+
+@dataclass
+class BrokerSettings:
+    """Where and how to connect. Built from the agent/host config or parsed from a URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_insecure: bool = False
+    username: str | None = None
+    password: str | None = None
+    protocol: ProtocolChoice = "5"
+    keepalive: int = 30
+    session_expiry_s: int = 7 * 24 * 3600  # persistent session: QoS 1 commands wait while offline
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> BrokerSettings:
+        """mqtt://host:1883 or mqtts://host:8883 (credentials come from settings, not the URL)."""
+        u = urlparse(url)
+        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise EdgeloopError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
+        if not u.hostname:
+            raise EdgeloopError(f"broker URL {url!r} has no host")
+        tls = u.scheme in ("mqtts", "ssl")
+        return cls(host=u.hostname, port=u.port or (8883 if tls else 1883), tls=tls, **kwargs)
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass
+class SessionStats:
+    connects: int = 0
+    disconnects: int = 0
+    messages: int = 0
+    bad_messages: int = 0
+    published: int = 0
+    acked: int = 0
+    protocol: str = ""
+    last_error: str = ""
+    handler_errors: dict[str, int] = field(default_factory=dict)
+
+
+class MqttSession:
+    """A long-lived, self-healing MQTT connection."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        client_id: str,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        on_message: MessageHandler | None = None,
+        will: tuple[str, bytes, int, bool] | None = None,
+        on_connected: Callable[[], None] | None = None,
+        on_published: Callable[[int], None] | None = None,
+        on_disconnected: Callable[[], None] | None = None,
+        persistent: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._will = will
+        self._on_connected = on_connected
+        self._on_published = on_published
+        self._on_disconnected = on_disconnected
+        self._persistent = persistent
+        self.connected = threading.Event()
+        self.stats = SessionStats()
+        self._protocol: ProtocolChoice = "5" if settings.protocol in ("5", "auto") else "3.1.1"
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._client = self._make_client()
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        v5 = self._protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else not self._persistent,
+            reconnect_on_failure=True,
+        )
+        client.enable_logger(logging.getLogger("paho"))
+        if s.username:
+            client.username_pw_set(s.username, s.password)
+        if s.tls:
+            client.tls_set(
+                ca_certs=s.ca_file, certfile=s.cert_file, keyfile=s.key_file, cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )  # fmt: skip
+            client.tls_insecure_set(s.tls_insecure)
+        if self._will is not None:
+            topic, payload, qos, retain = self._will
+            client.will_set(topic, payload, qos=qos, retain=retain)
+        client.reconnect_delay_set(min_delay=max(1, int(s.reconnect_min_s)), max_delay=max(1, int(s.reconnect_max_s)))
+        client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(0)  # unbounded in memory; durability is the caller's outbox
+        client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
+        return client
+
+    def _connect_properties(self) -> Properties | None:
+        if self._protocol != "5":
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.settings.session_expiry_s if self._persistent else 0
+        return props
+
+    # -- public -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background; reconnects forever until ``stop``."""
+        s = self.settings
+        self._client.connect_async(
+            s.host, s.port, keepalive=s.keepalive,
+            clean_start=(not self._persistent) if self._protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=self._connect_properties(),
+        )  # fmt: skip
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        self.stats.published += 1
+        return info
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        self.subscriptions.append((topic_filter, qos))
+        if self.connected.is_set():
+            self._client.subscribe(topic_filter, qos)
+
+    def stop(self, final: tuple[str, bytes, int, bool] | None = None, timeout: float = 5.0) -> None:
+        """Publish ``final`` (e.g. a retained offline status), disconnect cleanly, stop the thread."""
+        self._stopping = True
+        try:
+            if final is not None and self.connected.is_set():
+                topic, payload, qos, retain = final
+                info = self._client.publish(topic, payload, qos=qos, retain=retain)
+                deadline = time.monotonic() + timeout
+                while not info.is_published() and time.monotonic() < deadline and self.connected.is_set():
+                    time.sleep(0.02)
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+            self.connected.clear()
+
+    @property
+    def protocol(self) -> str:
+        return self._protocol
+
+    # -- paho callbacks (network thread): never let an exception escape ---------------------
+    def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                        properties: Properties | None) -> None:  # fmt: skip
+        if reason.is_failure:
+            self.stats.last_error = f"CONNACK refused: {reason}"
+            log.warning("broker %s refused the connection: %s", self.settings.url, reason)
+            if self.settings.protocol == "auto" and self._protocol == "5" and reason.value in (0x84, 0x01):
+                self._fall_back_to_311()
+            return
+        self.stats.connects += 1
+        self.stats.protocol = "MQTT 5" if self._protocol == "5" else "MQTT 3.1.1"
+        log.info("connected to %s (%s) as %s", self.settings.url, self.stats.protocol, self.client_id)
+        for topic_filter, qos in self.subscriptions:
+            client.subscribe(topic_filter, qos)
+        self.connected.set()
+        if self._on_connected is not None:
+            self._guard("on_connected", self._on_connected)
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.stats.last_error = "connection failed"
+        log.debug("connection to %s failed; retrying with backoff", self.settings.url)
+        if self.settings.protocol == "auto" and self._protocol == "5" and self.stats.connects == 0:
+            self._fall_back_to_311()
+
+    def _fall_back_to_311(self) -> None:
+        """The broker refused MQTT 5 (e.g. amqtt): start over speaking 3.1.1."""
+        log.info("broker %s refused MQTT 5; falling back to MQTT 3.1.1", self.settings.url)
+
+        def restart() -> None:
+            with self._lock:
+                old = self._client
+                old.loop_stop()
+                self._protocol = "3.1.1"
+                self._client = self._make_client()
+                if not self._stopping:
+                    self.start()
+
+        threading.Thread(target=restart, name="mqtt-fallback", daemon=True).start()
+
+    def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                           properties: Properties | None) -> None:  # fmt: skip
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        if was_connected:
+            self.stats.disconnects += 1
+            if not self._stopping:
+                log.warning("lost connection to %s (%s); reconnecting", self.settings.url, reason)
+            if self._on_disconnected is not None:
+                self._guard("on_disconnected", self._on_disconnected)
+        elif self.settings.protocol == "auto" and self._protocol == "5" and self.stats.connects == 0 and not self._stopping:
+            self._fall_back_to_311()  # some 3.1.1-only brokers just drop an MQTT 5 CONNECT
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.stats.messages += 1
+        if self._on_message is None:
+            return
+        try:
+            self._on_message(message.topic, bytes(message.payload))
+        except Exception:  # a bad message must never kill the network thread
+            self.stats.bad_messages += 1
+            log.exception("error handling a message on %s (dropped)", message.topic)
+
+    def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
+                        properties: Properties | None) -> None:  # fmt: skip
+        self.stats.acked += 1
+        if self._on_published is not None:
+            self._guard("on_published", lambda: self._on_published(mid))  # type: ignore[misc]
+
+    def _handle_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                          properties: Properties | None) -> None:  # fmt: skip
+        for r in reasons:
+            if r.is_failure:
+                log.error("broker refused a subscription: %s", r)
+
+    def _guard(self, name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:
+            self.stats.handler_errors[name] = self.stats.handler_errors.get(name, 0) + 1
+            log.exception("error in %s callback", name)
