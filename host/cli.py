@@ -117,6 +117,61 @@ def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     q.set_defaults(handler=_cmd_import_cifar)
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from host.compress.pipeline import compress
+    from host.compress.recipe import builtin_recipes, load_recipe
+
+    recipe_path = Path(args.recipe)
+    if not recipe_path.exists() and args.recipe in builtin_recipes():
+        recipe_path = builtin_recipes()[args.recipe]
+    recipe, text = load_recipe(recipe_path)
+    summary = compress(recipe, text, Path(args.checkpoint), args.data, Path(args.out), val_data=args.val_data)
+    print(json.dumps({k: summary[k] for k in ("name", "source_top1", "metrics", "params", "macs", "outputs")}, indent=2))
+    return 0
+
+
+def _add_compress(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from host.compress.recipe import builtin_recipes
+
+    p = sub.add_parser("compress", help="run a compression recipe on a checkpoint")
+    p.add_argument("--recipe", required=True,
+                   help=f"recipe TOML file or a built-in name ({', '.join(builtin_recipes())})")  # fmt: skip
+    p.add_argument("--checkpoint", required=True, help="the .pt checkpoint to start from")
+    p.add_argument("--data", required=True,
+                   help="training data; a folder or .tar.gz holding train/ and test/ means both splits")  # fmt: skip
+    p.add_argument("--val-data", help="labelled set for per-step top-1 (default: the test split of --data)")
+    p.add_argument("--out", required=True, help="build directory for checkpoints, ONNX files and logs")
+    p.set_defaults(handler=_cmd_compress)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from host.report import build_report, print_report, write_report
+
+    build_dir = Path(args.build_dir)
+    report = build_report(build_dir, args.data, Path(args.baseline), Path(args.torch_baseline) if args.torch_baseline else None,
+                          threads=args.threads, limit=args.limit, rounds=args.rounds)  # fmt: skip
+    json_path = Path(args.json_out or build_dir / "report.json")
+    png_path = Path(args.png or json_path.with_suffix(".png"))
+    write_report(report, json_path, png_path)
+    print_report(report)
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("report", help="compare every ONNX variant in a build directory (table, JSON, PNG)")
+    p.add_argument("build_dir")
+    p.add_argument("--data", required=True, help="labelled evaluation set (e.g. the 10,000-image test split)")
+    p.add_argument("--baseline", default="host/zoo/resnet20.onnx", help="FP32 ONNX the speed-ups refer to")
+    p.add_argument("--torch-baseline", default="host/zoo/resnet20.pt", help="checkpoint for PyTorch eager FP32")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / torch threads (0 = all cores)")
+    p.add_argument("--limit", type=int, help="evaluate on a class-balanced subset")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds (median is reported)")
+    p.add_argument("--json-out", help="default: BUILD_DIR/report.json")
+    p.add_argument("--png", help="default: next to the JSON")
+    p.set_defaults(handler=_cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeloop", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
@@ -125,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_export(sub)
     _add_data(sub)
+    _add_compress(sub)
+    _add_report(sub)
     return parser
 
 

@@ -133,6 +133,7 @@ def export_verified(
                 f"refusing to write {out}: ONNX Runtime disagrees with PyTorch ({parity}; "
                 f"limits: max diff <= {atol}, agreement >= {100 * min_agreement:.1f}%)"
             )
+        tmp.chmod(0o644)  # mkstemp makes 0600; a model file is meant to be served and shared
         tmp.replace(out)
         return parity
     finally:

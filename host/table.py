@@ -15,7 +15,11 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(col, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*[fmt(v) for v in row])
-    (console or Console()).print(table)
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped or logged: don't squeeze the table into 80 columns
+            console = Console(width=220)
+    console.print(table)
 
 
 def fmt(v: Any) -> str:

@@ -111,14 +111,10 @@ def _list_tar(path: Path, sub: str) -> list[Sample]:
             if len(rel.parts) < 2:
                 continue
             samples.append(Sample(f"{path}::{member.name}", rel.parts[-2]))
-    if prefix is None:
-        roots = {PurePosixPath(s.source.split("::", 1)[1].lstrip("./")).parts[0] for s in samples}
-        if len(samples) and all(len(PurePosixPath(s.source.split("::", 1)[1]).parts) > 2 for s in samples):
-            if len(roots) > 1:
-                raise EdgeloopError(
-                    f"{path} holds several image trees ({', '.join(sorted(roots))}); "
-                    f"pick one with {path}::<folder>"
-                )
+    roots = {str(PurePosixPath(s.source.split("::", 1)[1].lstrip("./")).parent.parent) for s in samples}
+    if len(roots) > 1:
+        shown = ", ".join(sorted(r for r in roots if r != ".")[:5])
+        raise EdgeloopError(f"{path} holds several image trees ({shown}); pick one with {path}::<folder>")
     samples.sort(key=lambda s: (s.class_name, s.source))
     return samples
 
@@ -306,6 +302,7 @@ class _PlainUnpickler(pickle.Unpickler):
         ("copyreg", "_reconstructor"),
         ("builtins", "object"),
         ("__builtin__", "object"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 
     def find_class(self, module: str, name: str) -> object:

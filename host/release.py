@@ -1,0 +1,190 @@
+"""Releases: ONNX artifacts + a signed manifest in a content-addressed artifact store.
+
+Store layout (served as-is by ``edgeloop serve``)::
+
+    STORE/artifacts/<sha256>.onnx          one file per distinct content
+    STORE/releases/<name>/<version>.json   the signed manifest
+
+Each ONNX file of the build directory becomes an artifact; its precision, runtime flavour and
+sparsity come from the edgeloop metadata inside the file, and its golden-set top-1 is measured
+here so that devices can self-test against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from shared import datasets, signing
+from shared.errors import EdgeloopError
+from shared.modelmeta import ModelMeta, read_meta
+from shared.protocol import Artifact, ModelInfo, PreprocessingSpec, ReleaseManifest, check_id, version_key
+from shared.samples import golden_dir
+
+log = logging.getLogger(__name__)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ReleaseStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.artifacts = self.root / "artifacts"
+        self.releases = self.root / "releases"
+
+    def add_artifact(self, path: Path) -> tuple[str, int]:
+        digest = sha256_of(path)
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        dest = self.artifacts / f"{digest}.onnx"
+        if not dest.exists():
+            tmp = dest.with_suffix(".tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        return digest, path.stat().st_size
+
+    def manifest_path(self, name: str, version: str) -> Path:
+        check_id(name, "release name")
+        version_key(version)
+        return self.releases / name / f"{version}.json"
+
+    def save(self, manifest: ReleaseManifest, overwrite: bool = False) -> Path:
+        path = self.manifest_path(manifest.name, manifest.version)
+        if path.exists() and not overwrite:
+            raise EdgeloopError(f"release {manifest.ref} already exists in {self.root}; bump the version")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(manifest.model_dump_json(indent=2))
+        os.replace(tmp, path)
+        return path
+
+    def load(self, name: str, version: str) -> ReleaseManifest:
+        path = self.manifest_path(name, version)
+        if not path.is_file():
+            raise EdgeloopError(f"release {name}@{version} not found in {self.root}")
+        return ReleaseManifest.model_validate_json(path.read_text())
+
+    def resolve(self, ref: str) -> ReleaseManifest:
+        """``name@version`` or ``name`` (latest version)."""
+        name, _, version = ref.partition("@")
+        if not version:
+            versions = self.versions(name)
+            if not versions:
+                raise EdgeloopError(f"no release named {name!r} in {self.root}")
+            version = versions[-1]
+        return self.load(name, version)
+
+    def versions(self, name: str) -> list[str]:
+        d = self.releases / check_id(name, "release name")
+        return sorted((p.stem for p in d.glob("*.json")), key=version_key) if d.is_dir() else []
+
+    def all(self) -> list[ReleaseManifest]:
+        out = []
+        if self.releases.is_dir():
+            for d in sorted(self.releases.iterdir()):
+                out.extend(self.load(d.name, v) for v in self.versions(d.name))
+        return out
+
+
+def golden_top1(onnx_path: Path, meta: ModelMeta) -> float | None:
+    """Top-1 of one artifact on the golden set with ONNX Runtime (None if ORT cannot run it)."""
+    from device import bench
+    from device.runtimes.base import EngineError
+    from device.runtimes.onnxruntime import OnnxRuntimeRuntime
+
+    samples = datasets.list_samples(golden_dir())
+    try:
+        with OnnxRuntimeRuntime() as rt, tempfile.TemporaryDirectory() as tmp:
+            rt.load(rt.build(onnx_path, "fp32", Path(tmp)))
+            return bench.evaluate(rt, samples, meta.classes, meta.preprocessing, batch=100).top1
+    except EngineError as e:
+        log.warning("cannot measure golden top-1 of %s on onnxruntime: %s", onnx_path.name, e)
+        return None
+
+
+def _card_for(build_dir: Path, onnx_path: Path) -> dict[str, Any]:
+    """The model card of an ONNX file: same stem, or the stem without precision suffixes."""
+    stem = onnx_path.stem
+    candidates = [stem]
+    for suffix in ("-int8-trt", "-int8-ort", "-int8", "-fp16", "-qat-trt", "-qat"):
+        if stem.endswith(suffix):
+            candidates.append(stem[: -len(suffix)])
+    for c in candidates:
+        card = build_dir / f"{c}.json"
+        if card.is_file():
+            data: dict[str, Any] = json.loads(card.read_text())
+            return data
+    return {}
+
+
+def create_release(
+    build_dir: str | Path,
+    name: str,
+    version: str,
+    store: ReleaseStore,
+    sign_key: str | Path | None = None,
+    include: list[str] | None = None,
+    source_top1: float | None = None,
+    notes: str = "",
+) -> ReleaseManifest:
+    """Package the ONNX files of ``build_dir`` (or just ``include``) as release ``name@version``."""
+    build_dir = Path(build_dir)
+    check_id(name, "release name")
+    version_key(version)
+    files = [build_dir / f for f in include] if include else sorted(build_dir.glob("*.onnx"))
+    if not files:
+        raise EdgeloopError(f"no .onnx files in {build_dir}")
+    metas = {f: read_meta(f) for f in files}
+    first = metas[files[0]]
+    for f, m in metas.items():
+        if m.classes != first.classes or m.preprocessing != first.preprocessing:
+            raise EdgeloopError(f"{f.name} has other classes or preprocessing than {files[0].name}")
+    artifacts = []
+    seen: set[tuple[str, str]] = set()
+    for f in files:
+        meta = metas[f]
+        runtime = meta.extra.get("runtime", "any")
+        if (meta.precision, runtime) in seen:
+            raise EdgeloopError(f"two artifacts for {meta.precision}/{runtime}; a release holds one of each")
+        seen.add((meta.precision, runtime))
+        digest, size = store.add_artifact(f)
+        artifacts.append(Artifact(
+            name=f.name, url=f"artifacts/{digest}.onnx", sha256=digest, size=size,
+            precision=meta.precision, runtime=runtime, sparsity=meta.extra.get("sparsity", "dense"),  # type: ignore[arg-type]
+            calibration=meta.extra.get("calibration", "none"), golden_top1=golden_top1(f, meta),  # type: ignore[arg-type]
+        ))  # fmt: skip
+        log.info("artifact %s: %s %s, %d bytes, sha256 %s", f.name, meta.precision, runtime, size, digest[:12])
+    card = _card_for(build_dir, files[0])
+    metrics = card.get("metrics", {})
+    src = source_top1 if source_top1 is not None else card.get("source_top1", metrics.get("top1"))
+    if src is None:
+        raise EdgeloopError(
+            f"no model card with metrics.top1 next to {files[0].name}; pass --source-top1 (fraction 0..1)"
+        )
+    recipe_file = build_dir / "recipe.toml"
+    manifest = ReleaseManifest(
+        name=name, version=version, notes=notes,
+        model=ModelInfo(
+            arch=first.arch, classes=first.classes, input_shape=(3, first.preprocessing.size, first.preprocessing.size),
+            preprocessing=PreprocessingSpec(mean=first.preprocessing.mean, std=first.preprocessing.std,
+                                            size=first.preprocessing.size),
+            source_top1=float(src), params=card.get("params"), macs=card.get("macs"),
+        ),
+        artifacts=tuple(artifacts),
+        recipe=recipe_file.read_text() if recipe_file.is_file() else card.get("recipe"),
+    )  # fmt: skip
+    if sign_key is not None:
+        manifest = signing.sign(manifest, signing.load_private_key(sign_key))
+    store.save(manifest)
+    return manifest

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device import bench
+from device.runtimes.onnxruntime import OnnxRuntimeRuntime
+from shared import datasets, imaging
+from shared.modelmeta import read_meta
+
+
+def test_latency_stats() -> None:
+    s = bench.latency_stats([1.0] * 98 + [10.0, 20.0])
+    assert s["p50"] == 1.0 and s["max"] == 20.0 and s["p99"] > s["p90"]
+    with pytest.raises(ValueError):
+        bench.latency_stats([])
+
+
+def test_evaluate_agrees_with_plain_inference(zoo_onnx: Path, golden_dir: Path, tmp_path: Path) -> None:
+    meta = read_meta(zoo_onnx)
+    samples = datasets.list_samples(golden_dir)
+    with OnnxRuntimeRuntime() as rt:
+        rt.load(rt.build(zoo_onnx, "fp32", tmp_path))
+        ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing, batch=32, workers=2)
+        data = datasets.load_labelled(golden_dir, classes=meta.classes)
+        logits = rt.infer(imaging.preprocess_batch(data.images, meta.preprocessing))
+        lat = bench.measure_latency(rt, batch=1, warmup=2, iterations=10)
+        thr = bench.measure_throughput(rt, batch=16, min_seconds=0.1)
+    assert ev.n_images == 200
+    assert ev.top1 == pytest.approx(float((logits.argmax(1) == data.labels).mean()))
+    np.testing.assert_array_equal(ev.predictions, logits.argmax(1))
+    assert set(ev.per_class) == set(meta.classes)
+    assert ev.throughput_ips > 0 and ev.decode_s > 0 and ev.infer_s > 0
+    assert lat.iterations == 10 and lat.latency_ms["p50"] > 0 and lat.breakdown_ms is None
+    assert thr.ips > 0
+
+
+def test_bench_cli_json_contract(zoo_onnx: Path, golden_dir: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, agent_env
+
+    out = subprocess.run(
+        [sys.executable, "-m", "device.cli", "bench", str(zoo_onnx), "--data", str(golden_dir), "--json",
+         "--iterations", "20", "--warmup", "2", "--throughput-batch", "32"],
+        cwd=REPO, env=agent_env(), capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    r = json.loads(out.stdout)
+    for key in ("runtime", "precision", "latency_ms", "raw_throughput_ips", "top1", "n_images", "end_to_end_throughput_ips"):
+        assert key in r, key
+    assert set(r["latency_ms"]) >= {"p50", "p90", "p99", "max"}
+    assert r["runtime"] == "onnxruntime" and r["precision"] == "fp32" and r["n_images"] == 200
+    assert 0 <= r["top1"] <= 1

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from device.config import load_config
+from device.runtimes.onnxruntime import OnnxRuntimeConfig
+from device.runtimes.registry import AutoConfig
+from shared.errors import EdgeloopError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "agent.toml"
+    p.write_text(text)
+    return p
+
+
+def test_toml_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg_file = _write(tmp_path, f"""
+device_id = "jetson-01"
+fleet = "lab"
+state_dir = "{tmp_path}/state"
+require_signature = false
+[broker]
+url = "mqtts://broker.local:8883"
+username = "dev"
+[runtime]
+type = "onnxruntime"
+intra_op_threads = 2
+""")
+    monkeypatch.setenv("EDGELOOP_FLEET", "prod")
+    monkeypatch.setenv("EDGELOOP_BROKER__PASSWORD", "s3cret")
+    cfg = load_config(cfg_file)
+    assert cfg.device_id == "jetson-01" and cfg.fleet == "prod"  # environment wins
+    assert isinstance(cfg.runtime, OnnxRuntimeConfig) and cfg.runtime.intra_op_threads == 2
+    s = cfg.broker.settings()
+    assert (s.host, s.port, s.tls, s.password) == ("broker.local", 8883, True, "s3cret")
+    assert "s3cret" not in cfg.model_dump_json()
+
+
+def test_defaults_to_auto_runtime(tmp_path: Path) -> None:
+    cfg = load_config(None, device_id="d", state_dir=str(tmp_path), require_signature=False)
+    assert isinstance(cfg.runtime, AutoConfig)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('device_id = "bad/id"\nrequire_signature = false', "device_id"),
+        ('device_id = "d"\nrequire_signature = false\n[broker]\nurl = "http://x"', "broker.url"),
+        ('device_id = "d"\nrequire_signature = false\n[runtime]\ntype = "openvino"', "runtime"),
+        ('device_id = "d"\nrequire_signature = false\nbogus = 1', "bogus"),
+        ('device_id = "d"', "require_signature"),
+        ('require_signature = false', "device_id"),
+        ('device_id = "d"\nrequire_signature = false\neval_dir = "/nonexistent"', "eval_dir"),
+    ],
+)
+def test_bad_config_fails_fast_naming_the_field(tmp_path: Path, text: str, field: str) -> None:
+    with pytest.raises(EdgeloopError) as e:
+        load_config(_write(tmp_path, text))
+    assert field.split(".")[0] in str(e.value)
+
+
+def test_missing_and_unparsable_files(tmp_path: Path) -> None:
+    with pytest.raises(EdgeloopError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(EdgeloopError):
+        load_config(_write(tmp_path, "device_id = [unclosed"))

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.runtimes import EngineError, RuntimeUnavailable, registry
+from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
+from device.runtimes.tensorrt import TensorRTConfig, TensorRTRuntime
+
+
+def test_build_load_infer(zoo_onnx: Path, tmp_path: Path) -> None:
+    with OnnxRuntimeRuntime() as rt:
+        engine = rt.build(zoo_onnx, "fp32", tmp_path)
+        assert engine.path.is_file() and engine.input_shape == (3, 32, 32) and engine.input_name == "input"
+        rt.load(engine)
+        out = rt.infer(np.zeros((4, 3, 32, 32), np.float32))
+        assert out.shape == (4, 10) and out.dtype == np.float32
+        assert rt.last_timing is not None and rt.last_timing.total_ms > 0
+
+
+def test_input_checks(zoo_onnx: Path, tmp_path: Path) -> None:
+    with OnnxRuntimeRuntime(OnnxRuntimeConfig(max_batch=8)) as rt:
+        with pytest.raises(EngineError, match="no engine"):
+            rt.infer(np.zeros((1, 3, 32, 32), np.float32))
+        rt.load(rt.build(zoo_onnx, "fp32", tmp_path))
+        with pytest.raises(EngineError, match="float32"):
+            rt.infer(np.zeros((1, 3, 32, 32), np.float64))  # type: ignore[arg-type]
+        with pytest.raises(EngineError, match="shape"):
+            rt.infer(np.zeros((1, 3, 64, 64), np.float32))
+        with pytest.raises(EngineError, match="batch size"):
+            rt.infer(np.zeros((9, 3, 32, 32), np.float32))
+    with pytest.raises(EngineError, match="closed"):
+        rt.build(zoo_onnx, "fp32", tmp_path)
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_onnx_is_a_clear_error(zoo_onnx: Path, tmp_path: Path, damage: str) -> None:
+    bad = tmp_path / "bad.onnx"
+    data = zoo_onnx.read_bytes()
+    bad.write_bytes({"garbage": b"\x00not onnx" * 100, "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    with OnnxRuntimeRuntime() as rt, pytest.raises(EngineError, match="cannot load"):
+        rt.build(bad, "fp32", tmp_path / "out")
+
+
+def test_auto_falls_back_to_onnxruntime_without_a_gpu() -> None:
+    if TensorRTRuntime.probe() is None:
+        pytest.skip("a TensorRT GPU is present here")
+    with registry.create(registry.AutoConfig()) as rt:
+        assert rt.name == "onnxruntime"
+        assert rt.accelerator() == "cpu" and not rt.uses_gpu()
+    with pytest.raises(RuntimeUnavailable, match="forced"):
+        registry.create(TensorRTConfig())
+
+
+def test_missing_provider_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeUnavailable, match="not available"):
+        OnnxRuntimeRuntime(OnnxRuntimeConfig(providers=["NoSuchExecutionProvider"]))
+
+
+def test_registry_is_explicit() -> None:
+    assert registry.names() == ["tensorrt", "onnxruntime"]
+    with pytest.raises(RuntimeUnavailable):
+        registry.runtime_class("openvino")
+
+
+def test_engine_from_other_runtime_is_refused(zoo_onnx: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    with OnnxRuntimeRuntime() as rt:
+        engine = rt.build(zoo_onnx, "fp32", tmp_path)
+        with pytest.raises(EngineError, match="built by tensorrt"):
+            rt.load(replace(engine, runtime="tensorrt"))

@@ -1,0 +1,67 @@
+"""TensorRT on a real GPU (skipped where TensorRT or a CUDA device is missing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device import bench
+from device.builder import EngineCache
+from device.runtimes.onnxruntime import OnnxRuntimeRuntime
+from device.runtimes.tensorrt import TensorRTConfig, TensorRTRuntime
+from shared import datasets
+from shared.modelmeta import read_meta
+
+pytestmark = pytest.mark.gpu
+ZOO = Path(__file__).resolve().parents[2] / "host" / "zoo"
+
+
+def _ort_logits(model: Path, x: np.ndarray, tmp: Path) -> np.ndarray:
+    with OnnxRuntimeRuntime() as rt:
+        rt.load(rt.build(model, "fp32", tmp))
+        return rt.infer(x)
+
+
+@pytest.mark.parametrize(
+    ("file", "precision", "atol"),
+    [("resnet20.onnx", "fp32", 1e-2), ("resnet20.onnx", "fp16", 0.2), ("resnet20-slim-int8-trt.onnx", "int8", 1.0)],
+)
+def test_build_and_match_onnxruntime(file: str, precision: str, atol: float, tmp_path: Path) -> None:
+    model = ZOO / file
+    if not model.exists():
+        pytest.skip(f"{file} not in the zoo")
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32), dtype=np.float32)
+    cfg = TensorRTConfig(timing_cache=tmp_path / "timing.cache", max_batch=64)
+    with TensorRTRuntime(cfg) as rt:
+        rt.load(rt.build(model, precision, tmp_path / "e"))  # type: ignore[arg-type]
+        got = rt.infer(x)
+        t = rt.last_timing
+        assert t is not None and t.compute_ms is not None and t.h2d_ms is not None and t.d2h_ms is not None
+    ref = _ort_logits(model, x, tmp_path / "ort")
+    assert np.abs(got - ref).max() < atol
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75
+    assert (tmp_path / "timing.cache").stat().st_size > 0
+
+
+def test_fp16_onnx_builds_strongly_typed(tmp_path: Path) -> None:
+    model = ZOO / "resnet20-fp16.onnx"
+    if not model.exists():
+        pytest.skip("no FP16 ONNX in the zoo")
+    with TensorRTRuntime() as rt:
+        engine = rt.build(model, "fp16", tmp_path)
+        assert engine.info["strongly_typed"] is True
+        rt.load(engine)
+        meta = read_meta(model)
+        samples = datasets.list_samples(Path(__file__).resolve().parents[2] / "shared" / "samples")
+        ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing, batch=50)
+        assert ev.top1 > 0.7
+
+
+def test_engine_cache_hit_on_gpu(zoo_onnx: Path, tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path / "engines")
+    with TensorRTRuntime() as rt:
+        _, hit1 = cache.get_or_build(rt, zoo_onnx, "x" * 64, "fp16")
+        _, hit2 = cache.get_or_build(rt, zoo_onnx, "x" * 64, "fp16")
+    assert (hit1, hit2) == (False, True)

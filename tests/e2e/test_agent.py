@@ -1,0 +1,153 @@
+"""The device agent as a real process against a real Mosquitto and a real HTTP artifact server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shared import protocol as p
+from shared.protocol import ReleaseManifest
+from tests.device.conftest import MakeRelease
+from tests.e2e.conftest import StartAgent
+from tests.helpers import Mosquitto, Recorder
+
+pytestmark = pytest.mark.e2e
+
+FAST = p.BenchSettings(warmup=2, iterations=20, throughput_batch=16, eval_limit=50)
+
+
+def _wait_status(rec: Recorder, state: str, timeout: float = 30) -> p.DeviceStatus:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for raw in reversed(rec.topics("/status")):
+            s = p.decode_status(raw)
+            if s.state == state:
+                return s
+        time.sleep(0.1)
+    raise TimeoutError(f"no status {state!r}")
+
+
+def _deploy(rec: Recorder, m: ReleaseManifest, served: str, device: str = "dev-1", **kw: object) -> p.DeployCommand:
+    cmd = p.DeployCommand(device_id=device, manifest=m, base_url=served, rollout_id="r1", bench=FAST, **kw)  # type: ignore[arg-type]
+    rec.publish(p.command_topic("lab", device), p.encode(cmd))
+    return cmd
+
+
+def _reports(rec: Recorder, kind: str) -> list[p.DeployReport | p.BenchmarkReport | p.CalibrationReport | p.EventReport]:
+    return [p.decode_report(raw) for raw in rec.topics(f"/report/{kind}")]
+
+
+def test_deploy_builds_benchmarks_reports_and_last_will(
+    mosquitto: Mosquitto, start_agent: StartAgent, zoo_onnx: Path, make_release: MakeRelease, served: str
+) -> None:
+    rec = Recorder(mosquitto.port)
+    agent = start_agent()
+    online = _wait_status(rec, "online")
+    assert online.release is None and online.runtime is None
+    m = make_release(zoo_onnx)
+    cmd = _deploy(rec, m, served)
+    rec.wait_for("/report/benchmark", timeout=120)
+    dep = _reports(rec, "deploy")[0]
+    assert isinstance(dep, p.DeployReport)
+    assert dep.ok and dep.release == m.ref and dep.command_id == cmd.message_id and dep.rollout_id == "r1"
+    assert dep.runtime == "onnxruntime" and dep.selftest_top1 is not None and dep.selftest_top1 > 0.5
+    bench = _reports(rec, "benchmark")[0]
+    assert isinstance(bench, p.BenchmarkReport)
+    assert bench.release == m.ref and bench.n_images == 50 and bench.top1 is not None
+    assert bench.latency_ms.p99 >= bench.latency_ms.p50 > 0 and bench.raw_throughput_ips > 0
+    assert bench.system is not None and bench.system.gpu_load_percent is None
+    status = _wait_status(rec, "online")
+    deadline = time.monotonic() + 10
+    while status.release is None and time.monotonic() < deadline:
+        status = _wait_status(rec, "online")
+    assert status.release == m.ref
+    agent.kill()  # SIGKILL: no clean disconnect, so the broker publishes the Last Will
+    offline = _wait_status(rec, "offline", timeout=90)
+    assert offline.device_id == "dev-1"
+    late = Recorder(mosquitto.port, client_id="late-joiner")  # retained: a new subscriber sees offline too
+    late.wait_for("/status")
+    assert p.decode_status(late.topics("/status")[-1]).state == "offline"
+    rec.close()
+    late.close()
+
+
+@pytest.mark.security
+def test_bad_input_gives_events_and_the_agent_keeps_running(
+    mosquitto: Mosquitto, start_agent: StartAgent, zoo_onnx: Path, make_release: MakeRelease, served: str,
+    resign: Callable[[ReleaseManifest], ReleaseManifest],
+) -> None:  # fmt: skip
+    rec = Recorder(mosquitto.port)
+    agent = start_agent()
+    _wait_status(rec, "online")
+    good = make_release(zoo_onnx)
+    _deploy(rec, good, served)
+    rec.wait_for("/report/benchmark", timeout=120)
+    topic = p.command_topic("lab", "dev-1")
+    rec.publish(topic, b"{this is not json")
+    rec.publish(topic, b'{"kind": "deploy", "device_id": "dev-1"}')
+    art = good.artifacts[0]
+    bad_sha = resign(good.model_copy(update={"version": "1.1.0", "artifacts": (art.model_copy(update={"sha256": "0" * 64}),)}))
+    truncated = resign(good.model_copy(update={"version": "1.2.0", "artifacts": (art.model_copy(update={"size": art.size + 7}),)}))
+    _deploy(rec, bad_sha, served)
+    _deploy(rec, truncated, served)
+    events = rec.wait_for("/report/event", count=4, timeout=120)
+    codes = [p.decode_report(e).code for e in events]  # type: ignore[union-attr]
+    assert codes.count("malformed_command") == 2
+    assert "artifact_sha256_mismatch" in codes and "artifact_truncated" in codes
+    failed = [r for r in _reports(rec, "deploy") if isinstance(r, p.DeployReport) and not r.ok]
+    assert {r.release.version for r in failed} == {"1.1.0", "1.2.0"}
+    # still alive, still running the good release: a benchmark command is answered for it
+    rec.publish(topic, p.encode(p.BenchmarkCommand(device_id="dev-1", bench=FAST)))
+    rec.wait_for("/report/benchmark", count=2, timeout=120)
+    assert _reports(rec, "benchmark")[-1].release == good.ref  # type: ignore[union-attr]
+    assert agent.alive
+    assert agent.terminate() == 0
+    rec.close()
+
+
+def test_outbox_delivers_reports_made_while_the_broker_was_down(
+    mosquitto: Mosquitto, start_agent: StartAgent, zoo_onnx: Path, make_release: MakeRelease, served: str
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    got: list[bytes] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="host-ingest-test", protocol=mqtt.MQTTv5)
+    sub.on_message = lambda c, u, msg: got.append(bytes(msg.payload))
+    sub.on_connect = lambda c, u, f, rc, pr: c.subscribe("edgeloop/v1/+/+/report/benchmark", 1)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600  # persistent: the broker queues reports while we are away
+    sub.reconnect_delay_set(1, 2)
+    sub.connect("127.0.0.1", mosquitto.port, clean_start=False, properties=props)
+    sub.loop_start()
+    rec = Recorder(mosquitto.port)
+    agent = start_agent()
+    _wait_status(rec, "online")
+    _deploy(rec, make_release(zoo_onnx), served)
+    rec.wait_for("/report/benchmark", timeout=120)
+    slow = p.BenchSettings(warmup=2, iterations=400, throughput_batch=16, evaluate=False)
+    commands = [p.BenchmarkCommand(device_id="dev-1", bench=slow) for _ in range(4)]
+    for c in commands:
+        rec.publish(p.command_topic("lab", "dev-1"), p.encode(c))
+    rec.close()
+    time.sleep(0.5)
+    mosquitto.stop()  # the agent keeps working through its queue with no broker
+    time.sleep(8)
+    mosquitto.start()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        ids = {p.decode_report(r).command_id for r in got}
+        if all(c.message_id in ids for c in commands):
+            break
+        time.sleep(0.2)
+    reports = [p.decode_report(r) for r in got]
+    by_command = {c.message_id: [r for r in reports if r.command_id == c.message_id] for c in commands}
+    assert all(len({r.message_id for r in rs}) == 1 for rs in by_command.values()), by_command
+    assert agent.alive
+    sub.loop_stop()
+    sub.disconnect()
