@@ -48,20 +48,34 @@ class Parity:
                 f"top-1 agreement = {100 * self.top1_agreement:.2f}%")  # fmt: skip
 
 
-def onnx_from_torch(model: nn.Module, path: Path, input_size: int = 32, opset: int = DEFAULT_OPSET) -> None:
-    """Export with torch's ONNX exporter (dynamo-based), batch dimension dynamic."""
+def onnx_from_torch(model: nn.Module, path: Path, input_size: int = 32, opset: int = DEFAULT_OPSET,
+                    dynamo: bool = True) -> None:  # fmt: skip
+    """Export with torch's ONNX exporter, batch dimension dynamic.
+
+    The dynamo-based exporter is the default. ``dynamo=False`` selects the TorchScript exporter,
+    which QAT needs: torch.export cannot trace fake-quantize ops (no fake-tensor kernel for
+    ``fake_quantize_per_tensor_affine_cachemask``), while the TorchScript exporter maps them to
+    QuantizeLinear/DequantizeLinear.
+    """
     if opset < 17:
         raise EdgeloopError(f"opset {opset} is too old; edgeloop exports opset >= 17")
     model = model.eval()
     example = (torch.zeros(2, 3, input_size, input_size),)
-    batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, example, str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},), external_data=False,
-            verbose=False,
-        )  # fmt: skip
+        if dynamo:
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            torch.onnx.export(
+                model, example, str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},), external_data=False,
+                verbose=False,
+            )  # fmt: skip
+        else:
+            torch.onnx.export(
+                model, example, str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                opset_version=opset, dynamo=False, do_constant_folding=True,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )  # fmt: skip
 
 
 def finalize_onnx(path: Path, meta: ModelMeta) -> Any:
@@ -116,6 +130,7 @@ def export_verified(
     atol: float = 1e-3,
     min_agreement: float = 0.999,
     opset: int = DEFAULT_OPSET,
+    dynamo: bool = True,
 ) -> Parity:
     """Export ``model`` and keep the file only if it matches ``reference`` (default: ``model``)."""
     out = Path(out)
@@ -124,7 +139,7 @@ def export_verified(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        onnx_from_torch(model, tmp, meta.preprocessing.size, opset)
+        onnx_from_torch(model, tmp, meta.preprocessing.size, opset, dynamo)
         finalize_onnx(tmp, meta)
         parity = check_parity(reference if reference is not None else model, tmp, parity_images(data), meta.preprocessing)
         log.info("%s", parity)

@@ -224,7 +224,7 @@ def step_qat(ctx: Context, step: QAT) -> dict[str, Any]:
     qat.set_exporting(qmodel, True)
     out_trt = ctx.out / f"{ctx.name}-trt.onnx"
     meta = _meta(ctx, "int8", runtime="tensorrt", calibration="qat")
-    parity = export_verified(qmodel, out_trt, meta, atol=1e-2, min_agreement=0.99)
+    parity = export_verified(qmodel, out_trt, meta, atol=0.1, min_agreement=0.99, dynamo=False)
     q = onnx.load(str(out_trt))
     changed = qat.to_u8_activations(q)
     from shared.modelmeta import set_meta

@@ -38,12 +38,13 @@ class _QuantIO(nn.Module):
         self.scale = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0.0))
         self.mode = "train"  # "float" (calibration: no fake quant), "train" (learnable scale), "export"
+        self.export_scale = 1.0
 
     def quant_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "float":
             return x
-        if self.mode == "export":
-            return torch.fake_quantize_per_tensor_affine(x, float(self.scale.abs()), 0, QMIN, QMAX)
+        if self.mode == "export":  # a Python float: torch.export needs a constant scale
+            return torch.fake_quantize_per_tensor_affine(x, self.export_scale, 0, QMIN, QMAX)
         scale = self.scale.abs() + 1e-8
         return torch._fake_quantize_learnable_per_tensor_affine(x.float(), scale, self.zero_point, QMIN, QMAX, 1.0)
 
@@ -51,7 +52,8 @@ class _QuantIO(nn.Module):
         w = self.inner.weight
         amax = w.detach().abs().flatten(1).amax(1).clamp_min(1e-8)
         zeros = torch.zeros(w.shape[0], dtype=torch.int32)
-        return torch.fake_quantize_per_channel_affine(w, amax / QMAX, zeros, 0, -QMAX, QMAX)
+        # the grid is symmetric (scale = amax/127); ONNX only allows the (-128, 127) range
+        return torch.fake_quantize_per_channel_affine(w, amax / QMAX, zeros, 0, QMIN, QMAX)
 
 
 class QuantConv2d(_QuantIO):
@@ -107,9 +109,14 @@ def prepare_qat(model: nn.Module, calib_images: npt.NDArray[np.uint8], prep: Pre
 
 
 def set_exporting(qmodel: nn.Module, on: bool = True) -> None:
+    """Switch to constant scales for export. Exporting also freezes the parameters: with gradients
+    on, fake-quantize dispatches to a ``_cachemask`` op that torch.export cannot trace."""
+    for p in qmodel.parameters():
+        p.requires_grad_(not on)
     for m in qmodel.modules():
         if isinstance(m, _QuantIO):
             m.mode = "export" if on else "train"
+            m.export_scale = float(m.scale.detach().abs()) + 1e-8
 
 
 def learned_ranges(qmodel: nn.Module) -> dict[str, float]:
@@ -126,22 +133,24 @@ def to_u8_activations(model: Any) -> int:
     import onnx
     from onnx import numpy_helper
 
-    inits = {t.name: t for t in model.graph.initializer}
+    # Scales and zero points are initializers (dynamo exporter) or Constant nodes (TorchScript exporter).
+    tensors: dict[str, Any] = {t.name: t for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    tensors[n.output[0]] = a.t
     changed: set[str] = set()
     for n in model.graph.node:
-        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(n.input) < 3:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(n.input) < 3 or n.input[2] in changed:
             continue
-        scale_name, zp_name = n.input[1], n.input[2]
-        scale = inits.get(scale_name)
-        if scale is None or numpy_helper.to_array(scale).size != 1 or zp_name in changed:
-            continue
-        zp = inits.get(zp_name)
-        if zp is None:  # a Constant node or a graph input: not produced by our exporters
-            continue
+        scale, zp = tensors.get(n.input[1]), tensors.get(n.input[2])
+        if scale is None or zp is None or numpy_helper.to_array(scale).size != 1:
+            continue  # weights (per-channel) keep int8
         arr = numpy_helper.to_array(zp)
         if arr.dtype != np.int8 or arr.any():
             continue
-        zp.CopyFrom(numpy_helper.from_array(np.full(arr.shape, 128, dtype=np.uint8), zp_name))
-        changed.add(zp_name)
+        zp.CopyFrom(numpy_helper.from_array(np.full(arr.shape, 128, dtype=np.uint8), zp.name))
+        changed.add(n.input[2])
     onnx.checker.check_model(model)
     return len(changed)

@@ -86,6 +86,8 @@ def quantize_ptq(
                   "percentile": CalibrationMethod.Percentile}[method]  # fmt: skip
     symmetric_act = flavour == "tensorrt"
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": symmetric_act}
+    if flavour == "tensorrt":
+        extra["QuantizeBias"] = False  # TensorRT takes float biases and quantizes them itself
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     with tempfile.TemporaryDirectory() as tmp:
