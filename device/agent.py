@@ -65,10 +65,11 @@ class Agent:
         self._stop = threading.Event()
         self._busy = False
         self._status_topic = protocol.status_topic(self.fleet, self.device_id)
+        self._command_topic = protocol.command_topic(self.fleet, self.device_id)
         self.session = MqttSession(
             config.broker.settings(),
             client_id=f"edgeloop-{self.fleet}-{self.device_id}",
-            subscriptions=[(protocol.command_topic(self.fleet, self.device_id), 1)],
+            subscriptions=[(self._command_topic, 1)],
             on_message=self._on_message,
             will=(self._status_topic, protocol.encode(self._status("offline", system=False)), 1, True),
             on_connected=self._on_connected,
@@ -125,6 +126,12 @@ class Agent:
         self.pump.outbox.added.set()  # flush what piled up while offline
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic != self._command_topic:
+            # only a misbehaving broker routes other topics here (amqtt was seen doing it with
+            # retained status messages): drop and count, it is not a malformed command
+            self.counters["foreign_messages"] = self.counters.get("foreign_messages", 0) + 1
+            log.warning("ignoring a message on %s (subscribed to %s only)", topic, self._command_topic)
+            return
         try:
             self._commands.put_nowait(payload)
         except queue.Full:
@@ -175,7 +182,7 @@ class Agent:
             cmd = protocol.decode_command(payload)
         except EdgeloopError as e:
             self.counters["bad_commands"] += 1
-            self.event("error", "malformed_command", str(e))
+            self.event("error", "malformed_command", f"{e} (payload starts {payload[:60]!r})")
             return
         ids = {"command_id": cmd.message_id, "rollout_id": getattr(cmd, "rollout_id", None)}
         if cmd.device_id != self.device_id:

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,14 @@ class Outbox:
 class OutboxPump:
     """Moves outbox entries to the broker while connected, keeping at most ``window`` unacked.
 
-    paho keeps messages it was handed across reconnects and resends them itself; entries are
-    handed over once per process, and at start-up everything left in the outbox is resent.
+    Acknowledgement is read from paho's ``MQTTMessageInfo.is_published()`` in the pump's own
+    thread: no lock is ever held across a paho call, so paho's network thread (which runs the
+    PUBACK callback under its own locks) can never deadlock against the pump. paho keeps handed
+    messages across reconnects and resends them itself; an entry without a PUBACK after
+    ``resend_after_s`` is handed over again; at start-up everything left in the outbox is resent.
     """
 
-    def __init__(self, outbox: Outbox, session: object, window: int = 50) -> None:
+    def __init__(self, outbox: Outbox, session: object, window: int = 50, resend_after_s: float = 15.0) -> None:
         from shared.mqtt import MqttSession
 
         if not isinstance(session, MqttSession):
@@ -112,9 +116,10 @@ class OutboxPump:
         self.outbox = outbox
         self.session = session
         self.window = window
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self.resend_after_s = resend_after_s
+        self.resent = 0
+        self._inflight: dict[int, tuple[Any, float, Entry]] = {}  # outbox id -> (message info, handed at, entry)
         self._handed_up_to = 0
-        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
 
@@ -127,36 +132,48 @@ class OutboxPump:
         self._thread.join(timeout=5)
 
     def on_published(self, mid: int) -> None:
-        """PUBACK arrived (paho's on_publish): only now is the entry removed."""
-        with self._lock:
-            entry_id = self._inflight.pop(mid, None)
-        if entry_id is not None:
-            self.outbox.ack(entry_id)
-            self.outbox.added.set()  # room in the window
+        """paho's on_publish: just wake the pump, which checks what was acknowledged."""
+        self.outbox.added.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.outbox.added.wait(timeout=1.0)
+            self.outbox.added.wait(timeout=0.2)
             self.outbox.added.clear()
-            if not self.session.connected.is_set():
-                continue
             try:
-                self._pump()
+                self._reap()
+                if self.session.connected.is_set():
+                    self._resend_stale()
+                    self._pump()
             except Exception:  # keep the pump alive whatever happens
                 log.exception("outbox pump error")
                 time.sleep(1.0)
 
+    def _reap(self) -> None:
+        """Remove entries whose PUBACK arrived (only now are they deleted)."""
+        for eid, (info, _, _) in list(self._inflight.items()):
+            if info.is_published():
+                del self._inflight[eid]
+                self.outbox.ack(eid)
+
+    def _hand(self, entry: Entry) -> None:
+        info = self.session.publish(entry.topic, entry.payload, qos=entry.qos)
+        self._inflight[entry.id] = (info, time.monotonic(), entry)
+        log.debug("handed report %s (mid %d) to the broker", entry.message_id, info.mid)
+
+    def _resend_stale(self) -> None:
+        """A PUBACK that never comes (a broker that lost the message, a half-dead connection):
+        hand the entry over again. Receivers drop the duplicate by message_id."""
+        deadline = time.monotonic() - self.resend_after_s
+        for _, (_, handed, entry) in list(self._inflight.items()):
+            if handed < deadline:
+                self._hand(entry)
+                self.resent += 1
+                log.warning("no PUBACK for report %s after %.0fs; sent it again", entry.message_id, self.resend_after_s)
+
     def _pump(self) -> None:
-        while not self._stop.is_set() and self.session.connected.is_set():
-            with self._lock:
-                room = self.window - len(self._inflight)
-            if room <= 0:
-                return
-            entries = self.outbox.pending(after_id=self._handed_up_to, limit=room)
-            if not entries:
-                return
-            for e in entries:
-                with self._lock:  # register before paho can call back with the PUBACK
-                    info = self.session.publish(e.topic, e.payload, qos=e.qos)
-                    self._inflight[info.mid] = e.id
-                self._handed_up_to = e.id
+        room = self.window - len(self._inflight)
+        if room <= 0:
+            return
+        for e in self.outbox.pending(after_id=self._handed_up_to, limit=room):
+            self._hand(e)
+            self._handed_up_to = e.id

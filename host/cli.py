@@ -172,6 +172,291 @@ def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(handler=_cmd_report)
 
 
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+def _server_arg(p: argparse.ArgumentParser) -> None:
+    import os
+
+    p.add_argument("--server", default=os.environ.get("EDGELOOP_SERVER", DEFAULT_SERVER),
+                   help="URL of `edgeloop serve` (env EDGELOOP_SERVER)")  # fmt: skip
+
+
+def _cmd_keys_generate(args: argparse.Namespace) -> int:
+    from shared.signing import generate_keypair
+
+    out = Path(args.out_dir)
+    kid = generate_keypair(out / f"{args.name}.key", out / f"{args.name}.pub")
+    print(f"wrote {out / (args.name + '.key')} (keep it secret) and {out / (args.name + '.pub')} (key id {kid})")
+    print("devices trust the public key through `trusted_keys` in their agent.toml")
+    return 0
+
+
+def _cmd_release_create(args: argparse.Namespace) -> int:
+    from host.release import ReleaseStore, create_release
+
+    if args.sign_key is None and not args.unsigned:
+        raise EdgeloopError("pass --sign-key KEY (make one with `edgeloop keys generate`) or --unsigned")
+    m = create_release(Path(args.build_dir), args.name, args.version, ReleaseStore(args.store), sign_key=args.sign_key,
+                       include=args.include, source_top1=args.source_top1, notes=args.notes)  # fmt: skip
+    if args.json:
+        print(m.model_dump_json(indent=2))
+        return 0
+    from host.table import print_table
+
+    print_table(f"release {m.ref} ({'signed, key ' + str(m.key_id) if m.signature else 'UNSIGNED'})",
+                ["artifact", "precision", "runtime", "bytes", "golden top-1 %", "sha256"],
+                [(a.name, a.precision, a.runtime, a.size, 100 * a.golden_top1 if a.golden_top1 is not None else None,
+                  a.sha256[:16]) for a in m.artifacts])  # fmt: skip
+    return 0
+
+
+def _cmd_release_list(args: argparse.Namespace) -> int:
+    from host.release import ReleaseStore
+    from host.table import print_table
+
+    ms = ReleaseStore(args.store).all()
+    print_table("releases", ["release", "created", "artifacts", "source top-1 %", "signed"],
+                [(str(m.ref), m.created_at.isoformat(timespec="seconds"), len(m.artifacts), 100 * m.model.source_top1,
+                  "yes" if m.signature else "no") for m in ms])  # fmt: skip
+    return 0
+
+
+def _add_release(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    k = sub.add_parser("keys", help="release signing keys")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    g = ksub.add_parser("generate", help="make an ed25519 key pair")
+    g.add_argument("--out-dir", default="keys")
+    g.add_argument("--name", default="release")
+    g.set_defaults(handler=_cmd_keys_generate)
+
+    p = sub.add_parser("release", help="package and list releases")
+    rsub = p.add_subparsers(dest="release_command", required=True)
+    c = rsub.add_parser("create", help="package the ONNX files of a build directory as a signed release")
+    c.add_argument("build_dir")
+    c.add_argument("--name", required=True)
+    c.add_argument("--version", required=True, help="dot-separated integers, e.g. 1.2.0")
+    c.add_argument("--sign-key", help="ed25519 private key (PEM)")
+    c.add_argument("--unsigned", action="store_true", help="allow an unsigned release (devices refuse it by default)")
+    c.add_argument("--store", default="releases", help="artifact store served by `edgeloop serve --releases`")
+    c.add_argument("--include", nargs="+", help="only these ONNX files of the build directory")
+    c.add_argument("--source-top1", type=float, help="source-model top-1 (0..1) if no model card says it")
+    c.add_argument("--notes", default="")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(handler=_cmd_release_create)
+    ls = rsub.add_parser("list", help="list releases in a store")
+    ls.add_argument("--store", default="releases")
+    ls.set_defaults(handler=_cmd_release_list)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import signal
+    import threading
+
+    from host.server import HostServer, ServeConfig
+
+    cfg = ServeConfig(
+        releases=Path(args.releases), store_url=args.store, host=args.host, port=args.port, public_url=args.public_url,
+        broker_url=args.broker, broker_protocol=args.mqtt_protocol, embedded_broker=args.embedded_broker,
+        embedded_broker_port=args.embedded_broker_port, ingest_workers=args.ingest_workers,
+        broker_username=os.environ.get("EDGELOOP_BROKER_USERNAME"), broker_password=os.environ.get("EDGELOOP_BROKER_PASSWORD"),
+    )  # fmt: skip
+    server = HostServer(cfg)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    print(f"edgeloop serve: dashboard {cfg.base_url}  broker {cfg.broker_url}  store {server.store.dialect}", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="artifact server + ingest + rollout controller + REST API + dashboard")
+    p.add_argument("--releases", default="releases", help="artifact store directory (from `release create`)")
+    p.add_argument("--store", default="edgeloop.sqlite", help="SQLite path or postgresql://user:pw@host/db")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--public-url", help="URL devices use to reach this server (default http://HOST:PORT/)")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL")
+    p.add_argument("--mqtt-protocol", choices=["5", "3.1.1", "auto"], default="5")
+    p.add_argument("--embedded-broker", action="store_true", help="start an embedded MQTT broker (amqtt, 3.1.1)")
+    p.add_argument("--embedded-broker-port", type=int, default=1883)
+    p.add_argument("--ingest-workers", type=int, default=1, help="workers sharing the report subscription (MQTT 5)")
+    p.set_defaults(handler=_cmd_serve)
+
+
+def _rollout_table(r: dict[str, object]) -> None:
+    from host.table import print_table
+
+    devices = r.get("devices") or []
+    print(f"rollout {r['id']}: {r['release_name']}@{r['release_version']} -> {r['fleet']}: {r['state']}"
+          + (f" ({r['reason']})" if r.get("reason") else ""))  # fmt: skip
+    waves = {w["wave"]: w for w in r.get("waves") or []}  # type: ignore[attr-defined]
+    print_table("devices", ["wave", "device", "wave state", "device state", "top-1 %", "p99 ms", "note"],
+                [(d["wave"] + 1, d["device_id"], waves.get(d["wave"], {}).get("state"), d["state"],  # type: ignore[index]
+                  100 * d["top1"] if d["top1"] is not None else None, d["p99_ms"],  # type: ignore[index]
+                  (d["error"] or "") + ("" if d["was_online"] else " [was offline]")) for d in devices])  # type: ignore[index, attr-defined] # fmt: skip
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    import time
+
+    from host.client import ApiClient
+    from host.rollout import RolloutConfig, parse_duration
+
+    api = ApiClient(args.server)
+    if args.rollout_command == "start":
+        cfg = RolloutConfig(waves=[w.strip() for w in args.waves.split(",")], max_accuracy_drop=args.max_accuracy_drop,
+                            p99_budget_ms=args.p99_budget_ms, abort_failures=_fraction(args.abort_failures),
+                            wave_timeout_s=parse_duration(args.wave_timeout), precision=args.precision)  # fmt: skip
+        r = api.post("/api/v1/rollouts", {"release": args.release, "fleet": args.fleet, "config": cfg.model_dump(mode="json")})
+        print(f"started rollout {r['id']}")
+        if args.wait:
+            while r["state"] not in ("completed", "aborted", "rolled_back"):
+                time.sleep(1)
+                r = api.get(f"/api/v1/rollouts/{r['id']}")
+            _rollout_table(r)
+            return 0 if r["state"] == "completed" else 1
+        return 0
+    if args.rollout_command == "status":
+        rs = [api.get(f"/api/v1/rollouts/{args.rollout_id}")] if args.rollout_id else api.get("/api/v1/rollouts")
+        if args.json:
+            print(json.dumps(rs, indent=2))
+        else:
+            for r in rs:
+                _rollout_table(r)
+        return 0
+    r = api.post(f"/api/v1/rollouts/{args.rollout_id}/{args.rollout_command}", {"reason": args.reason})
+    print(f"rollout {r['id']}: {r['state']}")
+    return 0
+
+
+def _fraction(text: str) -> float:
+    t = text.strip()
+    try:
+        return float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise EdgeloopError(f"{text!r} must be a fraction (0.1) or a percentage (10%)") from None
+
+
+def _add_rollout(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("rollout", help="staged rollouts (talks to `edgeloop serve`)")
+    rsub = p.add_subparsers(dest="rollout_command", required=True)
+    s = rsub.add_parser("start", help="roll a release out in gated waves")
+    s.add_argument("release", help="name@version (or name: the latest version)")
+    s.add_argument("--fleet", required=True)
+    s.add_argument("--waves", default="1,25%,100%", help="cumulative wave targets (counts or percentages)")
+    s.add_argument("--max-accuracy-drop", type=float, default=0.5, help="top-1 points below the source model")
+    s.add_argument("--p99-budget-ms", type=float, help="p99 latency budget (batch 1)")
+    s.add_argument("--abort-failures", default="10%", help="failure fraction of a wave that aborts")
+    s.add_argument("--wave-timeout", default="10m", help="e.g. 600, 90s, 10m")
+    s.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="force a precision on every device")
+    s.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    _server_arg(s)
+    st = rsub.add_parser("status", help="show rollouts")
+    st.add_argument("rollout_id", nargs="?")
+    st.add_argument("--json", action="store_true")
+    _server_arg(st)
+    for name, text in (("abort", "stop a rollout and roll touched devices back"),
+                       ("rollback", "roll back every device a rollout touched")):  # fmt: skip
+        a = rsub.add_parser(name, help=text)
+        a.add_argument("rollout_id")
+        a.add_argument("--reason", default=f"{name} requested from the CLI")
+        _server_arg(a)
+    p.set_defaults(handler=_cmd_rollout)
+
+
+def _cmd_fleet_status(args: argparse.Namespace) -> int:
+    from host.client import ApiClient
+    from host.table import print_table
+
+    devices = ApiClient(args.server).get("/api/v1/fleet" + (f"?fleet={args.fleet}" if args.fleet else ""))
+    if args.json:
+        print(json.dumps(devices, indent=2))
+        return 0
+    print_table("fleet", ["fleet", "device", "state", "release", "p50 ms", "p99 ms", "top-1 %", "runtime", "GPU/CPU"],
+                [(d["fleet"], d["device_id"], d["state"], d["release"], d["p50_ms"], d["p99_ms"],
+                  100 * d["top1"] if d["top1"] is not None else None, d["runtime"],
+                  d["accelerator"] if d["gpu"] else "CPU") for d in devices])  # fmt: skip
+    return 0
+
+
+def _add_fleet(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("fleet", help="fleet views")
+    fsub = p.add_subparsers(dest="fleet_command", required=True)
+    s = fsub.add_parser("status", help="one line per device")
+    s.add_argument("--fleet")
+    s.add_argument("--json", action="store_true")
+    _server_arg(s)
+    s.set_defaults(handler=_cmd_fleet_status)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+    import time
+
+    from host.simulate import DeviceModel, SimFleet
+    from shared.mqtt import BrokerSettings
+
+    model = DeviceModel(p50_ms=args.p50_ms, accuracy_drop_points=args.accuracy_drop, deploy_failure_rate=args.fail_rate)
+    broker = BrokerSettings.from_url(args.broker, protocol=args.mqtt_protocol)
+    fleet = SimFleet(args.devices, broker, args.fleet, model, prefix=args.prefix)
+    t0 = time.monotonic()
+    fleet.start()
+    print(f"{args.devices} simulated devices online in fleet {args.fleet} ({time.monotonic() - t0:.1f}s)", flush=True)
+    if args.reports_per_device:
+        t1 = time.monotonic()
+        sent = fleet.stream(args.reports_per_device, args.interval)
+        acked = fleet.wait_acked()
+        dt = time.monotonic() - t1
+        print(f"published {sent:,} telemetry reports in {dt:.1f}s ({sent / dt:,.0f}/s); all acknowledged: {acked}",
+              flush=True)  # fmt: skip
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait(args.duration if args.duration else None)
+    fleet.stop()
+    return 0
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("simulate", help="N protocol-true simulated devices for fleet-scale tests")
+    p.add_argument("--devices", type=int, default=10)
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    p.add_argument("--mqtt-protocol", choices=["5", "3.1.1", "auto"], default="5")
+    p.add_argument("--fleet", default="sim")
+    p.add_argument("--prefix", default="sim", help="device id prefix")
+    p.add_argument("--p50-ms", type=float, default=2.0, help="latency model: p50 of the reference model")
+    p.add_argument("--accuracy-drop", type=float, default=0.0, help="top-1 points below the release's source")
+    p.add_argument("--fail-rate", type=float, default=0.0, help="fraction of deploys that fail")
+    p.add_argument("--reports-per-device", type=int, default=0, help="stream this many telemetry reports each")
+    p.add_argument("--interval", type=float, default=0.0, help="seconds between streamed reports")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.set_defaults(handler=_cmd_simulate)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from host.demo import run_demo
+
+    return run_demo(Path(args.workdir) if args.workdir else None, keep_running=args.keep_running,
+                    devices=args.devices, http_port=args.port, max_accuracy_drop=args.max_accuracy_drop)  # fmt: skip
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="the whole closed loop on this machine, offline")
+    p.add_argument("--keep-running", action="store_true", help="leave the dashboard up afterwards")
+    p.add_argument("--workdir", help="keep everything here (default: a temporary directory)")
+    p.add_argument("--devices", type=int, default=3)
+    p.add_argument("--port", type=int, help="dashboard port (default: a free one)")
+    p.add_argument("--max-accuracy-drop", type=float, default=2.0,
+                   help="gate in top-1 points; the demo devices measure on 200 golden images (0.5 pt each)")  # fmt: skip
+    p.set_defaults(handler=_cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeloop", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
@@ -182,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_compress(sub)
     _add_report(sub)
+    _add_release(sub)
+    _add_serve(sub)
+    _add_rollout(sub)
+    _add_fleet(sub)
+    _add_simulate(sub)
+    _add_demo(sub)
     return parser
 
 

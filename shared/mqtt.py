@@ -51,6 +51,7 @@ class BrokerSettings:
     session_expiry_s: int = 7 * 24 * 3600  # persistent session: QoS 1 commands wait while offline
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 30.0
+    v5_connack_timeout_s: float = 3.0  # protocol="auto": fall back to 3.1.1 after this long without CONNACK
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> BrokerSettings:
@@ -163,6 +164,14 @@ class MqttSession:
             properties=self._connect_properties(),
         )  # fmt: skip
         self._client.loop_start()
+        if self.settings.protocol == "auto" and self._protocol == "5":
+            threading.Thread(target=self._fallback_watchdog, name="mqtt-v5-watchdog", daemon=True).start()
+
+    def _fallback_watchdog(self) -> None:
+        """Some 3.1.1-only brokers (amqtt) neither answer nor close an MQTT 5 CONNECT: give up on 5
+        when no CONNACK arrives in time."""
+        if not self.connected.wait(self.settings.v5_connack_timeout_s) and not self._stopping and self.stats.connects == 0:
+            self._fall_back_to_311()
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
@@ -222,13 +231,17 @@ class MqttSession:
 
     def _fall_back_to_311(self) -> None:
         """The broker refused MQTT 5 (e.g. amqtt): start over speaking 3.1.1."""
+        with self._lock:
+            if self._protocol != "5":
+                return
+            self._protocol = "3.1.1"
         log.info("broker %s refused MQTT 5; falling back to MQTT 3.1.1", self.settings.url)
 
         def restart() -> None:
             with self._lock:
                 old = self._client
                 old.loop_stop()
-                self._protocol = "3.1.1"
+                old.disconnect()
                 self._client = self._make_client()
                 if not self._stopping:
                     self.start()

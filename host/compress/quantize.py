@@ -37,6 +37,12 @@ Method = Literal["minmax", "entropy", "percentile"]
 def _calibration_reader(images: npt.NDArray[np.uint8], prep: Preprocessing, input_name: str, batch: int = 32) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
+    # ORT's histogram calibrators (entropy, percentile) stack batches: they must all be one size
+    if len(images) > batch:
+        images = images[: len(images) // batch * batch]
+    else:
+        batch = len(images)
+
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
             self._it = self._batches()

@@ -1,0 +1,40 @@
+"""A small client for the REST API of ``edgeloop serve`` (used by the CLI)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from shared.errors import EdgeloopError
+
+
+class ApiClient:
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,  # noqa: S310
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            try:
+                detail = json.loads(e.read()).get("error") or e.reason
+            except (ValueError, AttributeError):
+                detail = e.reason
+            raise EdgeloopError(f"{method} {path}: HTTP {e.code}: {detail}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise EdgeloopError(
+                f"cannot reach edgeloop serve at {self.base} ({getattr(e, 'reason', e)}); is it running? (--server)"
+            ) from e
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self._call("POST", path, body or {})

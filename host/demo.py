@@ -1,0 +1,184 @@
+"""``edgeloop demo``: the whole closed loop on one machine, offline, in a couple of minutes.
+
+embedded MQTT broker + ``serve`` + three real agent processes (ONNX Runtime) -> signed releases of
+the zoo baseline and its slimmed INT8 variant -> install the baseline everywhere -> roll the
+compressed release out canary -> 25% -> 100% with the accuracy/latency gates -> summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from host.release import ReleaseStore, create_release
+from host.rollout import RolloutConfig
+from host.server import HostServer, ServeConfig
+from shared import signing
+from shared.errors import EdgeloopError
+from shared.protocol import BenchSettings
+from shared.samples import golden_dir
+
+log = logging.getLogger(__name__)
+
+ZOO = Path(os.environ.get("EDGELOOP_ZOO") or Path(__file__).parent / "zoo")  # override for experiments
+BASELINE = ["resnet20.onnx", "resnet20-int8.onnx", "resnet20-int8-trt.onnx", "resnet20-fp16.onnx"]
+SLIM = ["resnet20-slim.onnx", "resnet20-slim-int8.onnx", "resnet20-slim-int8-trt.onnx", "resnet20-slim-fp16.onnx"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _build_dir(work: Path, name: str, files: list[str]) -> Path:
+    d = work / "build" / name
+    d.mkdir(parents=True, exist_ok=True)
+    present = [f for f in files if (ZOO / f).exists()]
+    if not present:
+        raise EdgeloopError(f"the zoo has none of {files}; run the compression recipes first (see README)")
+    for f in present:
+        shutil.copy(ZOO / f, d / f)
+    card = ZOO / (files[0].removesuffix(".onnx") + ".json")
+    if card.exists():
+        shutil.copy(card, d / card.name)
+    return d
+
+
+def _agent_config(path: Path, device_id: str, broker_url: str, state: Path, pub: Path) -> None:
+    path.write_text(
+        f'device_id = "{device_id}"\nfleet = "demo"\nstate_dir = {json.dumps(str(state))}\n'
+        f"eval_dir = {json.dumps(str(golden_dir()))}\nstatus_interval_s = 5\ntrusted_keys = [{json.dumps(str(pub))}]\n"
+        f'[broker]\nurl = "{broker_url}"\nprotocol = "3.1.1"\nreconnect_max_s = 2\n'
+        f'[runtime]\ntype = "onnxruntime"\nintra_op_threads = 1\n'
+    )
+
+
+def _wait(predicate: Any, timeout: float, what: str, poll: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise EdgeloopError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _run_rollout(server: HostServer, release: str, cfg: RolloutConfig, timeout: float) -> dict[str, Any]:
+    manifest = server.release_store.resolve(release)
+    rid = server.controller.create(manifest, "demo", cfg)
+    print(f"  rollout {rid}: {manifest.ref} waves {cfg.waves}, gate top-1 >= source - {cfg.max_accuracy_drop} pts")
+    seen: set[tuple[int, str]] = set()
+
+    def done() -> dict[str, Any] | None:
+        r = server.store.rollout(rid)
+        if r is None:
+            return None
+        for w in r["waves"]:
+            if w["state"] in ("passed", "failed") and (w["wave"], w["state"]) not in seen:
+                seen.add((w["wave"], w["state"]))
+                devs = [d for d in r["devices"] if d["wave"] == w["wave"]]
+                detail = ", ".join(f"{d['device_id']} top-1 {100 * d['top1']:.1f}% p99 {d['p99_ms']:.2f} ms"
+                                   if d["top1"] is not None else f"{d['device_id']} {d['state']}" for d in devs)  # fmt: skip
+                print(f"    wave {w['wave'] + 1}/{len(r['waves'])} {w['state']}: {detail}")
+        return r if r["state"] in ("completed", "aborted", "rolled_back") else None
+
+    return dict(_wait(done, timeout, f"rollout {rid}"))
+
+
+def run_demo(workdir: Path | None = None, keep_running: bool = False, devices: int = 3, http_port: int | None = None,
+             max_accuracy_drop: float = 2.0) -> int:  # fmt: skip
+    t0 = time.monotonic()
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgeloop-demo-")
+        workdir = Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"edgeloop demo in {workdir}")
+    priv, pub = workdir / "keys" / "release.key", workdir / "keys" / "release.pub"
+    if not priv.exists():
+        signing.generate_keypair(priv, pub)
+    store = ReleaseStore(workdir / "releases")
+    base = create_release(_build_dir(workdir, "baseline", BASELINE), "resnet20", "1.0.0", store, sign_key=priv,
+                          notes="zoo baseline") if not store.versions("resnet20") else store.load("resnet20", "1.0.0")  # fmt: skip
+    slim_dir = _build_dir(workdir, "slim", SLIM)
+    slim = store.load("resnet20", "1.1.0") if "1.1.0" in store.versions("resnet20") else create_release(
+        slim_dir, "resnet20", "1.1.0", store, sign_key=priv, source_top1=base.model.source_top1,
+        notes="Network Slimming + INT8 of the baseline")  # fmt: skip
+    print(f"  signed releases {base.ref} ({len(base.artifacts)} artifacts) and {slim.ref} ({len(slim.artifacts)}); "
+          f"source top-1 {100 * base.model.source_top1:.2f}%")  # fmt: skip
+    port = http_port or _free_port()
+    cfg = ServeConfig(releases=store.root, store_url=str(workdir / "edgeloop.sqlite"), port=port,
+                      embedded_broker=True, embedded_broker_port=_free_port(), tick_s=0.3)  # fmt: skip
+    server = HostServer(cfg)
+    server.start()
+    agents: list[subprocess.Popen[bytes]] = []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("EDGELOOP_DEVICE_ID", None)
+    try:
+        for i in range(devices):
+            d = workdir / "devices" / f"jetson-{i + 1:02d}"
+            d.mkdir(parents=True, exist_ok=True)
+            _agent_config(d / "agent.toml", f"jetson-{i + 1:02d}", cfg.broker_url, d / "state", pub)
+            agents.append(subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--config", str(d / "agent.toml")],
+                                           stdout=(d / "agent.log").open("ab"), stderr=subprocess.STDOUT, env=env))  # fmt: skip
+        _wait(lambda: len([x for x in server.store.devices("demo") if x["state"] == "online"]) >= devices, 60,
+              f"{devices} agents to come online")  # fmt: skip
+        print(f"  {devices} agents online (ONNX Runtime, golden set as local eval data); dashboard {cfg.base_url}")
+        bench = BenchSettings(warmup=10, iterations=200, throughput_batch=64)
+        print("1) install the baseline on the whole fleet")
+        first = _run_rollout(server, str(base.ref), RolloutConfig(waves=["100%"], max_accuracy_drop=max_accuracy_drop,
+                                                                 bench=bench, wave_timeout_s=120), 150)  # fmt: skip
+        if first["state"] != "completed":
+            raise EdgeloopError(f"baseline install {first['state']}: {first['reason']}")
+        print("2) roll out the compressed release: canary -> 25% -> 100%, gated on device measurements")
+        second = _run_rollout(server, str(slim.ref), RolloutConfig(max_accuracy_drop=max_accuracy_drop, bench=bench,
+                                                                  wave_timeout_s=120), 200)  # fmt: skip
+        _summary(server, second)
+        print(f"demo finished in {time.monotonic() - t0:.0f}s; dashboard: {cfg.base_url}")
+        if keep_running:
+            print("--keep-running: serving until Ctrl-C")
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                pass
+        return 0 if second["state"] == "completed" else 1
+    finally:
+        for a in agents:
+            a.send_signal(signal.SIGTERM)
+        for a in agents:
+            try:
+                a.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                a.kill()
+        server.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _summary(server: HostServer, rollout: dict[str, Any]) -> None:
+    from host.table import print_table
+
+    rows = []
+    series = server.store.benchmark_series("demo")
+    for b in series:
+        rows.append((b["device_id"], f"{b['release_name']}@{b['release_version']}", b["runtime"], b["precision"],
+                     b["p50_ms"], b["p99_ms"], b["throughput_ips"], 100 * b["top1"] if b["top1"] is not None else None,
+                     b["n_images"]))  # fmt: skip
+    print_table(f"per-device measurements (rollout {rollout['id']}: {rollout['state']})",
+                ["device", "release", "runtime", "precision", "p50 ms", "p99 ms", "img/s", "top-1 %", "images"], rows)  # fmt: skip
+    fleet = server.fleet("demo")
+    print("fleet now: " + ", ".join(f"{d['device_id']}={d['release']}" for d in fleet))
+    if rollout["reason"]:
+        print(f"reason: {rollout['reason']}")

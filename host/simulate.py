@@ -1,0 +1,205 @@
+"""Fleet simulator: N light devices that speak the real protocol over the real MQTT client code.
+
+Each simulated device holds one ``MqttSession`` (its own client id, retained status, Last Will),
+answers ``deploy``/``rollback``/``benchmark`` with DeployReport + BenchmarkReport from a simple
+latency/accuracy model, and can stream telemetry for load tests. Failures can be injected.
+Used to test and benchmark the host (ingest, rollouts, dashboard) at fleet scale.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from shared import protocol
+from shared.errors import EdgeloopError
+from shared.mqtt import BrokerSettings, MqttSession
+from shared.protocol import (
+    BenchmarkReport,
+    DeployCommand,
+    DeployReport,
+    DeviceStatus,
+    LatencyStats,
+    ReleaseRef,
+    RollbackCommand,
+    SystemInfo,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceModel:
+    """How a simulated device behaves."""
+
+    p50_ms: float = 2.0  # latency of a model with ``reference_macs``
+    reference_macs: int = 40_813_184
+    jitter: float = 0.05
+    p99_factor: float = 1.5
+    accuracy_drop_points: float = 0.0  # measured top-1 = release source top-1 - this (+ noise)
+    accuracy_noise_points: float = 0.2
+    deploy_failure_rate: float = 0.0
+    respond_delay_s: float = 0.05
+    accelerator: str = "Orin (simulated)"
+
+
+@dataclass
+class SimStats:
+    commands: int = 0
+    reports: int = 0
+    telemetry_sent: int = 0
+    telemetry_ids: list[str] = field(default_factory=list)
+
+
+class SimDevice:
+    def __init__(self, device_id: str, fleet: str, broker: BrokerSettings, model: DeviceModel, seed: int) -> None:
+        self.device_id, self.fleet, self.model = device_id, fleet, model
+        self.rng = random.Random(seed)  # noqa: S311  (simulation noise, not crypto)
+        self.release: ReleaseRef | None = None
+        self.previous: ReleaseRef | None = None
+        self.manifests: dict[str, protocol.ReleaseManifest] = {}
+        self.stats = SimStats()
+        self._lock = threading.Lock()
+        will = protocol.encode(self._status("offline"))
+        self.session = MqttSession(
+            broker, client_id=f"sim-{fleet}-{device_id}",
+            subscriptions=[(protocol.command_topic(fleet, device_id), 1)], on_message=self._on_message,
+            will=(protocol.status_topic(fleet, device_id), will, 1, True), on_connected=self.publish_status,
+        )  # fmt: skip
+
+    def _status(self, state: str) -> DeviceStatus:
+        return DeviceStatus(device_id=self.device_id, fleet=self.fleet, state=state, release=self.release,  # type: ignore[arg-type]
+                            previous_release=self.previous, runtime="tensorrt", runtime_version="10.3 (sim)",
+                            precision="int8" if self.release else None, accelerator=self.model.accelerator, gpu=True,
+                            agent_version="sim", system=SystemInfo(cpu_percent=10.0, sources=("sim",)))  # fmt: skip
+
+    def publish_status(self) -> None:
+        self.session.publish(protocol.status_topic(self.fleet, self.device_id), protocol.encode(self._status("online")),
+                             qos=1, retain=True)  # fmt: skip
+
+    def _report(self, message: protocol.WireModel) -> None:
+        kind = getattr(message, "kind")  # noqa: B009
+        self.session.publish(protocol.report_topic(self.fleet, self.device_id, kind), protocol.encode(message), qos=1)
+        self.stats.reports += 1
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            cmd = protocol.decode_command(payload)
+        except EdgeloopError as e:
+            log.warning("%s: bad command: %s", self.device_id, e)
+            return
+        self.stats.commands += 1
+        # answer from a worker thread: never block paho's network thread
+        threading.Thread(target=self._handle, args=(cmd,), daemon=True).start()
+
+    def _handle(self, cmd: object) -> None:
+        time.sleep(self.model.respond_delay_s * (0.5 + self.rng.random()))
+        with self._lock:
+            if isinstance(cmd, DeployCommand):
+                self._activate(cmd.manifest, cmd, "deploy")
+            elif isinstance(cmd, RollbackCommand):
+                target = cmd.manifest or (self.manifests.get(str(cmd.target)) if cmd.target else None)
+                if target is not None:
+                    self._activate(target, cmd, "rollback")
+            elif isinstance(cmd, protocol.BenchmarkCommand) and self.release is not None:
+                self._report(self.benchmark(self.manifests[str(self.release)], cmd.rollout_id, cmd.message_id))
+
+    def _activate(self, manifest: protocol.ReleaseManifest, cmd: DeployCommand | RollbackCommand, action: str) -> None:
+        ok = action == "rollback" or self.rng.random() >= self.model.deploy_failure_rate
+        previous = self.release
+        if ok:
+            self.manifests[str(manifest.ref)] = manifest
+            if self.release != manifest.ref:
+                self.previous, self.release = self.release, manifest.ref
+        self._report(DeployReport(device_id=self.device_id, rollout_id=cmd.rollout_id, command_id=cmd.message_id,
+                                  release=manifest.ref, ok=ok, action=action,  # type: ignore[arg-type]
+                                  error=None if ok else "injected failure", previous_release=previous,
+                                  runtime="tensorrt", precision="int8", accelerator=self.model.accelerator))  # fmt: skip
+        self.publish_status()
+        if ok and isinstance(cmd, DeployCommand):
+            self._report(self.benchmark(manifest, cmd.rollout_id, cmd.message_id))
+
+    def benchmark(self, manifest: protocol.ReleaseManifest, rollout_id: str | None = None,
+                  command_id: object = None) -> BenchmarkReport:  # fmt: skip
+        m = self.model
+        scale = (manifest.model.macs or m.reference_macs) / m.reference_macs
+        p50 = m.p50_ms * scale * (1 + self.rng.uniform(-m.jitter, m.jitter))
+        top1 = manifest.model.source_top1 - (m.accuracy_drop_points + self.rng.gauss(0, m.accuracy_noise_points)) / 100
+        top1 = min(1.0, max(0.0, top1))
+        lat = LatencyStats(p50=p50, p90=p50 * 1.2, p99=p50 * m.p99_factor, max=p50 * m.p99_factor * 1.3, mean=p50 * 1.05)
+        return BenchmarkReport(device_id=self.device_id, rollout_id=rollout_id, command_id=command_id,  # type: ignore[arg-type]
+                               release=manifest.ref, runtime="tensorrt", precision="int8", accelerator=m.accelerator,
+                               batch=1, iterations=200, latency_ms=lat, raw_throughput_ips=1000 / p50 * 8,
+                               top1=top1, n_images=1000)  # fmt: skip
+
+    def stream_telemetry(self, count: int, interval_s: float = 0.0) -> None:
+        """Publish ``count`` periodic BenchmarkReports (not tied to a rollout)."""
+        for _ in range(count):
+            if self.release is None:
+                m = None
+            else:
+                m = self.manifests.get(str(self.release))
+            if m is None:
+                lat = LatencyStats(p50=2, p90=2.4, p99=3, max=4, mean=2.1)
+                r = BenchmarkReport(device_id=self.device_id, runtime="tensorrt", precision="int8", batch=1,
+                                    iterations=100, latency_ms=lat, raw_throughput_ips=4000.0)  # fmt: skip
+            else:
+                r = self.benchmark(m)
+            self._report(r)
+            self.stats.telemetry_sent += 1
+            self.stats.telemetry_ids.append(str(r.message_id))
+            if interval_s:
+                time.sleep(interval_s)
+
+    def start(self) -> None:
+        self.session.start()
+
+    def stop(self) -> None:
+        self.session.stop(final=(protocol.status_topic(self.fleet, self.device_id),
+                                 protocol.encode(self._status("offline")), 1, True))  # fmt: skip
+
+
+class SimFleet:
+    def __init__(self, n: int, broker: BrokerSettings, fleet: str = "sim", model: DeviceModel | None = None,
+                 prefix: str = "sim", seed: int = 0) -> None:  # fmt: skip
+        width = max(3, len(str(n)))
+        self.devices = [SimDevice(f"{prefix}-{i:0{width}d}", fleet, broker, model or DeviceModel(), seed + i)
+                        for i in range(n)]  # fmt: skip
+
+    def start(self, timeout: float = 60.0) -> None:
+        for d in self.devices:
+            d.start()
+        deadline = time.monotonic() + timeout
+        for d in self.devices:
+            if not d.session.wait_connected(max(0.1, deadline - time.monotonic())):
+                raise EdgeloopError(f"simulated device {d.device_id} could not connect to {d.session.settings.url}")
+
+    def stream(self, per_device: int, interval_s: float = 0.0, threads: int = 16) -> int:
+        """Every device publishes ``per_device`` reports; a few worker threads share the devices."""
+        chunks = [self.devices[i::threads] for i in range(threads)]
+
+        def work(devs: list[SimDevice]) -> None:
+            for d in devs:
+                d.stream_telemetry(per_device, interval_s)
+
+        workers = [threading.Thread(target=work, args=(c,), daemon=True) for c in chunks if c]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(d.stats.telemetry_sent for d in self.devices)
+
+    def wait_acked(self, timeout: float = 120.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(d.session.stats.acked >= d.session.stats.published for d in self.devices):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        for d in self.devices:
+            d.stop()
