@@ -22,7 +22,7 @@ from device.builder import EngineCache
 from device.config import AgentConfig
 from device.fetch import FetchError, fetch, resolve_url
 from device.runtimes import registry
-from device.runtimes.base import Engine, EngineError, Precision, Runtime, RuntimeUnavailable
+from device.runtimes.base import Engine, EngineError, Precision, Runtime, RuntimeUnavailableError
 from device.state import AgentState, Slot
 from shared import signing
 from shared.errors import EdgeloopError
@@ -97,7 +97,7 @@ class EngineManager:
     def new_runtime(self) -> Runtime:
         try:
             return registry.create(self.config.runtime)
-        except RuntimeUnavailable as e:
+        except RuntimeUnavailableError as e:
             raise ActivationError("runtime_unavailable", str(e)) from e
 
     # -- start-up ---------------------------------------------------------------------------
@@ -144,21 +144,41 @@ class EngineManager:
             f"release {manifest.ref} has no artifact {runtime.name} can run at {'/'.join(wanted)}",
         )
 
-    def activate(self, manifest: ReleaseManifest, base_url: str | None, precision: Precision | None = None,
-                 rollback: bool = False) -> Activation:  # fmt: skip
+    def activate(
+        self,
+        manifest: ReleaseManifest,
+        base_url: str | None,
+        precision: Precision | None = None,
+        rollback: bool = False,
+    ) -> Activation:
         self.verify(manifest)
         current = self.state.current
-        if current is not None and not rollback and manifest.name == current.name:
-            if version_key(manifest.version) < version_key(current.version):
-                raise ActivationError(
-                    "release_older",
-                    f"refusing {manifest.ref}: older than the running {current.ref} (send an explicit rollback)",
-                )
+        if (
+            current is not None
+            and not rollback
+            and manifest.name == current.name
+            and version_key(manifest.version) < version_key(current.version)
+        ):
+            raise ActivationError(
+                "release_older",
+                f"refusing {manifest.ref}: older than the running {current.ref} (send an explicit rollback)",
+            )
         with self._lock:
             if current is not None and current.ref == manifest.ref and self._runtime is not None:
                 rt = self._runtime
-                return Activation(current, rt.engine, rt.name, rt.version(), rt.accelerator(), True, 0.0, 0.0,
-                                  None, self.state.previous.ref if self.state.previous else None, True)  # fmt: skip
+                return Activation(
+                    current,
+                    rt.engine,
+                    rt.name,
+                    rt.version(),
+                    rt.accelerator(),
+                    True,
+                    0.0,
+                    0.0,
+                    None,
+                    self.state.previous.ref if self.state.previous else None,
+                    True,
+                )
         runtime = self.new_runtime()
         try:
             return self._activate_with(runtime, manifest, base_url, precision)
@@ -166,15 +186,22 @@ class EngineManager:
             runtime.close()
             raise
 
-    def _activate_with(self, runtime: Runtime, manifest: ReleaseManifest, base_url: str | None,
-                       precision: Precision | None) -> Activation:  # fmt: skip
+    def _activate_with(
+        self, runtime: Runtime, manifest: ReleaseManifest, base_url: str | None, precision: Precision | None
+    ) -> Activation:
         artifact = self.choose(manifest, runtime, precision)
         t0 = time.perf_counter()
         dest = self.state.artifact_path(artifact.sha256)
         try:
             url = resolve_url(artifact.url, base_url)
-            fetch(url, dest, artifact.sha256, artifact.size, self.config.max_artifact_mb << 20,
-                  timeout=self.config.http_timeout_s)  # fmt: skip
+            fetch(
+                url,
+                dest,
+                artifact.sha256,
+                artifact.size,
+                self.config.max_artifact_mb << 20,
+                timeout=self.config.http_timeout_s,
+            )
         except FetchError as e:
             raise ActivationError(e.code, str(e)) from e
         fetch_s = time.perf_counter() - t0
@@ -184,8 +211,10 @@ class EngineManager:
         except EngineError as e:
             raise ActivationError("engine_build_failed", str(e)) from e
         if engine.input_shape != tuple(manifest.model.input_shape):
-            raise ActivationError("input_shape_mismatch",
-                                  f"engine input {engine.input_shape} differs from the manifest's {manifest.model.input_shape}")  # fmt: skip
+            raise ActivationError(
+                "input_shape_mismatch",
+                f"engine input {engine.input_shape} differs from the manifest's {manifest.model.input_shape}",
+            )
         try:
             top1 = selftest.golden_top1(runtime, manifest.model.classes, prep_of(manifest))
         except EngineError as e:
@@ -196,8 +225,14 @@ class EngineManager:
                 "selftest_failed",
                 f"self-test top-1 {100 * top1:.1f}% on the golden images is below {100 * floor:.1f}%",
             )
-        slot = Slot(manifest.name, manifest.version, artifact.name, artifact.sha256, artifact.precision,
-                    _digest_of(engine, self.cache))  # fmt: skip
+        slot = Slot(
+            manifest.name,
+            manifest.version,
+            artifact.name,
+            artifact.sha256,
+            artifact.precision,
+            _digest_of(engine, self.cache),
+        )
         self.state.store_manifest(manifest)
         with self._lock:  # the swap: one state write + one assignment
             old = self._runtime
@@ -206,9 +241,18 @@ class EngineManager:
         if old is not None:
             old.close()
         log.info("activated %s (%s, %s, %s)", manifest.ref, artifact.name, runtime.name, artifact.precision)
-        return Activation(slot, engine, runtime.name, runtime.version(), runtime.accelerator(), hit, fetch_s,
-                          0.0 if hit else engine.build_s, top1,
-                          self.state.previous.ref if self.state.previous else None)  # fmt: skip
+        return Activation(
+            slot,
+            engine,
+            runtime.name,
+            runtime.version(),
+            runtime.accelerator(),
+            hit,
+            fetch_s,
+            0.0 if hit else engine.build_s,
+            top1,
+            self.state.previous.ref if self.state.previous else None,
+        )
 
     def close(self) -> None:
         with self._lock:

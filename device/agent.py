@@ -73,7 +73,7 @@ class Agent:
             on_message=self._on_message,
             will=(self._status_topic, protocol.encode(self._status("offline", system=False)), 1, True),
             on_connected=self._on_connected,
-            on_published=lambda mid: self.pump.on_published(mid),
+            on_published=lambda mid: self.pump.on_published(mid),  # noqa: PLW0108  (pump is made below)
         )
         self.pump = OutboxPump(self.outbox, self.session)
         self._handlers: dict[str, Callable[[Any], None]] = {
@@ -91,8 +91,13 @@ class Agent:
         self.pump.start()
         self._worker.start()
         self.session.start()
-        log.info("agent %s/%s started (broker %s, state %s)", self.fleet, self.device_id,
-                 self.session.settings.url, self.config.state_dir)  # fmt: skip
+        log.info(
+            "agent %s/%s started (broker %s, state %s)",
+            self.fleet,
+            self.device_id,
+            self.session.settings.url,
+            self.config.state_dir,
+        )
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Start, then send heartbeats until ``stop`` (or ``self.stop()``) is set."""
@@ -142,12 +147,19 @@ class Agent:
     def _status(self, state: str, system: bool = True) -> DeviceStatus:
         d = self.engines.describe()
         return DeviceStatus(
-            device_id=self.device_id, fleet=self.fleet, state=state,  # type: ignore[arg-type]
-            release=d["release"], previous_release=d["previous_release"], runtime=d["runtime"],
-            runtime_version=d["runtime_version"], precision=d["precision"], accelerator=d["accelerator"],
-            gpu=d["gpu"], agent_version=agent_version(),
+            device_id=self.device_id,
+            fleet=self.fleet,
+            state=state,
+            release=d["release"],
+            previous_release=d["previous_release"],
+            runtime=d["runtime"],
+            runtime_version=d["runtime_version"],
+            precision=d["precision"],
+            accelerator=d["accelerator"],
+            gpu=d["gpu"],
+            agent_version=agent_version(),
             system=sysinfo.collect(d["gpu_mem_mb"]) if system else None,
-        )  # fmt: skip
+        )
 
     def publish_status(self) -> None:
         if not self.session.connected.is_set():
@@ -165,7 +177,7 @@ class Agent:
 
     def event(self, level: str, code: str, message: str, **kw: Any) -> None:
         log.log(logging.ERROR if level == "error" else logging.INFO, "event %s: %s", code, message)
-        self.report(EventReport(device_id=self.device_id, level=level, code=code, message=message[:4000], **kw))  # type: ignore[arg-type]
+        self.report(EventReport(device_id=self.device_id, level=level, code=code, message=message[:4000], **kw))
 
     # -- command worker ---------------------------------------------------------------------
     def _work(self) -> None:
@@ -187,7 +199,9 @@ class Agent:
         ids = {"command_id": cmd.message_id, "rollout_id": getattr(cmd, "rollout_id", None)}
         if cmd.device_id != self.device_id:
             self.counters["bad_commands"] += 1
-            self.event("error", "wrong_device", f"command addressed to {cmd.device_id!r}, not {self.device_id!r}", **ids)
+            self.event(
+                "error", "wrong_device", f"command addressed to {cmd.device_id!r}, not {self.device_id!r}", **ids
+            )
             return
         if not self.outbox.first_time(str(cmd.message_id)):
             self.counters["duplicates"] += 1
@@ -219,26 +233,51 @@ class Agent:
             raise ActivationError("rollback_target_unknown", "no previous release to roll back to")
         manifest = cmd.manifest or self.state.load_manifest(target)
         if manifest is None or manifest.ref != target:
-            raise ActivationError("rollback_target_unknown", f"no manifest for {target} on this device or in the command")
+            raise ActivationError(
+                "rollback_target_unknown", f"no manifest for {target} on this device or in the command"
+            )
         self._activate(manifest, cmd.base_url, cmd, action="rollback")
 
-    def _activate(self, manifest: protocol.ReleaseManifest, base_url: str | None,
-                  cmd: DeployCommand | RollbackCommand, action: str, precision: Any = None) -> None:  # fmt: skip
+    def _activate(
+        self,
+        manifest: protocol.ReleaseManifest,
+        base_url: str | None,
+        cmd: DeployCommand | RollbackCommand,
+        action: str,
+        precision: Any = None,
+    ) -> None:
         previous = self.state.current.ref if self.state.current else None
-        common = {"device_id": self.device_id, "rollout_id": cmd.rollout_id, "command_id": cmd.message_id,
-                  "release": manifest.ref, "action": action}  # fmt: skip
+        common = {
+            "device_id": self.device_id,
+            "rollout_id": cmd.rollout_id,
+            "command_id": cmd.message_id,
+            "release": manifest.ref,
+            "action": action,
+        }
         try:
             act = self.engines.activate(manifest, base_url, precision, rollback=(action == "rollback"))
         except ActivationError as e:
-            self.event("error", e.code, str(e), command_id=cmd.message_id, rollout_id=cmd.rollout_id, release=manifest.ref)
-            self.report(DeployReport(ok=False, error=str(e)[:4000], previous_release=previous, **common))  # type: ignore[arg-type]
+            self.event(
+                "error", e.code, str(e), command_id=cmd.message_id, rollout_id=cmd.rollout_id, release=manifest.ref
+            )
+            self.report(DeployReport(ok=False, error=str(e)[:4000], previous_release=previous, **common))
             return
-        self.report(DeployReport(
-            ok=True, previous_release=act.previous if not act.already_active else previous, artifact=act.slot.artifact,
-            runtime=act.runtime_name, runtime_version=act.runtime_version, precision=act.slot.precision,  # type: ignore[arg-type]
-            accelerator=act.accelerator, cache_hit=act.cache_hit, fetch_s=act.fetch_s, build_s=act.build_s,
-            selftest_top1=act.selftest_top1, **common,  # type: ignore[arg-type]
-        ))  # fmt: skip
+        self.report(
+            DeployReport(
+                ok=True,
+                previous_release=act.previous if not act.already_active else previous,
+                artifact=act.slot.artifact,
+                runtime=act.runtime_name,
+                runtime_version=act.runtime_version,
+                precision=act.slot.precision,
+                accelerator=act.accelerator,
+                cache_hit=act.cache_hit,
+                fetch_s=act.fetch_s,
+                build_s=act.build_s,
+                selftest_top1=act.selftest_top1,
+                **common,
+            )
+        )
         self.publish_status()
         if isinstance(cmd, DeployCommand):
             self.report(self.run_benchmark(cmd.bench, cmd.rollout_id, cmd.message_id))
@@ -246,9 +285,13 @@ class Agent:
     def _benchmark(self, cmd: BenchmarkCommand) -> None:
         self.report(self.run_benchmark(cmd.bench, cmd.rollout_id, cmd.message_id))
 
-    def run_benchmark(self, settings: BenchSettings, rollout_id: str | None = None, command_id: Any = None) -> BenchmarkReport:
+    def run_benchmark(
+        self, settings: BenchSettings, rollout_id: str | None = None, command_id: Any = None
+    ) -> BenchmarkReport:
         with self.engines.active() as (rt, manifest, slot):
-            lat = bench.measure_latency(rt, batch=settings.batch, warmup=settings.warmup, iterations=settings.iterations)
+            lat = bench.measure_latency(
+                rt, batch=settings.batch, warmup=settings.warmup, iterations=settings.iterations
+            )
             thr = bench.measure_throughput(rt, batch=settings.throughput_batch, min_seconds=1.0)
             top1 = n_images = e2e = None
             if settings.evaluate and self.config.eval_dir is not None:
@@ -259,25 +302,42 @@ class Agent:
                 ev = bench.evaluate(rt, samples, manifest.model.classes, prep_of(manifest))
                 top1, n_images, e2e = ev.top1, ev.n_images, ev.throughput_ips
             return BenchmarkReport(
-                device_id=self.device_id, rollout_id=rollout_id, command_id=command_id, release=slot.ref,
-                runtime=rt.name, runtime_version=rt.version(), precision=slot.precision,  # type: ignore[arg-type]
-                accelerator=rt.accelerator(), batch=settings.batch, iterations=settings.iterations,
-                latency_ms=LatencyStats(**lat.latency_ms), raw_throughput_ips=thr.ips, top1=top1,
-                n_images=n_images, end_to_end_throughput_ips=e2e, system=sysinfo.collect(rt.gpu_memory_mb()),
-            )  # fmt: skip
+                device_id=self.device_id,
+                rollout_id=rollout_id,
+                command_id=command_id,
+                release=slot.ref,
+                runtime=rt.name,
+                runtime_version=rt.version(),
+                precision=slot.precision,
+                accelerator=rt.accelerator(),
+                batch=settings.batch,
+                iterations=settings.iterations,
+                latency_ms=LatencyStats(**lat.latency_ms),
+                raw_throughput_ips=thr.ips,
+                top1=top1,
+                n_images=n_images,
+                end_to_end_throughput_ips=e2e,
+                system=sysinfo.collect(rt.gpu_memory_mb()),
+            )
 
     def _sample(self, cmd: SampleCommand) -> None:
         source = self.config.field_dir or self.config.eval_dir or golden_dir()
         files = sorted(p for p in Path(source).rglob("*") if p.suffix.lower() in datasets.IMAGE_SUFFIXES)
         if not files:
             raise EdgeloopError(f"no field images under {source}")
-        picked = random.sample(files, min(cmd.n_images, len(files)))  # noqa: S311  (sampling, not crypto)
+        picked = random.sample(files, min(cmd.n_images, len(files)))
         for path in picked:
             req = urllib.request.Request(  # noqa: S310  (URL pattern-checked http(s))
-                cmd.upload_url, data=path.read_bytes(), method="POST",
-                headers={"Content-Type": "application/octet-stream", "X-Edgeloop-Device": self.device_id,
-                         "X-Edgeloop-Fleet": self.fleet, "X-Edgeloop-Filename": path.name},
-            )  # fmt: skip
+                cmd.upload_url,
+                data=path.read_bytes(),
+                method="POST",
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "X-Edgeloop-Device": self.device_id,
+                    "X-Edgeloop-Fleet": self.fleet,
+                    "X-Edgeloop-Filename": path.name,
+                },
+            )
             try:
                 with urllib.request.urlopen(req, timeout=self.config.http_timeout_s):  # noqa: S310
                     pass
@@ -286,6 +346,6 @@ class Agent:
         self.event("info", "samples_uploaded", f"uploaded {len(picked)} field images", command_id=cmd.message_id)
 
     def _recalibrate(self, cmd: RecalibrateCommand) -> None:
-        self.event("warning", "not_supported", "recalibrate is not supported by this agent version",
-                   command_id=cmd.message_id)  # fmt: skip
-
+        self.event(
+            "warning", "not_supported", "recalibrate is not supported by this agent version", command_id=cmd.message_id
+        )

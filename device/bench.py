@@ -112,7 +112,9 @@ def measure_throughput(
     return ThroughputResult(batch, n * batch, elapsed)
 
 
-def _decode_batch(chunk: list[tuple[bytes, int]], prep: Preprocessing) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float]:
+def _decode_batch(
+    chunk: list[tuple[bytes, int]], prep: Preprocessing
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float]:
     t0 = time.perf_counter()
     x = imaging.preprocess_batch([imaging.decode(data) for data, _ in chunk], prep)
     y = np.fromiter((label for _, label in chunk), dtype=np.int64, count=len(chunk))

@@ -52,16 +52,23 @@ class EngineCache:
         try:
             data = json.loads(meta.read_text())
             engine = Engine(
-                path=self.root / digest / data["file"], runtime=data["runtime"], precision=data["precision"],
-                input_name=data["input_name"], input_shape=tuple(data["input_shape"]),  # type: ignore[arg-type]
-                max_batch=int(data["max_batch"]), build_s=float(data["build_s"]), info=data.get("info", {}),
-            )  # fmt: skip
+                path=self.root / digest / data["file"],
+                runtime=data["runtime"],
+                precision=data["precision"],
+                input_name=data["input_name"],
+                input_shape=tuple(data["input_shape"]),
+                max_batch=int(data["max_batch"]),
+                build_s=float(data["build_s"]),
+                info=data.get("info", {}),
+            )
         except (ValueError, KeyError, TypeError) as e:
             log.warning("ignoring corrupt engine cache entry %s: %s", digest, e)
             return None
         return engine if engine.path.is_file() else None
 
-    def get_or_build(self, runtime: Runtime, onnx_path: Path, onnx_sha256: str, precision: Precision) -> tuple[Engine, bool]:
+    def get_or_build(
+        self, runtime: Runtime, onnx_path: Path, onnx_sha256: str, precision: Precision
+    ) -> tuple[Engine, bool]:
         """Return (engine, cache_hit)."""
         key = cache_key(runtime, onnx_sha256, precision)
         digest = key_digest(key)

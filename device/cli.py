@@ -60,12 +60,23 @@ def _runtime_config(name: str) -> Any:
     from device.runtimes.registry import AutoConfig
     from device.runtimes.tensorrt import TensorRTConfig
 
-    return {"auto": AutoConfig(), "onnxruntime": OnnxRuntimeConfig(), "tensorrt": TensorRTConfig(sparse_weights=False)}[name]
+    return {"auto": AutoConfig(), "onnxruntime": OnnxRuntimeConfig(), "tensorrt": TensorRTConfig(sparse_weights=False)}[
+        name
+    ]
 
 
-def bench_command(model: Path, precision: str | None, batch: int, data: str | None, runtime_name: str,
-                  warmup: int, iterations: int, throughput_batch: int, limit: int | None,
-                  sparse: bool = False) -> dict[str, Any]:  # fmt: skip
+def bench_command(
+    model: Path,
+    precision: str | None,
+    batch: int,
+    data: str | None,
+    runtime_name: str,
+    warmup: int,
+    iterations: int,
+    throughput_batch: int,
+    limit: int | None,
+    sparse: bool = False,
+) -> dict[str, Any]:
     """trtexec-like local report: build, latency percentiles, raw and end-to-end throughput, top-1."""
     from device import bench, sysinfo
     from device.fetch import sha256_file
@@ -84,48 +95,73 @@ def bench_command(model: Path, precision: str | None, batch: int, data: str | No
         lat = bench.measure_latency(rt, batch=batch, warmup=warmup, iterations=iterations)
         thr = bench.measure_throughput(rt, batch=throughput_batch)
         result: dict[str, Any] = {
-            "model": str(model), "sha256": sha256_file(model), "runtime": rt.name, "runtime_version": rt.version(),
-            "accelerator": rt.accelerator(), "precision": precision, "build_s": round(engine.build_s, 3),
-            "batch": batch, "iterations": iterations, "latency_ms": lat.latency_ms,
-            "latency_breakdown_ms": lat.breakdown_ms, "raw_throughput_ips": thr.ips,
+            "model": str(model),
+            "sha256": sha256_file(model),
+            "runtime": rt.name,
+            "runtime_version": rt.version(),
+            "accelerator": rt.accelerator(),
+            "precision": precision,
+            "build_s": round(engine.build_s, 3),
+            "batch": batch,
+            "iterations": iterations,
+            "latency_ms": lat.latency_ms,
+            "latency_breakdown_ms": lat.breakdown_ms,
+            "raw_throughput_ips": thr.ips,
             "throughput_batch": thr.batch,
-        }  # fmt: skip
+        }
         if data is not None:
             samples = datasets.list_samples(data)
             if limit:
                 samples = datasets._balanced_subset(samples, limit)
             ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing, batch=throughput_batch)
             result.update(
-                top1=ev.top1, n_images=ev.n_images, end_to_end_throughput_ips=ev.throughput_ips,
+                top1=ev.top1,
+                n_images=ev.n_images,
+                end_to_end_throughput_ips=ev.throughput_ips,
                 decode_preprocess_ms_per_image=1e3 * ev.decode_s / max(1, ev.n_images),
                 inference_ms_per_image=1e3 * ev.infer_s / max(1, ev.n_images),
-                end_to_end_vs_raw=ev.throughput_ips / thr.ips if thr.ips else None, per_class=ev.per_class,
-            )  # fmt: skip
+                end_to_end_vs_raw=ev.throughput_ips / thr.ips if thr.ips else None,
+                per_class=ev.per_class,
+            )
         result["process_rss_mb"] = sysinfo.process_rss_mb()
         result["gpu_mem_mb"] = rt.gpu_memory_mb()
     return result
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    r = bench_command(Path(args.model), args.precision, args.batch, args.data, args.runtime, args.warmup,
-                      args.iterations, args.throughput_batch, args.limit, args.sparse)  # fmt: skip
+    r = bench_command(
+        Path(args.model),
+        args.precision,
+        args.batch,
+        args.data,
+        args.runtime,
+        args.warmup,
+        args.iterations,
+        args.throughput_batch,
+        args.limit,
+        args.sparse,
+    )
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
     lat = r["latency_ms"]
     print(f"model        {r['model']}  ({r['precision']}, {r['runtime']} {r['runtime_version']}, {r['accelerator']})")
     print(f"build        {r['build_s']:.2f} s")
-    print(f"latency      batch {r['batch']}: p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  "
-          f"max {lat['max']:.3f} ms  ({r['iterations']} runs)")  # fmt: skip
+    print(
+        f"latency      batch {r['batch']}: p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  "
+        f"max {lat['max']:.3f} ms  ({r['iterations']} runs)"
+    )
     if r["latency_breakdown_ms"]:
         b = r["latency_breakdown_ms"]
         print(f"             H2D {b['h2d']:.3f}  compute {b['compute']:.3f}  D2H {b['d2h']:.3f} ms (CUDA events)")
     print(f"throughput   {r['raw_throughput_ips']:,.0f} img/s at batch {r['throughput_batch']} (pre-decoded tensors)")
     if "top1" in r:
         print(f"accuracy     top-1 {100 * r['top1']:.2f}% on {r['n_images']:,} images")
-        print(f"end-to-end   {r['end_to_end_throughput_ips']:,.0f} img/s ({100 * r['end_to_end_vs_raw']:.0f}% of raw); "
-              f"decode+preprocess {r['decode_preprocess_ms_per_image']:.3f} ms/img, "
-              f"inference {r['inference_ms_per_image']:.3f} ms/img")  # fmt: skip
+        print(
+            f"end-to-end   {r['end_to_end_throughput_ips']:,.0f} img/s ({100 * r['end_to_end_vs_raw']:.0f}% of raw); "
+            f"decode+preprocess {r['decode_preprocess_ms_per_image']:.3f} ms/img, "
+            f"inference {r['inference_ms_per_image']:.3f} ms/img"
+        )
     gpu = f", GPU {r['gpu_mem_mb']:.0f} MB" if r["gpu_mem_mb"] is not None else ""
     print(f"memory       RSS {r['process_rss_mb']:.0f} MB{gpu}")
     return 0

@@ -58,9 +58,13 @@ class BrokerConfig(BaseModel):
 
     def settings(self) -> BrokerSettings:
         s = BrokerSettings.from_url(
-            self.url, username=self.username, password=self.password.get_secret_value() if self.password else None,
-            protocol=self.protocol, keepalive=self.keepalive, reconnect_max_s=self.reconnect_max_s,
-        )  # fmt: skip
+            self.url,
+            username=self.username,
+            password=self.password.get_secret_value() if self.password else None,
+            protocol=self.protocol,
+            keepalive=self.keepalive,
+            reconnect_max_s=self.reconnect_max_s,
+        )
         if self.tls is not None:
             s.tls = True
             s.ca_file = str(self.tls.ca_file) if self.tls.ca_file else None

@@ -87,8 +87,9 @@ def fetch(
     return dest
 
 
-def _download(url: str, part: Path, have: int, size: int, max_bytes: int, timeout: float,
-              headers: dict[str, str]) -> None:  # fmt: skip
+def _download(
+    url: str, part: Path, have: int, size: int, max_bytes: int, timeout: float, headers: dict[str, str]
+) -> None:
     req = urllib.request.Request(url, headers={"User-Agent": "edgeloop-agent", **headers})  # noqa: S310
     if have:
         req.add_header("Range", f"bytes={have}-")

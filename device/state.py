@@ -63,8 +63,10 @@ class AgentState:
         self._save()
 
     def _save(self) -> None:
-        data = {"current": asdict(self.current) if self.current else None,
-                "previous": asdict(self.previous) if self.previous else None}  # fmt: skip
+        data = {
+            "current": asdict(self.current) if self.current else None,
+            "previous": asdict(self.previous) if self.previous else None,
+        }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, self.path)

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import shutil
-import subprocess  # noqa: S404  (fixed argument lists, no shell)
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -65,11 +65,12 @@ def _run(argv: list[str], timeout: float = 3.0) -> str | None:
 
 def read_tegrastats(timeout: float = 3.0) -> Tegrastats | None:
     """One sample from ``tegrastats``, or None where it does not exist."""
-    if shutil.which("tegrastats") is None:
+    binary = shutil.which("tegrastats")
+    if binary is None:
         return None
     try:
-        proc = subprocess.Popen(  # noqa: S603
-            ["tegrastats", "--interval", "500"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        proc = subprocess.Popen(  # noqa: S603  (fixed argv, binary resolved on PATH)
+            [binary, "--interval", "500"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
     except OSError:
         return None
@@ -137,7 +138,7 @@ def collect(gpu_mem_mb: float | None = None, jetson: bool | None = None) -> Syst
         if mode is not None:
             sources.append("nvpmodel")
             info["nvpmodel"] = mode
-    return SystemInfo(sources=tuple(sources), **info)  # type: ignore[arg-type]
+    return SystemInfo(sources=tuple(sources), **info)
 
 
 def _psutil_temperatures() -> dict[str, float] | None:

@@ -56,7 +56,7 @@ class EmbeddedBroker:
         try:
             self._broker = Broker(config, loop=loop)
             loop.run_until_complete(self._broker.start())
-        except Exception as e:  # port in use, ...
+        except Exception as e:  # noqa: BLE001  (amqtt raises many types: port in use, bad config...)
             self._error = e
             self._ready.set()
             loop.close()
@@ -74,7 +74,7 @@ class EmbeddedBroker:
         fut = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
         try:
             fut.result(timeout=10)
-        except Exception as e:  # shutting down anyway
+        except Exception as e:  # noqa: BLE001  (shutting down anyway; amqtt's errors are not ours to handle)
             log.debug("embedded broker shutdown: %s", e)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -113,9 +113,15 @@ def resize_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> No
         if isinstance(module, nn.Conv2d) and tuple(w.shape) != tuple(module.weight.shape):
             groups = module.groups if module.groups == 1 else w.shape[0]
             new = nn.Conv2d(
-                w.shape[1] * groups, w.shape[0], module.kernel_size, module.stride,
-                module.padding, module.dilation, groups, module.bias is not None,
-            )  # fmt: skip
+                w.shape[1] * groups,
+                w.shape[0],
+                cast(tuple[int, int], module.kernel_size),
+                cast(tuple[int, int], module.stride),
+                cast(tuple[int, int], module.padding),
+                cast(tuple[int, int], module.dilation),
+                groups,
+                module.bias is not None,
+            )
         elif isinstance(module, nn.BatchNorm2d) and w.shape[0] != module.num_features:
             new = nn.BatchNorm2d(w.shape[0], module.eps, module.momentum)
         elif isinstance(module, nn.Linear) and tuple(w.shape) != tuple(module.weight.shape):

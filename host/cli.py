@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from shared.errors import EdgeloopError
 
@@ -21,13 +22,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields and v is not None}
     cfg = TrainConfig(**overrides)
-    info = train_command(args.arch, args.data, Path(args.out), cfg, val_data=args.val_data,
-                         work_dir=Path(args.work_dir) if args.work_dir else None, resume=args.resume)  # fmt: skip
+    info = train_command(
+        args.arch,
+        args.data,
+        Path(args.out),
+        cfg,
+        val_data=args.val_data,
+        work_dir=Path(args.work_dir) if args.work_dir else None,
+        resume=args.resume,
+    )
     print(json.dumps({k: info[k] for k in ("name", "metrics", "params", "macs", "wall_time_s")}, indent=2))
     return 0
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a CIFAR classifier from scratch")
     p.add_argument("--arch", default="resnet20", help="architecture (resnet20, resnet32, resnet56)")
     p.add_argument("--data", required=True, help="training ImageFolder dir or .tar.gz[::subdir]")
@@ -42,8 +50,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--schedule", choices=["cosine", "onecycle", "constant"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None,
-                   help="train in FP32 instead of bfloat16 autocast")  # fmt: skip
+    p.add_argument(
+        "--no-bf16", dest="bf16", action="store_false", default=None, help="train in FP32 instead of bfloat16 autocast"
+    )
     p.set_defaults(handler=_cmd_train)
 
 
@@ -51,25 +60,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from host.evaluate import evaluate_command
     from host.table import print_table
 
-    r = evaluate_command(Path(args.model), args.data, limit=args.limit, threads=args.threads,
-                         iterations=args.iterations)  # fmt: skip
+    r = evaluate_command(
+        Path(args.model), args.data, limit=args.limit, threads=args.threads, iterations=args.iterations
+    )
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
     lat = r["latency_ms"]
-    print_table(f"{Path(args.model).name} on {r['n_images']:,} images", ["metric", "value"], [
-        ("top-1 (%)", 100 * r["top1"]),
-        ("params", r["params"]),
-        ("MACs", r["macs"]),
-        ("latency p50 / p99, batch 1 (ms)", f"{lat['p50']:.3f} / {lat['p99']:.3f}"),
-        (f"throughput, batch {r['throughput_batch']} (img/s)", r["throughput_ips"]),
-        ("runtime", r["runtime"]),
-    ])  # fmt: skip
+    print_table(
+        f"{Path(args.model).name} on {r['n_images']:,} images",
+        ["metric", "value"],
+        [
+            ("top-1 (%)", 100 * r["top1"]),
+            ("params", r["params"]),
+            ("MACs", r["macs"]),
+            ("latency p50 / p99, batch 1 (ms)", f"{lat['p50']:.3f} / {lat['p99']:.3f}"),
+            (f"throughput, batch {r['throughput_batch']} (img/s)", r["throughput_ips"]),
+            ("runtime", r["runtime"]),
+        ],
+    )
     print_table("per-class top-1 (%)", ["class", "top-1"], [(c, 100 * v) for c, v in r["per_class"].items()])
     return 0
 
 
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="accuracy, size and CPU speed of a .pt checkpoint or .onnx file")
     p.add_argument("model", help="a .pt checkpoint or an .onnx file")
     p.add_argument("--data", required=True, help="labelled ImageFolder dir or .tar.gz[::subdir]")
@@ -83,13 +97,19 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 def _cmd_export(args: argparse.Namespace) -> int:
     from host.export import export_command
 
-    parity = export_command(Path(args.checkpoint), Path(args.out), data=args.data, atol=args.atol,
-                            opset=args.opset, fold=not args.no_fold_bn)  # fmt: skip
+    parity = export_command(
+        Path(args.checkpoint),
+        Path(args.out),
+        data=args.data,
+        atol=args.atol,
+        opset=args.opset,
+        fold=not args.no_fold_bn,
+    )
     print(f"wrote {args.out}: {parity}")
     return 0
 
 
-def _add_export(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to verified ONNX")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="ONNX file to write")
@@ -108,7 +128,7 @@ def _cmd_import_cifar(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", required=True)
     q = dsub.add_parser("import-cifar", help="convert cifar-10-python.tar.gz to PNG class folders")
@@ -126,19 +146,23 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         recipe_path = builtin_recipes()[args.recipe]
     recipe, text = load_recipe(recipe_path)
     summary = compress(recipe, text, Path(args.checkpoint), args.data, Path(args.out), val_data=args.val_data)
-    print(json.dumps({k: summary[k] for k in ("name", "source_top1", "metrics", "params", "macs", "outputs")}, indent=2))
+    print(
+        json.dumps({k: summary[k] for k in ("name", "source_top1", "metrics", "params", "macs", "outputs")}, indent=2)
+    )
     return 0
 
 
-def _add_compress(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_compress(sub: argparse._SubParsersAction) -> None:
     from host.compress.recipe import builtin_recipes
 
     p = sub.add_parser("compress", help="run a compression recipe on a checkpoint")
-    p.add_argument("--recipe", required=True,
-                   help=f"recipe TOML file or a built-in name ({', '.join(builtin_recipes())})")  # fmt: skip
+    p.add_argument(
+        "--recipe", required=True, help=f"recipe TOML file or a built-in name ({', '.join(builtin_recipes())})"
+    )
     p.add_argument("--checkpoint", required=True, help="the .pt checkpoint to start from")
-    p.add_argument("--data", required=True,
-                   help="training data; a folder or .tar.gz holding train/ and test/ means both splits")  # fmt: skip
+    p.add_argument(
+        "--data", required=True, help="training data; a folder or .tar.gz holding train/ and test/ means both splits"
+    )
     p.add_argument("--val-data", help="labelled set for per-step top-1 (default: the test split of --data)")
     p.add_argument("--out", required=True, help="build directory for checkpoints, ONNX files and logs")
     p.set_defaults(handler=_cmd_compress)
@@ -148,8 +172,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from host.report import build_report, print_report, write_report
 
     build_dir = Path(args.build_dir)
-    report = build_report(build_dir, args.data, Path(args.baseline), Path(args.torch_baseline) if args.torch_baseline else None,
-                          threads=args.threads, limit=args.limit, rounds=args.rounds)  # fmt: skip
+    report = build_report(
+        build_dir,
+        args.data,
+        Path(args.baseline),
+        Path(args.torch_baseline) if args.torch_baseline else None,
+        threads=args.threads,
+        limit=args.limit,
+        rounds=args.rounds,
+    )
     json_path = Path(args.json_out or build_dir / "report.json")
     png_path = Path(args.png or json_path.with_suffix(".png"))
     write_report(report, json_path, png_path)
@@ -158,7 +189,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_report(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="compare every ONNX variant in a build directory (table, JSON, PNG)")
     p.add_argument("build_dir")
     p.add_argument("--data", required=True, help="labelled evaluation set (e.g. the 10,000-image test split)")
@@ -178,8 +209,11 @@ DEFAULT_SERVER = "http://127.0.0.1:8080"
 def _server_arg(p: argparse.ArgumentParser) -> None:
     import os
 
-    p.add_argument("--server", default=os.environ.get("EDGELOOP_SERVER", DEFAULT_SERVER),
-                   help="URL of `edgeloop serve` (env EDGELOOP_SERVER)")  # fmt: skip
+    p.add_argument(
+        "--server",
+        default=os.environ.get("EDGELOOP_SERVER", DEFAULT_SERVER),
+        help="URL of `edgeloop serve` (env EDGELOOP_SERVER)",
+    )
 
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -197,17 +231,36 @@ def _cmd_release_create(args: argparse.Namespace) -> int:
 
     if args.sign_key is None and not args.unsigned:
         raise EdgeloopError("pass --sign-key KEY (make one with `edgeloop keys generate`) or --unsigned")
-    m = create_release(Path(args.build_dir), args.name, args.version, ReleaseStore(args.store), sign_key=args.sign_key,
-                       include=args.include, source_top1=args.source_top1, notes=args.notes)  # fmt: skip
+    m = create_release(
+        Path(args.build_dir),
+        args.name,
+        args.version,
+        ReleaseStore(args.store),
+        sign_key=args.sign_key,
+        include=args.include,
+        source_top1=args.source_top1,
+        notes=args.notes,
+    )
     if args.json:
         print(m.model_dump_json(indent=2))
         return 0
     from host.table import print_table
 
-    print_table(f"release {m.ref} ({'signed, key ' + str(m.key_id) if m.signature else 'UNSIGNED'})",
-                ["artifact", "precision", "runtime", "bytes", "golden top-1 %", "sha256"],
-                [(a.name, a.precision, a.runtime, a.size, 100 * a.golden_top1 if a.golden_top1 is not None else None,
-                  a.sha256[:16]) for a in m.artifacts])  # fmt: skip
+    print_table(
+        f"release {m.ref} ({'signed, key ' + str(m.key_id) if m.signature else 'UNSIGNED'})",
+        ["artifact", "precision", "runtime", "bytes", "golden top-1 %", "sha256"],
+        [
+            (
+                a.name,
+                a.precision,
+                a.runtime,
+                a.size,
+                100 * a.golden_top1 if a.golden_top1 is not None else None,
+                a.sha256[:16],
+            )
+            for a in m.artifacts
+        ],
+    )
     return 0
 
 
@@ -216,13 +269,24 @@ def _cmd_release_list(args: argparse.Namespace) -> int:
     from host.table import print_table
 
     ms = ReleaseStore(args.store).all()
-    print_table("releases", ["release", "created", "artifacts", "source top-1 %", "signed"],
-                [(str(m.ref), m.created_at.isoformat(timespec="seconds"), len(m.artifacts), 100 * m.model.source_top1,
-                  "yes" if m.signature else "no") for m in ms])  # fmt: skip
+    print_table(
+        "releases",
+        ["release", "created", "artifacts", "source top-1 %", "signed"],
+        [
+            (
+                str(m.ref),
+                m.created_at.isoformat(timespec="seconds"),
+                len(m.artifacts),
+                100 * m.model.source_top1,
+                "yes" if m.signature else "no",
+            )
+            for m in ms
+        ],
+    )
     return 0
 
 
-def _add_release(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_release(sub: argparse._SubParsersAction) -> None:
     k = sub.add_parser("keys", help="release signing keys")
     ksub = k.add_subparsers(dest="keys_command", required=True)
     g = ksub.add_parser("generate", help="make an ed25519 key pair")
@@ -257,23 +321,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from host.server import HostServer, ServeConfig
 
     cfg = ServeConfig(
-        releases=Path(args.releases), store_url=args.store, host=args.host, port=args.port, public_url=args.public_url,
-        broker_url=args.broker, broker_protocol=args.mqtt_protocol, embedded_broker=args.embedded_broker,
-        embedded_broker_port=args.embedded_broker_port, ingest_workers=args.ingest_workers,
-        broker_username=os.environ.get("EDGELOOP_BROKER_USERNAME"), broker_password=os.environ.get("EDGELOOP_BROKER_PASSWORD"),
-    )  # fmt: skip
+        releases=Path(args.releases),
+        store_url=args.store,
+        host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+        broker_url=args.broker,
+        broker_protocol=args.mqtt_protocol,
+        embedded_broker=args.embedded_broker,
+        embedded_broker_port=args.embedded_broker_port,
+        ingest_workers=args.ingest_workers,
+        broker_username=os.environ.get("EDGELOOP_BROKER_USERNAME"),
+        broker_password=os.environ.get("EDGELOOP_BROKER_PASSWORD"),
+    )
     server = HostServer(cfg)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server.start()
-    print(f"edgeloop serve: dashboard {cfg.base_url}  broker {cfg.broker_url}  store {server.store.dialect}", flush=True)
+    print(
+        f"edgeloop serve: dashboard {cfg.base_url}  broker {cfg.broker_url}  store {server.store.dialect}", flush=True
+    )
     stop.wait()
     server.stop()
     return 0
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="artifact server + ingest + rollout controller + REST API + dashboard")
     p.add_argument("--releases", default="releases", help="artifact store directory (from `release create`)")
     p.add_argument("--store", default="edgeloop.sqlite", help="SQLite path or postgresql://user:pw@host/db")
@@ -288,17 +362,31 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(handler=_cmd_serve)
 
 
-def _rollout_table(r: dict[str, object]) -> None:
+def _rollout_table(r: dict[str, Any]) -> None:
     from host.table import print_table
 
     devices = r.get("devices") or []
-    print(f"rollout {r['id']}: {r['release_name']}@{r['release_version']} -> {r['fleet']}: {r['state']}"
-          + (f" ({r['reason']})" if r.get("reason") else ""))  # fmt: skip
-    waves = {w["wave"]: w for w in r.get("waves") or []}  # type: ignore[attr-defined]
-    print_table("devices", ["wave", "device", "wave state", "device state", "top-1 %", "p99 ms", "note"],
-                [(d["wave"] + 1, d["device_id"], waves.get(d["wave"], {}).get("state"), d["state"],  # type: ignore[index]
-                  100 * d["top1"] if d["top1"] is not None else None, d["p99_ms"],  # type: ignore[index]
-                  (d["error"] or "") + ("" if d["was_online"] else " [was offline]")) for d in devices])  # type: ignore[index, attr-defined] # fmt: skip
+    print(
+        f"rollout {r['id']}: {r['release_name']}@{r['release_version']} -> {r['fleet']}: {r['state']}"
+        + (f" ({r['reason']})" if r.get("reason") else "")
+    )
+    waves = {w["wave"]: w for w in r.get("waves") or []}
+    print_table(
+        "devices",
+        ["wave", "device", "wave state", "device state", "top-1 %", "p99 ms", "note"],
+        [
+            (
+                d["wave"] + 1,
+                d["device_id"],
+                waves.get(d["wave"], {}).get("state"),
+                d["state"],
+                100 * d["top1"] if d["top1"] is not None else None,
+                d["p99_ms"],
+                (d["error"] or "") + ("" if d["was_online"] else " [was offline]"),
+            )
+            for d in devices
+        ],
+    )
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
@@ -309,10 +397,17 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
     api = ApiClient(args.server)
     if args.rollout_command == "start":
-        cfg = RolloutConfig(waves=[w.strip() for w in args.waves.split(",")], max_accuracy_drop=args.max_accuracy_drop,
-                            p99_budget_ms=args.p99_budget_ms, abort_failures=_fraction(args.abort_failures),
-                            wave_timeout_s=parse_duration(args.wave_timeout), precision=args.precision)  # fmt: skip
-        r = api.post("/api/v1/rollouts", {"release": args.release, "fleet": args.fleet, "config": cfg.model_dump(mode="json")})
+        cfg = RolloutConfig(
+            waves=[w.strip() for w in args.waves.split(",")],
+            max_accuracy_drop=args.max_accuracy_drop,
+            p99_budget_ms=args.p99_budget_ms,
+            abort_failures=_fraction(args.abort_failures),
+            wave_timeout_s=parse_duration(args.wave_timeout),
+            precision=args.precision,
+        )
+        r = api.post(
+            "/api/v1/rollouts", {"release": args.release, "fleet": args.fleet, "config": cfg.model_dump(mode="json")}
+        )
         print(f"started rollout {r['id']}")
         if args.wait:
             while r["state"] not in ("completed", "aborted", "rolled_back"):
@@ -342,7 +437,7 @@ def _fraction(text: str) -> float:
         raise EdgeloopError(f"{text!r} must be a fraction (0.1) or a percentage (10%)") from None
 
 
-def _add_rollout(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_rollout(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollout", help="staged rollouts (talks to `edgeloop serve`)")
     rsub = p.add_subparsers(dest="rollout_command", required=True)
     s = rsub.add_parser("start", help="roll a release out in gated waves")
@@ -360,8 +455,10 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     st.add_argument("rollout_id", nargs="?")
     st.add_argument("--json", action="store_true")
     _server_arg(st)
-    for name, text in (("abort", "stop a rollout and roll touched devices back"),
-                       ("rollback", "roll back every device a rollout touched")):  # fmt: skip
+    for name, text in (
+        ("abort", "stop a rollout and roll touched devices back"),
+        ("rollback", "roll back every device a rollout touched"),
+    ):
         a = rsub.add_parser(name, help=text)
         a.add_argument("rollout_id")
         a.add_argument("--reason", default=f"{name} requested from the CLI")
@@ -377,14 +474,28 @@ def _cmd_fleet_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(devices, indent=2))
         return 0
-    print_table("fleet", ["fleet", "device", "state", "release", "p50 ms", "p99 ms", "top-1 %", "runtime", "GPU/CPU"],
-                [(d["fleet"], d["device_id"], d["state"], d["release"], d["p50_ms"], d["p99_ms"],
-                  100 * d["top1"] if d["top1"] is not None else None, d["runtime"],
-                  d["accelerator"] if d["gpu"] else "CPU") for d in devices])  # fmt: skip
+    print_table(
+        "fleet",
+        ["fleet", "device", "state", "release", "p50 ms", "p99 ms", "top-1 %", "runtime", "GPU/CPU"],
+        [
+            (
+                d["fleet"],
+                d["device_id"],
+                d["state"],
+                d["release"],
+                d["p50_ms"],
+                d["p99_ms"],
+                100 * d["top1"] if d["top1"] is not None else None,
+                d["runtime"],
+                d["accelerator"] if d["gpu"] else "CPU",
+            )
+            for d in devices
+        ],
+    )
     return 0
 
 
-def _add_fleet(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_fleet(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fleet", help="fleet views")
     fsub = p.add_subparsers(dest="fleet_command", required=True)
     s = fsub.add_parser("status", help="one line per device")
@@ -413,8 +524,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         sent = fleet.stream(args.reports_per_device, args.interval)
         acked = fleet.wait_acked()
         dt = time.monotonic() - t1
-        print(f"published {sent:,} telemetry reports in {dt:.1f}s ({sent / dt:,.0f}/s); all acknowledged: {acked}",
-              flush=True)  # fmt: skip
+        print(
+            f"published {sent:,} telemetry reports in {dt:.1f}s ({sent / dt:,.0f}/s); all acknowledged: {acked}",
+            flush=True,
+        )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -423,7 +536,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="N protocol-true simulated devices for fleet-scale tests")
     p.add_argument("--devices", type=int, default=10)
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
@@ -442,18 +555,27 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 def _cmd_demo(args: argparse.Namespace) -> int:
     from host.demo import run_demo
 
-    return run_demo(Path(args.workdir) if args.workdir else None, keep_running=args.keep_running,
-                    devices=args.devices, http_port=args.port, max_accuracy_drop=args.max_accuracy_drop)  # fmt: skip
+    return run_demo(
+        Path(args.workdir) if args.workdir else None,
+        keep_running=args.keep_running,
+        devices=args.devices,
+        http_port=args.port,
+        max_accuracy_drop=args.max_accuracy_drop,
+    )
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole closed loop on this machine, offline")
     p.add_argument("--keep-running", action="store_true", help="leave the dashboard up afterwards")
     p.add_argument("--workdir", help="keep everything here (default: a temporary directory)")
     p.add_argument("--devices", type=int, default=3)
     p.add_argument("--port", type=int, help="dashboard port (default: a free one)")
-    p.add_argument("--max-accuracy-drop", type=float, default=2.0,
-                   help="gate in top-1 points; the demo devices measure on 200 golden images (0.5 pt each)")  # fmt: skip
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=2.0,
+        help="gate in top-1 points; the demo devices measure on 200 golden images (0.5 pt each)",
+    )
     p.set_defaults(handler=_cmd_demo)
 
 

@@ -17,8 +17,12 @@ class ApiClient:
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,  # noqa: S310
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        req = urllib.request.Request(  # noqa: S310  (the serve URL comes from the user's --server)
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 return json.loads(resp.read() or b"null")

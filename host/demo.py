@@ -7,6 +7,7 @@ compressed release out canary -> 25% -> 100% with the accuracy/latency gates -> 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -89,16 +90,25 @@ def _run_rollout(server: HostServer, release: str, cfg: RolloutConfig, timeout: 
             if w["state"] in ("passed", "failed") and (w["wave"], w["state"]) not in seen:
                 seen.add((w["wave"], w["state"]))
                 devs = [d for d in r["devices"] if d["wave"] == w["wave"]]
-                detail = ", ".join(f"{d['device_id']} top-1 {100 * d['top1']:.1f}% p99 {d['p99_ms']:.2f} ms"
-                                   if d["top1"] is not None else f"{d['device_id']} {d['state']}" for d in devs)  # fmt: skip
+                detail = ", ".join(
+                    f"{d['device_id']} top-1 {100 * d['top1']:.1f}% p99 {d['p99_ms']:.2f} ms"
+                    if d["top1"] is not None
+                    else f"{d['device_id']} {d['state']}"
+                    for d in devs
+                )
                 print(f"    wave {w['wave'] + 1}/{len(r['waves'])} {w['state']}: {detail}")
         return r if r["state"] in ("completed", "aborted", "rolled_back") else None
 
     return dict(_wait(done, timeout, f"rollout {rid}"))
 
 
-def run_demo(workdir: Path | None = None, keep_running: bool = False, devices: int = 3, http_port: int | None = None,
-             max_accuracy_drop: float = 2.0) -> int:  # fmt: skip
+def run_demo(
+    workdir: Path | None = None,
+    keep_running: bool = False,
+    devices: int = 3,
+    http_port: int | None = None,
+    max_accuracy_drop: float = 2.0,
+) -> int:
     t0 = time.monotonic()
     tmp = None
     if workdir is None:
@@ -110,17 +120,40 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False, devices: i
     if not priv.exists():
         signing.generate_keypair(priv, pub)
     store = ReleaseStore(workdir / "releases")
-    base = create_release(_build_dir(workdir, "baseline", BASELINE), "resnet20", "1.0.0", store, sign_key=priv,
-                          notes="zoo baseline") if not store.versions("resnet20") else store.load("resnet20", "1.0.0")  # fmt: skip
+    base = (
+        create_release(
+            _build_dir(workdir, "baseline", BASELINE), "resnet20", "1.0.0", store, sign_key=priv, notes="zoo baseline"
+        )
+        if not store.versions("resnet20")
+        else store.load("resnet20", "1.0.0")
+    )
     slim_dir = _build_dir(workdir, "slim", SLIM)
-    slim = store.load("resnet20", "1.1.0") if "1.1.0" in store.versions("resnet20") else create_release(
-        slim_dir, "resnet20", "1.1.0", store, sign_key=priv, source_top1=base.model.source_top1,
-        notes="Network Slimming + INT8 of the baseline")  # fmt: skip
-    print(f"  signed releases {base.ref} ({len(base.artifacts)} artifacts) and {slim.ref} ({len(slim.artifacts)}); "
-          f"source top-1 {100 * base.model.source_top1:.2f}%")  # fmt: skip
+    slim = (
+        store.load("resnet20", "1.1.0")
+        if "1.1.0" in store.versions("resnet20")
+        else create_release(
+            slim_dir,
+            "resnet20",
+            "1.1.0",
+            store,
+            sign_key=priv,
+            source_top1=base.model.source_top1,
+            notes="Network Slimming + INT8 of the baseline",
+        )
+    )
+    print(
+        f"  signed releases {base.ref} ({len(base.artifacts)} artifacts) and {slim.ref} ({len(slim.artifacts)}); "
+        f"source top-1 {100 * base.model.source_top1:.2f}%"
+    )
     port = http_port or _free_port()
-    cfg = ServeConfig(releases=store.root, store_url=str(workdir / "edgeloop.sqlite"), port=port,
-                      embedded_broker=True, embedded_broker_port=_free_port(), tick_s=0.3)  # fmt: skip
+    cfg = ServeConfig(
+        releases=store.root,
+        store_url=str(workdir / "edgeloop.sqlite"),
+        port=port,
+        embedded_broker=True,
+        embedded_broker_port=_free_port(),
+        tick_s=0.3,
+    )
     server = HostServer(cfg)
     server.start()
     agents: list[subprocess.Popen[bytes]] = []
@@ -131,28 +164,43 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False, devices: i
             d = workdir / "devices" / f"jetson-{i + 1:02d}"
             d.mkdir(parents=True, exist_ok=True)
             _agent_config(d / "agent.toml", f"jetson-{i + 1:02d}", cfg.broker_url, d / "state", pub)
-            agents.append(subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--config", str(d / "agent.toml")],
-                                           stdout=(d / "agent.log").open("ab"), stderr=subprocess.STDOUT, env=env))  # fmt: skip
-        _wait(lambda: len([x for x in server.store.devices("demo") if x["state"] == "online"]) >= devices, 60,
-              f"{devices} agents to come online")  # fmt: skip
+            agents.append(
+                subprocess.Popen(  # noqa: S603  (our own interpreter and module, no user input)
+                    [sys.executable, "-m", "device.cli", "run", "--config", str(d / "agent.toml")],
+                    stdout=(d / "agent.log").open("ab"),
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
+        _wait(
+            lambda: len([x for x in server.store.devices("demo") if x["state"] == "online"]) >= devices,
+            60,
+            f"{devices} agents to come online",
+        )
         print(f"  {devices} agents online (ONNX Runtime, golden set as local eval data); dashboard {cfg.base_url}")
         bench = BenchSettings(warmup=10, iterations=200, throughput_batch=64)
         print("1) install the baseline on the whole fleet")
-        first = _run_rollout(server, str(base.ref), RolloutConfig(waves=["100%"], max_accuracy_drop=max_accuracy_drop,
-                                                                 bench=bench, wave_timeout_s=120), 150)  # fmt: skip
+        first = _run_rollout(
+            server,
+            str(base.ref),
+            RolloutConfig(waves=["100%"], max_accuracy_drop=max_accuracy_drop, bench=bench, wave_timeout_s=120),
+            150,
+        )
         if first["state"] != "completed":
             raise EdgeloopError(f"baseline install {first['state']}: {first['reason']}")
         print("2) roll out the compressed release: canary -> 25% -> 100%, gated on device measurements")
-        second = _run_rollout(server, str(slim.ref), RolloutConfig(max_accuracy_drop=max_accuracy_drop, bench=bench,
-                                                                  wave_timeout_s=120), 200)  # fmt: skip
+        second = _run_rollout(
+            server,
+            str(slim.ref),
+            RolloutConfig(max_accuracy_drop=max_accuracy_drop, bench=bench, wave_timeout_s=120),
+            200,
+        )
         _summary(server, second)
         print(f"demo finished in {time.monotonic() - t0:.0f}s; dashboard: {cfg.base_url}")
         if keep_running:
             print("--keep-running: serving until Ctrl-C")
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
-            except KeyboardInterrupt:
-                pass
         return 0 if second["state"] == "completed" else 1
     finally:
         for a in agents:
@@ -170,14 +218,25 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False, devices: i
 def _summary(server: HostServer, rollout: dict[str, Any]) -> None:
     from host.table import print_table
 
-    rows = []
-    series = server.store.benchmark_series("demo")
-    for b in series:
-        rows.append((b["device_id"], f"{b['release_name']}@{b['release_version']}", b["runtime"], b["precision"],
-                     b["p50_ms"], b["p99_ms"], b["throughput_ips"], 100 * b["top1"] if b["top1"] is not None else None,
-                     b["n_images"]))  # fmt: skip
-    print_table(f"per-device measurements (rollout {rollout['id']}: {rollout['state']})",
-                ["device", "release", "runtime", "precision", "p50 ms", "p99 ms", "img/s", "top-1 %", "images"], rows)  # fmt: skip
+    rows = [
+        (
+            b["device_id"],
+            f"{b['release_name']}@{b['release_version']}",
+            b["runtime"],
+            b["precision"],
+            b["p50_ms"],
+            b["p99_ms"],
+            b["throughput_ips"],
+            100 * b["top1"] if b["top1"] is not None else None,
+            b["n_images"],
+        )
+        for b in server.store.benchmark_series("demo")
+    ]
+    print_table(
+        f"per-device measurements (rollout {rollout['id']}: {rollout['state']})",
+        ["device", "release", "runtime", "precision", "p50 ms", "p99 ms", "img/s", "top-1 %", "images"],
+        rows,
+    )
     fleet = server.fleet("demo")
     print("fleet now: " + ", ".join(f"{d['device_id']}={d['release']}" for d in fleet))
     if rollout["reason"]:

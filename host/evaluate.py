@@ -52,23 +52,34 @@ def _ort_runtime(threads: int = 0):  # type: ignore[no-untyped-def]
     return OnnxRuntimeRuntime(OnnxRuntimeConfig(intra_op_threads=threads))
 
 
-def speed_onnx(onnx_path: Path, precision: str = "fp32", threads: int = 0, iterations: int = 200,
-               throughput_batch: int = 256, min_seconds: float = 2.0) -> dict[str, Any]:  # fmt: skip
+def speed_onnx(
+    onnx_path: Path,
+    precision: str = "fp32",
+    threads: int = 0,
+    iterations: int = 200,
+    throughput_batch: int = 256,
+    min_seconds: float = 2.0,
+) -> dict[str, Any]:
     """Latency at batch 1 and throughput at ``throughput_batch`` on ONNX Runtime's CPU provider."""
     import tempfile
 
     from device import bench
 
     with _ort_runtime(threads) as rt, tempfile.TemporaryDirectory() as tmp:
-        rt.load(rt.build(onnx_path, precision, Path(tmp)))  # type: ignore[arg-type]
+        rt.load(rt.build(onnx_path, precision, Path(tmp)))
         lat = bench.measure_latency(rt, batch=1, warmup=20, iterations=iterations)
         thr = bench.measure_throughput(rt, batch=throughput_batch, min_seconds=min_seconds)
-        return {"latency_ms": lat.latency_ms, "throughput_ips": thr.ips, "throughput_batch": thr.batch,
-                "runtime": f"onnxruntime {rt.version()} ({rt.providers[0]})"}  # fmt: skip
+        return {
+            "latency_ms": lat.latency_ms,
+            "throughput_ips": thr.ips,
+            "throughput_batch": thr.batch,
+            "runtime": f"onnxruntime {rt.version()} ({rt.providers[0]})",
+        }
 
 
-def evaluate_command(model_path: Path, data: str, limit: int | None = None, threads: int = 0,
-                     iterations: int = 200) -> dict[str, Any]:  # fmt: skip
+def evaluate_command(
+    model_path: Path, data: str, limit: int | None = None, threads: int = 0, iterations: int = 200
+) -> dict[str, Any]:
     """``edgeloop evaluate``: accuracy (top-1, per class), size, compute and CPU speed of a model."""
     import tempfile
     import time
@@ -118,8 +129,11 @@ def evaluate_command(model_path: Path, data: str, limit: int | None = None, thre
             labels = datasets.label_indices(samples, classes)
             params, macs = onnx_params_macs(onnx.load(str(model_path)))
             result.update(params=params, macs=macs, runtime_eval="onnxruntime")
-            with _ort_runtime(threads) as rt, tqdm(total=len(samples), desc="evaluate", unit="img", disable=None) as bar:
-                rt.load(rt.build(model_path, precision, Path(tmp)))  # type: ignore[arg-type]
+            with (
+                _ort_runtime(threads) as rt,
+                tqdm(total=len(samples), desc="evaluate", unit="img", disable=None) as bar,
+            ):
+                rt.load(rt.build(model_path, precision, Path(tmp)))
                 ev = bench.evaluate(rt, samples, classes, prep, batch=256, progress=bar.update)
             preds = ev.predictions if ev.predictions is not None else np.zeros(0, dtype=np.int64)
             onnx_path = model_path

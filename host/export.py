@@ -44,12 +44,15 @@ class Parity:
         return self.max_abs_diff <= atol and self.top1_agreement >= min_agreement
 
     def __str__(self) -> str:
-        return (f"parity on {self.n_images} images: max |logit diff| = {self.max_abs_diff:.3g}, "
-                f"top-1 agreement = {100 * self.top1_agreement:.2f}%")  # fmt: skip
+        return (
+            f"parity on {self.n_images} images: max |logit diff| = {self.max_abs_diff:.3g}, "
+            f"top-1 agreement = {100 * self.top1_agreement:.2f}%"
+        )
 
 
-def onnx_from_torch(model: nn.Module, path: Path, input_size: int = 32, opset: int = DEFAULT_OPSET,
-                    dynamo: bool = True) -> None:  # fmt: skip
+def onnx_from_torch(
+    model: nn.Module, path: Path, input_size: int = 32, opset: int = DEFAULT_OPSET, dynamo: bool = True
+) -> None:
     """Export with torch's ONNX exporter, batch dimension dynamic.
 
     The dynamo-based exporter is the default. ``dynamo=False`` selects the TorchScript exporter,
@@ -66,16 +69,29 @@ def onnx_from_torch(model: nn.Module, path: Path, input_size: int = 32, opset: i
         if dynamo:
             batch = torch.export.Dim("batch", min=1, max=65536)
             torch.onnx.export(
-                model, example, str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},), external_data=False,
+                model,
+                example,
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                external_data=False,
                 verbose=False,
-            )  # fmt: skip
+            )
         else:
             torch.onnx.export(
-                model, example, str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                opset_version=opset, dynamo=False, do_constant_folding=True,
+                model,
+                example,
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            )  # fmt: skip
+            )
 
 
 def finalize_onnx(path: Path, meta: ModelMeta) -> Any:
@@ -93,7 +109,9 @@ def finalize_onnx(path: Path, meta: ModelMeta) -> Any:
     return model
 
 
-def ort_logits(path: Path, images_u8: npt.NDArray[np.uint8], prep: Preprocessing, batch: int = 256) -> npt.NDArray[np.float32]:
+def ort_logits(
+    path: Path, images_u8: npt.NDArray[np.uint8], prep: Preprocessing, batch: int = 256
+) -> npt.NDArray[np.float32]:
     from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
     from shared import imaging
 
@@ -141,7 +159,9 @@ def export_verified(
     try:
         onnx_from_torch(model, tmp, meta.preprocessing.size, opset, dynamo)
         finalize_onnx(tmp, meta)
-        parity = check_parity(reference if reference is not None else model, tmp, parity_images(data), meta.preprocessing)
+        parity = check_parity(
+            reference if reference is not None else model, tmp, parity_images(data), meta.preprocessing
+        )
         log.info("%s", parity)
         if not parity.ok(atol, min_agreement):
             raise EdgeloopError(
@@ -156,7 +176,11 @@ def export_verified(
 
 
 def export_command(
-    checkpoint_path: Path, out: Path, data: str | None = None, atol: float = 1e-3, opset: int = DEFAULT_OPSET,
+    checkpoint_path: Path,
+    out: Path,
+    data: str | None = None,
+    atol: float = 1e-3,
+    opset: int = DEFAULT_OPSET,
     fold: bool = True,
 ) -> Parity:
     """``edgeloop export``: fold BN (default), export, check, and write only a verified file."""
@@ -166,6 +190,11 @@ def export_command(
     ckpt = checkpoint.load(checkpoint_path)
     model = ckpt.build()
     to_export = fold_bn(model) if fold else model
-    meta = ModelMeta(ckpt.classes, ckpt.preprocessing, ckpt.arch, "fp32",
-                     {"source": checkpoint_path.name, "bn_folded": str(fold).lower()})  # fmt: skip
+    meta = ModelMeta(
+        ckpt.classes,
+        ckpt.preprocessing,
+        ckpt.arch,
+        "fp32",
+        {"source": checkpoint_path.name, "bn_folded": str(fold).lower()},
+    )
     return export_verified(to_export, out, meta, reference=model, data=data, atol=atol, opset=opset)

@@ -39,8 +39,17 @@ class IngestStats:
 
 
 class Ingest:
-    def __init__(self, store: Store, broker: BrokerSettings, worker: int = 0, shared: bool = True,
-                 statuses: bool = True, batch: int = 1000, flush_s: float = 0.05, track_ids: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        broker: BrokerSettings,
+        worker: int = 0,
+        shared: bool = True,
+        statuses: bool = True,
+        batch: int = 1000,
+        flush_s: float = 0.05,
+        track_ids: bool = False,
+    ) -> None:
         self.store = store
         self.stats = IngestStats(seen_ids=set() if track_ids else None)
         self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue()
@@ -48,8 +57,9 @@ class Ingest:
         subs = [(protocol.report_filter(shared_group=SHARE_GROUP if shared else None), 1)]
         if statuses:
             subs.append((protocol.status_filter(), 1))
-        self.session = MqttSession(broker, client_id=f"edgeloop-ingest-{worker}", subscriptions=subs,
-                                   on_message=self._on_message)  # fmt: skip
+        self.session = MqttSession(
+            broker, client_id=f"edgeloop-ingest-{worker}", subscriptions=subs, on_message=self._on_message
+        )
         self._writer = threading.Thread(target=self._write_loop, name=f"ingest-writer-{worker}", daemon=True)
         self._stopping = False
 

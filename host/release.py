@@ -90,7 +90,7 @@ class ReleaseStore:
         return sorted((p.stem for p in d.glob("*.json")), key=version_key) if d.is_dir() else []
 
     def all(self) -> list[ReleaseManifest]:
-        out = []
+        out: list[ReleaseManifest] = []
         if self.releases.is_dir():
             for d in sorted(self.releases.iterdir()):
                 out.extend(self.load(d.name, v) for v in self.versions(d.name))
@@ -117,9 +117,7 @@ def _card_for(build_dir: Path, onnx_path: Path) -> dict[str, Any]:
     """The model card of an ONNX file: same stem, or the stem without precision suffixes."""
     stem = onnx_path.stem
     candidates = [stem]
-    for suffix in ("-int8-trt", "-int8-ort", "-int8", "-fp16", "-qat-trt", "-qat"):
-        if stem.endswith(suffix):
-            candidates.append(stem[: -len(suffix)])
+    candidates += [stem[: -len(s)] for s in ("-int8-trt", "-int8-ort", "-int8", "-fp16", "-trt") if stem.endswith(s)]
     for c in candidates:
         card = build_dir / f"{c}.json"
         if card.is_file():
@@ -159,11 +157,19 @@ def create_release(
             raise EdgeloopError(f"two artifacts for {meta.precision}/{runtime}; a release holds one of each")
         seen.add((meta.precision, runtime))
         digest, size = store.add_artifact(f)
-        artifacts.append(Artifact(
-            name=f.name, url=f"artifacts/{digest}.onnx", sha256=digest, size=size,
-            precision=meta.precision, runtime=runtime, sparsity=meta.extra.get("sparsity", "dense"),  # type: ignore[arg-type]
-            calibration=meta.extra.get("calibration", "none"), golden_top1=golden_top1(f, meta),  # type: ignore[arg-type]
-        ))  # fmt: skip
+        artifacts.append(
+            Artifact(
+                name=f.name,
+                url=f"artifacts/{digest}.onnx",
+                sha256=digest,
+                size=size,
+                precision=meta.precision,
+                runtime=runtime,
+                sparsity=meta.extra.get("sparsity", "dense"),
+                calibration=meta.extra.get("calibration", "none"),
+                golden_top1=golden_top1(f, meta),
+            )
+        )
         log.info("artifact %s: %s %s, %d bytes, sha256 %s", f.name, meta.precision, runtime, size, digest[:12])
     card = _card_for(build_dir, files[0])
     metrics = card.get("metrics", {})
@@ -174,16 +180,23 @@ def create_release(
         )
     recipe_file = build_dir / "recipe.toml"
     manifest = ReleaseManifest(
-        name=name, version=version, notes=notes,
+        name=name,
+        version=version,
+        notes=notes,
         model=ModelInfo(
-            arch=first.arch, classes=first.classes, input_shape=(3, first.preprocessing.size, first.preprocessing.size),
-            preprocessing=PreprocessingSpec(mean=first.preprocessing.mean, std=first.preprocessing.std,
-                                            size=first.preprocessing.size),
-            source_top1=float(src), params=card.get("params"), macs=card.get("macs"),
+            arch=first.arch,
+            classes=first.classes,
+            input_shape=(3, first.preprocessing.size, first.preprocessing.size),
+            preprocessing=PreprocessingSpec(
+                mean=first.preprocessing.mean, std=first.preprocessing.std, size=first.preprocessing.size
+            ),
+            source_top1=float(src),
+            params=card.get("params"),
+            macs=card.get("macs"),
         ),
         artifacts=tuple(artifacts),
         recipe=recipe_file.read_text() if recipe_file.is_file() else card.get("recipe"),
-    )  # fmt: skip
+    )
     if sign_key is not None:
         manifest = signing.sign(manifest, signing.load_private_key(sign_key))
     store.save(manifest)

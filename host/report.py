@@ -48,8 +48,10 @@ def _notes(card: dict[str, Any]) -> list[str]:
     out = []
     for step in card.get("steps", []):
         if step.get("type") == "finetune" and step.get("top1_without_distill") is not None:
-            out.append(f"distillation: {100 * step['top1_with_distill']:.2f}% with KD vs "
-                       f"{100 * step['top1_without_distill']:.2f}% without, same student and epochs")  # fmt: skip
+            out.append(
+                f"distillation: {100 * step['top1_with_distill']:.2f}% with KD vs "
+                f"{100 * step['top1_without_distill']:.2f}% without, same student and epochs"
+            )
         if step.get("type") in ("unstructured", "sparse24") and step.get("note"):
             out.append(step["note"])
         if step.get("type") == "sparse24":
@@ -64,9 +66,17 @@ def _card_for(onnx_path: Path) -> dict[str, Any]:
     return find(onnx_path.parent, onnx_path)
 
 
-def build_report(build_dir: Path, data: str, baseline_onnx: Path, baseline_pt: Path | None = None,
-                 threads: int = 0, limit: int | None = None, rounds: int = 3, seconds: float = 2.0,
-                 latency_iterations: int = 300) -> dict[str, Any]:  # fmt: skip
+def build_report(
+    build_dir: Path,
+    data: str,
+    baseline_onnx: Path,
+    baseline_pt: Path | None = None,
+    threads: int = 0,
+    limit: int | None = None,
+    rounds: int = 3,
+    seconds: float = 2.0,
+    latency_iterations: int = 300,
+) -> dict[str, Any]:
     import onnx
 
     from device import bench
@@ -101,11 +111,20 @@ def build_report(build_dir: Path, data: str, baseline_onnx: Path, baseline_pt: P
                 lat = bench.measure_latency(rt, batch=1, warmup=30, iterations=latency_iterations)
                 card = _card_for(f)
                 rows[f.name] = {
-                    "file": f.name, "precision": meta.precision, "flavour": meta.extra.get("runtime", "any"),
-                    "onnx_bytes": len(blob), "gzip_bytes": gzip_size(blob), "params": params, "macs": macs,
-                    "top1": ev.top1, "n_images": ev.n_images, "latency_ms": lat.latency_ms,
-                    "notes": _notes(card) if f.suffix == ".onnx" and not f.stem.endswith(("-int8", "-int8-trt", "-fp16")) else [],
-                }  # fmt: skip
+                    "file": f.name,
+                    "precision": meta.precision,
+                    "flavour": meta.extra.get("runtime", "any"),
+                    "onnx_bytes": len(blob),
+                    "gzip_bytes": gzip_size(blob),
+                    "params": params,
+                    "macs": macs,
+                    "top1": ev.top1,
+                    "n_images": ev.n_images,
+                    "latency_ms": lat.latency_ms,
+                    "notes": _notes(card)
+                    if f.suffix == ".onnx" and not f.stem.endswith(("-int8", "-int8-trt", "-fp16"))
+                    else [],
+                }
                 log.info("%s: top-1 %.2f%%, p50 %.3f ms", f.name, 100 * ev.top1, lat.latency_ms["p50"])
             samples_by_model: dict[str, list[float]] = {n: [] for n in rows}
             torch_samples: list[float] = []
@@ -124,17 +143,24 @@ def build_report(build_dir: Path, data: str, baseline_onnx: Path, baseline_pt: P
     for name, row in rows.items():
         thr = statistics.median(samples_by_model[name])
         row.update(
-            throughput_ips=thr, throughput_rounds=[round(v, 1) for v in samples_by_model[name]],
+            throughput_ips=thr,
+            throughput_rounds=[round(v, 1) for v in samples_by_model[name]],
             top1_delta_points=100 * (row["top1"] - base["top1"]),
             speedup_vs_baseline_onnx=thr / base_thr,
             speedup_vs_torch_eager=thr / torch_thr if torch_thr else None,
         )
     return {
-        "data": data, "n_images": base["n_images"], "baseline": baseline_onnx.name,
-        "torch_eager_fp32_throughput_ips": torch_thr, "torch_eager_rounds": [round(v, 1) for v in torch_samples],
-        "threads": threads or os.cpu_count(), "batch_throughput": 256, "rounds": rounds,
-        "runtime": "onnxruntime CPUExecutionProvider", "variants": list(rows.values()),
-    }  # fmt: skip
+        "data": data,
+        "n_images": base["n_images"],
+        "baseline": baseline_onnx.name,
+        "torch_eager_fp32_throughput_ips": torch_thr,
+        "torch_eager_rounds": [round(v, 1) for v in torch_samples],
+        "threads": threads or os.cpu_count(),
+        "batch_throughput": 256,
+        "rounds": rounds,
+        "runtime": "onnxruntime CPUExecutionProvider",
+        "variants": list(rows.values()),
+    }
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -159,7 +185,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     for r, (x, y) in zip(v, pts, strict=True):
-        ax.scatter(x, y, s=40, c="tab:blue" if r["precision"] == "fp32" else "tab:orange" if r["precision"] == "int8" else "tab:green")
+        ax.scatter(
+            x,
+            y,
+            s=40,
+            c="tab:blue" if r["precision"] == "fp32" else "tab:orange" if r["precision"] == "int8" else "tab:green",
+        )
         ax.annotate(r["file"].removesuffix(".onnx"), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
     if report.get("torch_eager_fp32_throughput_ips"):
@@ -177,18 +208,42 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def print_report(report: dict[str, Any]) -> None:
     from host.table import print_table
 
-    rows = []
-    for r in report["variants"]:
-        rows.append((r["file"], r["onnx_bytes"], r["gzip_bytes"], r["params"], r["macs"], 100 * r["top1"],
-                     f"{r['top1_delta_points']:+.2f}", r["latency_ms"]["p50"], r["latency_ms"]["p99"],
-                     r["throughput_ips"], f"{r['speedup_vs_baseline_onnx']:.2f}x",
-                     f"{r['speedup_vs_torch_eager']:.2f}x" if r["speedup_vs_torch_eager"] else None))  # fmt: skip
+    rows = [
+        (
+            r["file"],
+            r["onnx_bytes"],
+            r["gzip_bytes"],
+            r["params"],
+            r["macs"],
+            100 * r["top1"],
+            f"{r['top1_delta_points']:+.2f}",
+            r["latency_ms"]["p50"],
+            r["latency_ms"]["p99"],
+            r["throughput_ips"],
+            f"{r['speedup_vs_baseline_onnx']:.2f}x",
+            f"{r['speedup_vs_torch_eager']:.2f}x" if r["speedup_vs_torch_eager"] else None,
+        )
+        for r in report["variants"]
+    ]
     print_table(
         f"variants on {report['n_images']:,} images; ONNX Runtime CPU, {report['threads']} threads; "
         f"baseline {report['baseline']}",
-        ["model", "ONNX B", "gzip B", "params", "MACs", "top-1 %", "Δ pts", "p50 ms", "p99 ms",
-         "img/s @256", "vs ONNX", "vs torch"], rows,
-    )  # fmt: skip
+        [
+            "model",
+            "ONNX B",
+            "gzip B",
+            "params",
+            "MACs",
+            "top-1 %",
+            "Δ pts",
+            "p50 ms",
+            "p99 ms",
+            "img/s @256",
+            "vs ONNX",
+            "vs torch",
+        ],
+        rows,
+    )
     if report.get("torch_eager_fp32_throughput_ips"):
         print(f"PyTorch eager FP32 baseline: {report['torch_eager_fp32_throughput_ips']:,.0f} img/s at batch 256")
     for r in report["variants"]:

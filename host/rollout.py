@@ -44,8 +44,10 @@ FAILED_DEVICE_STATES = ("failed", "timeout", "gate_failed")
 class RolloutConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    waves: list[str] = Field(default_factory=lambda: ["1", "25%", "100%"],
-                             description="cumulative targets: a device count or a percentage of the fleet")  # fmt: skip
+    waves: list[str] = Field(
+        default_factory=lambda: ["1", "25%", "100%"],
+        description="cumulative targets: a device count or a percentage of the fleet",
+    )
     max_accuracy_drop: float = Field(0.5, ge=0, le=100, description="points of top-1 below the source model")
     p99_budget_ms: float | None = Field(None, gt=0, description="p99 latency budget at batch 1")
     abort_failures: float = Field(0.10, ge=0, le=1, description="failure fraction of a wave that aborts")
@@ -83,7 +85,7 @@ def parse_target(spec: str, fleet_size: int) -> int:
 def parse_duration(text: str) -> float:
     """'600', '90s', '10m', '1h' -> seconds."""
     t = text.strip().lower()
-    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:])
     try:
         return float(t[:-1]) * mult if mult else float(t)
     except ValueError:
@@ -142,14 +144,29 @@ class RolloutController:
         ordered = sorted(fleet_devices, key=lambda d: (d["state"] != "online", d["device_id"]))  # canary: online first
         waves = plan_waves([d["device_id"] for d in ordered], config.waves)
         by_id = {d["device_id"]: d for d in fleet_devices}
-        members = [[{"device_id": dev, "previous_name": by_id[dev]["release_name"],
-                     "previous_version": by_id[dev]["release_version"],
-                     "was_online": by_id[dev]["state"] != "offline"} for dev in wave] for wave in waves]  # fmt: skip
+        members = [
+            [
+                {
+                    "device_id": dev,
+                    "previous_name": by_id[dev]["release_name"],
+                    "previous_version": by_id[dev]["release_version"],
+                    "was_online": by_id[dev]["state"] != "offline",
+                }
+                for dev in wave
+            ]
+            for wave in waves
+        ]
         rollout_id = f"ro-{uuid.uuid4().hex[:12]}"
         self.store.create_rollout(rollout_id, manifest, fleet, config.model_dump(mode="json"), members)
         offline = [d["device_id"] for d in fleet_devices if d["state"] == "offline"]
-        log.info("rollout %s of %s to %s: waves %s%s", rollout_id, manifest.ref, fleet, [len(w) for w in waves],
-                 f"; offline now: {', '.join(offline)}" if offline else "")  # fmt: skip
+        log.info(
+            "rollout %s of %s to %s: waves %s%s",
+            rollout_id,
+            manifest.ref,
+            fleet,
+            [len(w) for w in waves],
+            f"; offline now: {', '.join(offline)}" if offline else "",
+        )
         return rollout_id
 
     def abort(self, rollout_id: str, reason: str = "aborted by user") -> None:
@@ -199,22 +216,38 @@ class RolloutController:
             members = [d for d in (self.store.rollout(r["id"]) or r)["devices"] if d["wave"] == wave["wave"]]
             self._maybe_gate(r, wave, members, cfg)
 
-    def _send_wave(self, r: dict[str, Any], wave: dict[str, Any], members: list[dict[str, Any]],
-                   manifest: ReleaseManifest, cfg: RolloutConfig) -> None:  # fmt: skip
+    def _send_wave(
+        self,
+        r: dict[str, Any],
+        wave: dict[str, Any],
+        members: list[dict[str, Any]],
+        manifest: ReleaseManifest,
+        cfg: RolloutConfig,
+    ) -> None:
         t = now()
-        self.store.update_wave(r["id"], wave["wave"], state="sent", started_at=t,
-                               deadline=t + timedelta(seconds=cfg.wave_timeout_s))  # fmt: skip
+        self.store.update_wave(
+            r["id"], wave["wave"], state="sent", started_at=t, deadline=t + timedelta(seconds=cfg.wave_timeout_s)
+        )
         for d in members:
-            cmd = DeployCommand(device_id=d["device_id"], manifest=manifest, base_url=self.base_url,
-                                rollout_id=r["id"], precision=cfg.precision, bench=cfg.bench)  # fmt: skip
+            cmd = DeployCommand(
+                device_id=d["device_id"],
+                manifest=manifest,
+                base_url=self.base_url,
+                rollout_id=r["id"],
+                precision=cfg.precision,
+                bench=cfg.bench,
+            )
             self._send(r, d["device_id"], cmd, "sent")
-        log.info("rollout %s wave %d: deploy sent to %s", r["id"], wave["wave"], ", ".join(d["device_id"] for d in members))
+        log.info(
+            "rollout %s wave %d: deploy sent to %s", r["id"], wave["wave"], ", ".join(d["device_id"] for d in members)
+        )
 
     def _send(self, r: dict[str, Any], device_id: str, cmd: DeployCommand | RollbackCommand, state: str) -> None:
         payload = protocol.encode(cmd)
         # stored first: if we die before the PUBACK, the resumed host re-sends this same message id
-        self.store.update_rollout_device(r["id"], device_id, state=state, command_id=str(cmd.message_id),
-                                         command=payload.decode(), published=False)  # fmt: skip
+        self.store.update_rollout_device(
+            r["id"], device_id, state=state, command_id=str(cmd.message_id), command=payload.decode(), published=False
+        )
         if self.publish(protocol.command_topic(r["fleet"], device_id), payload):
             self.store.update_rollout_device(r["id"], device_id, published=True)
 
@@ -225,8 +258,9 @@ class RolloutController:
                 if self.publish(protocol.command_topic(r["fleet"], d["device_id"]), d["command"].encode()):
                     self.store.update_rollout_device(r["id"], d["device_id"], published=True)
 
-    def _collect(self, r: dict[str, Any], members: list[dict[str, Any]], manifest: ReleaseManifest,
-                 cfg: RolloutConfig) -> None:  # fmt: skip
+    def _collect(
+        self, r: dict[str, Any], members: list[dict[str, Any]], manifest: ReleaseManifest, cfg: RolloutConfig
+    ) -> None:
         pending = {d["command_id"]: d for d in members if d["state"] in ("sent", "deployed")}
         if not pending:
             return
@@ -242,8 +276,9 @@ class RolloutController:
                 continue
             prev = dep.get("previous_release")
             if prev and (prev["name"], prev["version"]) != (manifest.name, manifest.version):
-                self.store.update_rollout_device(r["id"], d["device_id"], previous_name=prev["name"],
-                                                 previous_version=prev["version"])  # fmt: skip
+                self.store.update_rollout_device(
+                    r["id"], d["device_id"], previous_name=prev["name"], previous_version=prev["version"]
+                )
             if bench is None:
                 if d["state"] != "deployed":
                     self.store.update_rollout_device(r["id"], d["device_id"], state="deployed")
@@ -251,17 +286,26 @@ class RolloutController:
             top1, p99 = bench.get("top1"), bench["latency_ms"]["p99"]
             problems = []
             if top1 is not None and top1 < floor:
-                problems.append(f"top-1 {100 * top1:.2f}% < gate {100 * floor:.2f}% "
-                                f"(source {100 * manifest.model.source_top1:.2f}% - {cfg.max_accuracy_drop} pts)")  # fmt: skip
+                problems.append(
+                    f"top-1 {100 * top1:.2f}% < gate {100 * floor:.2f}% "
+                    f"(source {100 * manifest.model.source_top1:.2f}% - {cfg.max_accuracy_drop} pts)"
+                )
             if top1 is None and cfg.max_accuracy_drop < 100:
                 problems.append("device reported no accuracy (no eval set configured)")
             if cfg.p99_budget_ms is not None and p99 > cfg.p99_budget_ms:
                 problems.append(f"p99 {p99:.3f} ms > budget {cfg.p99_budget_ms} ms")
-            self.store.update_rollout_device(r["id"], d["device_id"], state="gate_failed" if problems else "passed",
-                                             top1=top1, p99_ms=p99, error="; ".join(problems) or None)  # fmt: skip
+            self.store.update_rollout_device(
+                r["id"],
+                d["device_id"],
+                state="gate_failed" if problems else "passed",
+                top1=top1,
+                p99_ms=p99,
+                error="; ".join(problems) or None,
+            )
 
-    def _maybe_gate(self, r: dict[str, Any], wave: dict[str, Any], members: list[dict[str, Any]],
-                    cfg: RolloutConfig) -> None:  # fmt: skip
+    def _maybe_gate(
+        self, r: dict[str, Any], wave: dict[str, Any], members: list[dict[str, Any]], cfg: RolloutConfig
+    ) -> None:
         unresolved = [d for d in members if d["state"] in ("sent", "deployed")]
         deadline = wave["deadline"]
         if unresolved and deadline is not None and now() < deadline:
@@ -273,17 +317,27 @@ class RolloutController:
         failed = [d for d in members if d["state"] in FAILED_DEVICE_STATES]
         fraction = len(failed) / max(1, len(members))
         top1s = [d["top1"] for d in members if d.get("top1") is not None]
-        summary = {"devices": len(members), "failed": [{"device_id": d["device_id"], "state": d["state"],
-                                                        "error": d["error"]} for d in failed],
-                   "failure_fraction": fraction, "mean_top1": sum(top1s) / len(top1s) if top1s else None,
-                   "offline": [d["device_id"] for d in members if not d["was_online"]]}  # fmt: skip
+        summary: dict[str, Any] = {
+            "devices": len(members),
+            "failed": [{"device_id": d["device_id"], "state": d["state"], "error": d["error"]} for d in failed],
+            "failure_fraction": fraction,
+            "mean_top1": sum(top1s) / len(top1s) if top1s else None,
+            "offline": [d["device_id"] for d in members if not d["was_online"]],
+        }
         passed = fraction <= cfg.abort_failures
-        self.store.update_wave(r["id"], wave["wave"], state="passed" if passed else "failed",
-                               finished_at=now(), summary=summary)  # fmt: skip
+        self.store.update_wave(
+            r["id"], wave["wave"], state="passed" if passed else "failed", finished_at=now(), summary=summary
+        )
         if not passed:
             reasons = "; ".join(f"{f['device_id']}: {f['error'] or f['state']}" for f in summary["failed"])
-            log.warning("rollout %s wave %d failed (%.0f%% > %.0f%%): %s", r["id"], wave["wave"], 100 * fraction,
-                        100 * cfg.abort_failures, reasons)  # fmt: skip
+            log.warning(
+                "rollout %s wave %d failed (%.0f%% > %.0f%%): %s",
+                r["id"],
+                wave["wave"],
+                100 * fraction,
+                100 * cfg.abort_failures,
+                reasons,
+            )
             self._begin_rollback(r, f"wave {wave['wave']} failed its gate: {reasons}")
             return
         log.info("rollout %s wave %d passed (%d devices)", r["id"], wave["wave"], len(members))
@@ -305,14 +359,24 @@ class RolloutController:
             if d["state"] in ("rolled_back", "rolling_back", "no_previous"):
                 continue
             if not d["previous_name"] or not d["previous_version"]:
-                self.store.update_rollout_device(r["id"], d["device_id"], state="no_previous",
-                                                 error="device ran no release before; nothing to roll back to")  # fmt: skip
+                self.store.update_rollout_device(
+                    r["id"],
+                    d["device_id"],
+                    state="no_previous",
+                    error="device ran no release before; nothing to roll back to",
+                )
                 continue
             target = ReleaseRef(name=d["previous_name"], version=d["previous_version"])
             if (target.name, target.version) == (r["release_name"], r["release_version"]):
                 continue
-            cmd = RollbackCommand(device_id=d["device_id"], target=target, manifest=self.store.release(target.name, target.version),
-                                  base_url=self.base_url, rollout_id=r["id"], reason=reason[:1000])  # fmt: skip
+            cmd = RollbackCommand(
+                device_id=d["device_id"],
+                target=target,
+                manifest=self.store.release(target.name, target.version),
+                base_url=self.base_url,
+                rollout_id=r["id"],
+                reason=reason[:1000],
+            )
             self._send(r, d["device_id"], cmd, "rolling_back")
         log.warning("rollout %s: rolling back %d device(s): %s", r["id"], len(touched), reason)
 
@@ -323,8 +387,12 @@ class RolloutController:
                 d = waiting.pop(x["command_id"], None)
                 if d is not None:
                     ok = x["payload"]["ok"]
-                    self.store.update_rollout_device(r["id"], d["device_id"], state="rolled_back" if ok else "rollback_failed",
-                                                     error=None if ok else x["payload"].get("error"))  # fmt: skip
+                    self.store.update_rollout_device(
+                        r["id"],
+                        d["device_id"],
+                        state="rolled_back" if ok else "rollback_failed",
+                        error=None if ok else x["payload"].get("error"),
+                    )
             stale = now() - r["updated_at"].replace(tzinfo=r["updated_at"].tzinfo or now().tzinfo)
             cfg = RolloutConfig.model_validate(r["config"])
             if waiting and stale.total_seconds() < cfg.wave_timeout_s:

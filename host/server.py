@@ -62,8 +62,10 @@ class HostServer:
             shared = config.broker_protocol == "5" and not config.embedded_broker
         if config.ingest_workers > 1 and not shared:
             raise EdgeloopError("several ingest workers need an MQTT 5 shared subscription (not the embedded broker)")
-        self.ingests = [Ingest(self.store, self._broker_settings(), worker=i, shared=shared, statuses=(i == 0))
-                        for i in range(config.ingest_workers)]  # fmt: skip
+        self.ingests = [
+            Ingest(self.store, self._broker_settings(), worker=i, shared=shared, statuses=(i == 0))
+            for i in range(config.ingest_workers)
+        ]
         self.publisher = MqttSession(self._broker_settings(), client_id=f"edgeloop-host-{config.port}")
         self.controller = RolloutController(self.store, self._publish, config.base_url, config.tick_s)
         self._http: Any = None
@@ -71,8 +73,12 @@ class HostServer:
 
     def _broker_settings(self) -> BrokerSettings:
         c = self.config
-        return BrokerSettings.from_url(c.broker_url, protocol=c.broker_protocol,  # type: ignore[arg-type]
-                                       username=c.broker_username, password=c.broker_password)  # fmt: skip
+        return BrokerSettings.from_url(
+            c.broker_url,
+            protocol=c.broker_protocol,
+            username=c.broker_username,
+            password=c.broker_password,
+        )
 
     def _publish(self, topic: str, payload: bytes) -> bool:
         if not self.publisher.connected.is_set():
@@ -101,15 +107,23 @@ class HostServer:
         self.publisher.wait_connected(10)
         self._start_http()
         self.controller.start()
-        log.info("serving on %s (broker %s, store %s)", self.config.base_url, self.config.broker_url, self.store.dialect)
+        log.info(
+            "serving on %s (broker %s, store %s)", self.config.base_url, self.config.broker_url, self.store.dialect
+        )
 
     def _start_http(self) -> None:
         import uvicorn
 
         from host.web.app import create_app
 
-        config = uvicorn.Config(create_app(self), host=self.config.host, port=self.config.port, log_level="warning",
-                                access_log=False, lifespan="off")  # fmt: skip
+        config = uvicorn.Config(
+            create_app(self),
+            host=self.config.host,
+            port=self.config.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
         self._http = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
         self._http_thread.start()
@@ -139,12 +153,24 @@ class HostServer:
         out = []
         for d in self.store.devices(fleet):
             b = latest.get((d["fleet"], d["device_id"]), {})
-            out.append({
-                "fleet": d["fleet"], "device_id": d["device_id"], "state": d["state"],
-                "release": f"{d['release_name']}@{d['release_version']}" if d["release_name"] else None,
-                "runtime": d["runtime"], "precision": d["precision"], "accelerator": d["accelerator"],
-                "gpu": d["gpu"], "p50_ms": b.get("p50_ms"), "p99_ms": b.get("p99_ms"), "top1": b.get("top1"),
-                "benchmark_release": f"{b['release_name']}@{b['release_version']}" if b.get("release_name") else None,
-                "last_seen": d["last_seen"].isoformat() if d["last_seen"] else None, "system": d["system"],
-            })  # fmt: skip
+            out.append(
+                {
+                    "fleet": d["fleet"],
+                    "device_id": d["device_id"],
+                    "state": d["state"],
+                    "release": f"{d['release_name']}@{d['release_version']}" if d["release_name"] else None,
+                    "runtime": d["runtime"],
+                    "precision": d["precision"],
+                    "accelerator": d["accelerator"],
+                    "gpu": d["gpu"],
+                    "p50_ms": b.get("p50_ms"),
+                    "p99_ms": b.get("p99_ms"),
+                    "top1": b.get("top1"),
+                    "benchmark_release": f"{b['release_name']}@{b['release_version']}"
+                    if b.get("release_name")
+                    else None,
+                    "last_seen": d["last_seen"].isoformat() if d["last_seen"] else None,
+                    "system": d["system"],
+                }
+            )
         return out

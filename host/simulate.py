@@ -65,20 +65,37 @@ class SimDevice:
         self._lock = threading.Lock()
         will = protocol.encode(self._status("offline"))
         self.session = MqttSession(
-            broker, client_id=f"sim-{fleet}-{device_id}",
-            subscriptions=[(protocol.command_topic(fleet, device_id), 1)], on_message=self._on_message,
-            will=(protocol.status_topic(fleet, device_id), will, 1, True), on_connected=self.publish_status,
-        )  # fmt: skip
+            broker,
+            client_id=f"sim-{fleet}-{device_id}",
+            subscriptions=[(protocol.command_topic(fleet, device_id), 1)],
+            on_message=self._on_message,
+            will=(protocol.status_topic(fleet, device_id), will, 1, True),
+            on_connected=self.publish_status,
+        )
 
     def _status(self, state: str) -> DeviceStatus:
-        return DeviceStatus(device_id=self.device_id, fleet=self.fleet, state=state, release=self.release,  # type: ignore[arg-type]
-                            previous_release=self.previous, runtime="tensorrt", runtime_version="10.3 (sim)",
-                            precision="int8" if self.release else None, accelerator=self.model.accelerator, gpu=True,
-                            agent_version="sim", system=SystemInfo(cpu_percent=10.0, sources=("sim",)))  # fmt: skip
+        return DeviceStatus(
+            device_id=self.device_id,
+            fleet=self.fleet,
+            state=state,
+            release=self.release,
+            previous_release=self.previous,
+            runtime="tensorrt",
+            runtime_version="10.3 (sim)",
+            precision="int8" if self.release else None,
+            accelerator=self.model.accelerator,
+            gpu=True,
+            agent_version="sim",
+            system=SystemInfo(cpu_percent=10.0, sources=("sim",)),
+        )
 
     def publish_status(self) -> None:
-        self.session.publish(protocol.status_topic(self.fleet, self.device_id), protocol.encode(self._status("online")),
-                             qos=1, retain=True)  # fmt: skip
+        self.session.publish(
+            protocol.status_topic(self.fleet, self.device_id),
+            protocol.encode(self._status("online")),
+            qos=1,
+            retain=True,
+        )
 
     def _report(self, message: protocol.WireModel) -> None:
         kind = getattr(message, "kind")  # noqa: B009
@@ -114,40 +131,76 @@ class SimDevice:
             self.manifests[str(manifest.ref)] = manifest
             if self.release != manifest.ref:
                 self.previous, self.release = self.release, manifest.ref
-        self._report(DeployReport(device_id=self.device_id, rollout_id=cmd.rollout_id, command_id=cmd.message_id,
-                                  release=manifest.ref, ok=ok, action=action,  # type: ignore[arg-type]
-                                  error=None if ok else "injected failure", previous_release=previous,
-                                  runtime="tensorrt", precision="int8", accelerator=self.model.accelerator))  # fmt: skip
+        self._report(
+            DeployReport(
+                device_id=self.device_id,
+                rollout_id=cmd.rollout_id,
+                command_id=cmd.message_id,
+                release=manifest.ref,
+                ok=ok,
+                action=action,
+                error=None if ok else "injected failure",
+                previous_release=previous,
+                runtime="tensorrt",
+                precision="int8",
+                accelerator=self.model.accelerator,
+            )
+        )
         self.publish_status()
         if ok and isinstance(cmd, DeployCommand):
             self._report(self.benchmark(manifest, cmd.rollout_id, cmd.message_id))
 
-    def benchmark(self, manifest: protocol.ReleaseManifest, rollout_id: str | None = None,
-                  command_id: object = None) -> BenchmarkReport:  # fmt: skip
+    def benchmark(
+        self, manifest: protocol.ReleaseManifest, rollout_id: str | None = None, command_id: object = None
+    ) -> BenchmarkReport:
         m = self.model
         scale = (manifest.model.macs or m.reference_macs) / m.reference_macs
         p50 = m.p50_ms * scale * (1 + self.rng.uniform(-m.jitter, m.jitter))
         top1 = manifest.model.source_top1 - (m.accuracy_drop_points + self.rng.gauss(0, m.accuracy_noise_points)) / 100
         top1 = min(1.0, max(0.0, top1))
-        lat = LatencyStats(p50=p50, p90=p50 * 1.2, p99=p50 * m.p99_factor, max=p50 * m.p99_factor * 1.3, mean=p50 * 1.05)
-        return BenchmarkReport(device_id=self.device_id, rollout_id=rollout_id, command_id=command_id,  # type: ignore[arg-type]
-                               release=manifest.ref, runtime="tensorrt", precision="int8", accelerator=m.accelerator,
-                               batch=1, iterations=200, latency_ms=lat, raw_throughput_ips=1000 / p50 * 8,
-                               top1=top1, n_images=1000)  # fmt: skip
+        lat = LatencyStats(
+            p50=p50, p90=p50 * 1.2, p99=p50 * m.p99_factor, max=p50 * m.p99_factor * 1.3, mean=p50 * 1.05
+        )
+        return BenchmarkReport(
+            device_id=self.device_id,
+            rollout_id=rollout_id,
+            command_id=command_id,
+            release=manifest.ref,
+            runtime="tensorrt",
+            precision="int8",
+            accelerator=m.accelerator,
+            batch=1,
+            iterations=200,
+            latency_ms=lat,
+            raw_throughput_ips=1000 / p50 * 8,
+            top1=top1,
+            n_images=1000,
+        )
 
-    def stream_telemetry(self, count: int, interval_s: float = 0.0) -> None:
-        """Publish ``count`` periodic BenchmarkReports (not tied to a rollout)."""
+    def telemetry(self, count: int) -> list[BenchmarkReport]:
+        """``count`` periodic BenchmarkReports (not tied to a rollout), made ahead of sending."""
+        m = self.manifests.get(str(self.release)) if self.release is not None else None
+        out = []
         for _ in range(count):
-            if self.release is None:
-                m = None
-            else:
-                m = self.manifests.get(str(self.release))
             if m is None:
                 lat = LatencyStats(p50=2, p90=2.4, p99=3, max=4, mean=2.1)
-                r = BenchmarkReport(device_id=self.device_id, runtime="tensorrt", precision="int8", batch=1,
-                                    iterations=100, latency_ms=lat, raw_throughput_ips=4000.0)  # fmt: skip
+                out.append(
+                    BenchmarkReport(
+                        device_id=self.device_id,
+                        runtime="tensorrt",
+                        precision="int8",
+                        batch=1,
+                        iterations=100,
+                        latency_ms=lat,
+                        raw_throughput_ips=4000.0,
+                    )
+                )
             else:
-                r = self.benchmark(m)
+                out.append(self.benchmark(m))
+        return out
+
+    def send_telemetry(self, reports: list[BenchmarkReport], interval_s: float = 0.0) -> None:
+        for r in reports:
             self._report(r)
             self.stats.telemetry_sent += 1
             self.stats.telemetry_ids.append(str(r.message_id))
@@ -158,16 +211,25 @@ class SimDevice:
         self.session.start()
 
     def stop(self) -> None:
-        self.session.stop(final=(protocol.status_topic(self.fleet, self.device_id),
-                                 protocol.encode(self._status("offline")), 1, True))  # fmt: skip
+        self.session.stop(
+            final=(protocol.status_topic(self.fleet, self.device_id), protocol.encode(self._status("offline")), 1, True)
+        )
 
 
 class SimFleet:
-    def __init__(self, n: int, broker: BrokerSettings, fleet: str = "sim", model: DeviceModel | None = None,
-                 prefix: str = "sim", seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        n: int,
+        broker: BrokerSettings,
+        fleet: str = "sim",
+        model: DeviceModel | None = None,
+        prefix: str = "sim",
+        seed: int = 0,
+    ) -> None:
         width = max(3, len(str(n)))
-        self.devices = [SimDevice(f"{prefix}-{i:0{width}d}", fleet, broker, model or DeviceModel(), seed + i)
-                        for i in range(n)]  # fmt: skip
+        self.devices = [
+            SimDevice(f"{prefix}-{i:0{width}d}", fleet, broker, model or DeviceModel(), seed + i) for i in range(n)
+        ]
 
     def start(self, timeout: float = 60.0) -> None:
         for d in self.devices:
@@ -178,12 +240,17 @@ class SimFleet:
                 raise EdgeloopError(f"simulated device {d.device_id} could not connect to {d.session.settings.url}")
 
     def stream(self, per_device: int, interval_s: float = 0.0, threads: int = 16) -> int:
-        """Every device publishes ``per_device`` reports; a few worker threads share the devices."""
+        """Every device publishes ``per_device`` reports; a few worker threads share the devices.
+
+        The reports are built before the first one is sent, so the send rate measures MQTT and
+        the host rather than the simulator's own JSON encoding.
+        """
+        prepared = {d.device_id: d.telemetry(per_device) for d in self.devices}
         chunks = [self.devices[i::threads] for i in range(threads)]
 
         def work(devs: list[SimDevice]) -> None:
             for d in devs:
-                d.stream_telemetry(per_device, interval_s)
+                d.send_telemetry(prepared[d.device_id], interval_s)
 
         workers = [threading.Thread(target=work, args=(c,), daemon=True) for c in chunks if c]
         for w in workers:

@@ -36,34 +36,45 @@ log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
-schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, primary_key=True),
-                          sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False))  # fmt: skip
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
 
 devices = sa.Table(
-    "devices", metadata,
+    "devices",
+    metadata,
     sa.Column("fleet", sa.String(64), primary_key=True),
     sa.Column("device_id", sa.String(64), primary_key=True),
     sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("release_name", sa.String(64)), sa.Column("release_version", sa.String(32)),
-    sa.Column("previous_name", sa.String(64)), sa.Column("previous_version", sa.String(32)),
-    sa.Column("runtime", sa.String(64)), sa.Column("runtime_version", sa.String(64)),
-    sa.Column("precision", sa.String(8)), sa.Column("accelerator", sa.String(128)),
+    sa.Column("release_name", sa.String(64)),
+    sa.Column("release_version", sa.String(32)),
+    sa.Column("previous_name", sa.String(64)),
+    sa.Column("previous_version", sa.String(32)),
+    sa.Column("runtime", sa.String(64)),
+    sa.Column("runtime_version", sa.String(64)),
+    sa.Column("precision", sa.String(8)),
+    sa.Column("accelerator", sa.String(128)),
     sa.Column("gpu", sa.Boolean, nullable=False, default=False),
     sa.Column("agent_version", sa.String(32)),
     sa.Column("system", sa.JSON),
     sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
-)  # fmt: skip
+)
 
 releases = sa.Table(
-    "releases", metadata,
+    "releases",
+    metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("version", sa.String(32), primary_key=True),
     sa.Column("manifest", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)  # fmt: skip
+)
 
 rollouts = sa.Table(
-    "rollouts", metadata,
+    "rollouts",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("release_name", sa.String(64), nullable=False),
     sa.Column("release_version", sa.String(32), nullable=False),
@@ -74,10 +85,11 @@ rollouts = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)  # fmt: skip
+)
 
 rollout_waves = sa.Table(
-    "rollout_waves", metadata,
+    "rollout_waves",
+    metadata,
     sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.id"), primary_key=True),
     sa.Column("wave", sa.Integer, primary_key=True),
     sa.Column("state", sa.String(16), nullable=False),  # pending, sent, passed, failed
@@ -85,10 +97,11 @@ rollout_waves = sa.Table(
     sa.Column("deadline", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("summary", sa.JSON),
-)  # fmt: skip
+)
 
 rollout_devices = sa.Table(
-    "rollout_devices", metadata,
+    "rollout_devices",
+    metadata,
     sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.id"), primary_key=True),
     sa.Column("device_id", sa.String(64), primary_key=True),
     sa.Column("wave", sa.Integer, nullable=False),
@@ -96,43 +109,56 @@ rollout_devices = sa.Table(
     sa.Column("command_id", sa.String(36)),
     sa.Column("command", sa.Text),  # the exact payload, so a resumed host re-sends the same message id
     sa.Column("published", sa.Boolean, nullable=False, default=False),
-    sa.Column("previous_name", sa.String(64)), sa.Column("previous_version", sa.String(32)),
+    sa.Column("previous_name", sa.String(64)),
+    sa.Column("previous_version", sa.String(32)),
     sa.Column("was_online", sa.Boolean),
-    sa.Column("top1", sa.Float), sa.Column("p99_ms", sa.Float), sa.Column("error", sa.Text),
+    sa.Column("top1", sa.Float),
+    sa.Column("p99_ms", sa.Float),
+    sa.Column("error", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)  # fmt: skip
+)
 
 reports = sa.Table(
-    "reports", metadata,
+    "reports",
+    metadata,
     sa.Column("message_id", sa.String(36), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("fleet", sa.String(64), nullable=False),
     sa.Column("device_id", sa.String(64), nullable=False),
     sa.Column("rollout_id", sa.String(64)),
     sa.Column("command_id", sa.String(36)),
-    sa.Column("release_name", sa.String(64)), sa.Column("release_version", sa.String(32)),
+    sa.Column("release_name", sa.String(64)),
+    sa.Column("release_version", sa.String(32)),
     sa.Column("ok", sa.Boolean),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Index("ix_reports_rollout", "rollout_id", "kind"),
     sa.Index("ix_reports_device_time", "fleet", "device_id", "sent_at"),
-)  # fmt: skip
+)
 
 benchmarks = sa.Table(
-    "benchmarks", metadata,
+    "benchmarks",
+    metadata,
     sa.Column("message_id", sa.String(36), primary_key=True),
     sa.Column("fleet", sa.String(64), nullable=False),
     sa.Column("device_id", sa.String(64), nullable=False),
     sa.Column("rollout_id", sa.String(64)),
-    sa.Column("release_name", sa.String(64)), sa.Column("release_version", sa.String(32)),
-    sa.Column("runtime", sa.String(64)), sa.Column("precision", sa.String(8)), sa.Column("accelerator", sa.String(128)),
-    sa.Column("p50_ms", sa.Float), sa.Column("p90_ms", sa.Float), sa.Column("p99_ms", sa.Float),
-    sa.Column("top1", sa.Float), sa.Column("n_images", sa.Integer),
-    sa.Column("throughput_ips", sa.Float), sa.Column("e2e_throughput_ips", sa.Float),
+    sa.Column("release_name", sa.String(64)),
+    sa.Column("release_version", sa.String(32)),
+    sa.Column("runtime", sa.String(64)),
+    sa.Column("precision", sa.String(8)),
+    sa.Column("accelerator", sa.String(128)),
+    sa.Column("p50_ms", sa.Float),
+    sa.Column("p90_ms", sa.Float),
+    sa.Column("p99_ms", sa.Float),
+    sa.Column("top1", sa.Float),
+    sa.Column("n_images", sa.Integer),
+    sa.Column("throughput_ips", sa.Float),
+    sa.Column("e2e_throughput_ips", sa.Float),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_bench_time", "fleet", "sent_at"),
-)  # fmt: skip
+)
 
 
 def _m1(conn: Connection) -> None:
@@ -215,16 +241,22 @@ class Store:
     # -- devices ----------------------------------------------------------------------------
     def upsert_status(self, status: DeviceStatus) -> None:
         values = {
-            "fleet": status.fleet, "device_id": status.device_id, "state": status.state,
+            "fleet": status.fleet,
+            "device_id": status.device_id,
+            "state": status.state,
             "release_name": status.release.name if status.release else None,
             "release_version": status.release.version if status.release else None,
             "previous_name": status.previous_release.name if status.previous_release else None,
             "previous_version": status.previous_release.version if status.previous_release else None,
-            "runtime": status.runtime, "runtime_version": status.runtime_version, "precision": status.precision,
-            "accelerator": status.accelerator, "gpu": status.gpu, "agent_version": status.agent_version,
+            "runtime": status.runtime,
+            "runtime_version": status.runtime_version,
+            "precision": status.precision,
+            "accelerator": status.accelerator,
+            "gpu": status.gpu,
+            "agent_version": status.agent_version,
             "system": status.system.model_dump(mode="json") if status.system else None,
             "last_seen": status.sent_at,
-        }  # fmt: skip
+        }
         stmt = self._insert(devices).values(**values)
         update = {k: v for k, v in values.items() if k not in ("fleet", "device_id")}
         if status.state == "offline":  # a Last Will knows nothing about the release: keep what we had
@@ -245,16 +277,24 @@ class Store:
 
     # -- releases ---------------------------------------------------------------------------
     def add_release(self, manifest: ReleaseManifest) -> None:
-        stmt = self._insert(releases).values(
-            name=manifest.name, version=manifest.version, manifest=manifest.model_dump_json(), created_at=manifest.created_at
-        ).on_conflict_do_nothing()
+        stmt = (
+            self._insert(releases)
+            .values(
+                name=manifest.name,
+                version=manifest.version,
+                manifest=manifest.model_dump_json(),
+                created_at=manifest.created_at,
+            )
+            .on_conflict_do_nothing()
+        )
         with self._lock, self.engine.begin() as conn:
             conn.execute(stmt)
 
     def release(self, name: str, version: str) -> ReleaseManifest | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(releases.c.manifest).where(releases.c.name == name,
-                                                                     releases.c.version == version)).first()  # fmt: skip
+            row = conn.execute(
+                sa.select(releases.c.manifest).where(releases.c.name == name, releases.c.version == version)
+            ).first()
         return ReleaseManifest.model_validate_json(row[0]) if row else None
 
     def releases(self) -> list[ReleaseManifest]:
@@ -263,7 +303,9 @@ class Store:
         return [ReleaseManifest.model_validate_json(r[0]) for r in rows]
 
     # -- reports ----------------------------------------------------------------------------
-    def add_reports(self, items: Sequence[tuple[str, DeployReport | BenchmarkReport | CalibrationReport | EventReport]]) -> int:
+    def add_reports(
+        self, items: Sequence[tuple[str, DeployReport | BenchmarkReport | CalibrationReport | EventReport]]
+    ) -> int:
         """Insert (fleet, report) pairs in one transaction; duplicates by message_id are skipped.
 
         Returns how many were new.
@@ -274,28 +316,51 @@ class Store:
         rows, bench_rows = [], []
         for fleet, r in items:
             release = getattr(r, "release", None)
-            rows.append({
-                "message_id": str(r.message_id), "kind": r.kind, "fleet": fleet, "device_id": r.device_id,
-                "rollout_id": getattr(r, "rollout_id", None),
-                "command_id": str(r.command_id) if getattr(r, "command_id", None) else None,
-                "release_name": release.name if release else None,
-                "release_version": release.version if release else None,
-                "ok": getattr(r, "ok", None), "sent_at": r.sent_at, "received_at": received,
-                "payload": r.model_dump_json(),
-            })  # fmt: skip
-            if isinstance(r, BenchmarkReport):
-                bench_rows.append({
-                    "message_id": str(r.message_id), "fleet": fleet, "device_id": r.device_id,
-                    "rollout_id": r.rollout_id, "release_name": r.release.name if r.release else None,
-                    "release_version": r.release.version if r.release else None, "runtime": r.runtime,
-                    "precision": r.precision, "accelerator": r.accelerator, "p50_ms": r.latency_ms.p50,
-                    "p90_ms": r.latency_ms.p90, "p99_ms": r.latency_ms.p99, "top1": r.top1, "n_images": r.n_images,
-                    "throughput_ips": r.raw_throughput_ips, "e2e_throughput_ips": r.end_to_end_throughput_ips,
+            rows.append(
+                {
+                    "message_id": str(r.message_id),
+                    "kind": r.kind,
+                    "fleet": fleet,
+                    "device_id": r.device_id,
+                    "rollout_id": getattr(r, "rollout_id", None),
+                    "command_id": str(r.command_id) if getattr(r, "command_id", None) else None,
+                    "release_name": release.name if release else None,
+                    "release_version": release.version if release else None,
+                    "ok": getattr(r, "ok", None),
                     "sent_at": r.sent_at,
-                })  # fmt: skip
+                    "received_at": received,
+                    "payload": r.model_dump_json(),
+                }
+            )
+            if isinstance(r, BenchmarkReport):
+                bench_rows.append(
+                    {
+                        "message_id": str(r.message_id),
+                        "fleet": fleet,
+                        "device_id": r.device_id,
+                        "rollout_id": r.rollout_id,
+                        "release_name": r.release.name if r.release else None,
+                        "release_version": r.release.version if r.release else None,
+                        "runtime": r.runtime,
+                        "precision": r.precision,
+                        "accelerator": r.accelerator,
+                        "p50_ms": r.latency_ms.p50,
+                        "p90_ms": r.latency_ms.p90,
+                        "p99_ms": r.latency_ms.p99,
+                        "top1": r.top1,
+                        "n_images": r.n_images,
+                        "throughput_ips": r.raw_throughput_ips,
+                        "e2e_throughput_ips": r.end_to_end_throughput_ips,
+                        "sent_at": r.sent_at,
+                    }
+                )
         with self._lock, self.engine.begin() as conn:
-            res = conn.execute(self._insert(reports).on_conflict_do_nothing(index_elements=["message_id"]).returning(
-                reports.c.message_id), rows)  # fmt: skip
+            res = conn.execute(
+                self._insert(reports)
+                .on_conflict_do_nothing(index_elements=["message_id"])
+                .returning(reports.c.message_id),
+                rows,
+            )
             new = {r[0] for r in res}
             fresh = [b for b in bench_rows if b["message_id"] in new]
             if fresh:
@@ -310,8 +375,11 @@ class Store:
             return int(conn.execute(q).scalar() or 0)
 
     def rollout_reports(self, rollout_id: str, kind: str) -> list[dict[str, Any]]:
-        q = sa.select(reports.c.device_id, reports.c.payload, reports.c.command_id).where(
-            reports.c.rollout_id == rollout_id, reports.c.kind == kind).order_by(reports.c.sent_at)  # fmt: skip
+        q = (
+            sa.select(reports.c.device_id, reports.c.payload, reports.c.command_id)
+            .where(reports.c.rollout_id == rollout_id, reports.c.kind == kind)
+            .order_by(reports.c.sent_at)
+        )
         with self.engine.connect() as conn:
             return [{"device_id": r[0], "payload": json.loads(r[1]), "command_id": r[2]} for r in conn.execute(q)]
 
@@ -319,19 +387,27 @@ class Store:
         ids = list(command_ids)
         if not ids:
             return []
-        q = sa.select(reports.c.device_id, reports.c.payload, reports.c.command_id).where(
-            reports.c.command_id.in_(ids), reports.c.kind == kind).order_by(reports.c.sent_at)  # fmt: skip
+        q = (
+            sa.select(reports.c.device_id, reports.c.payload, reports.c.command_id)
+            .where(reports.c.command_id.in_(ids), reports.c.kind == kind)
+            .order_by(reports.c.sent_at)
+        )
         with self.engine.connect() as conn:
             return [{"device_id": r[0], "payload": json.loads(r[1]), "command_id": r[2]} for r in conn.execute(q)]
 
     def latest_benchmarks(self, fleet: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-        sub = sa.select(benchmarks.c.fleet, benchmarks.c.device_id, sa.func.max(benchmarks.c.sent_at).label("t"))
+        latest = sa.select(benchmarks.c.fleet, benchmarks.c.device_id, sa.func.max(benchmarks.c.sent_at).label("t"))
         if fleet:
-            sub = sub.where(benchmarks.c.fleet == fleet)
-        sub = sub.group_by(benchmarks.c.fleet, benchmarks.c.device_id).subquery()
-        q = sa.select(benchmarks).join(sub, sa.and_(benchmarks.c.fleet == sub.c.fleet,
-                                                     benchmarks.c.device_id == sub.c.device_id,
-                                                     benchmarks.c.sent_at == sub.c.t))  # fmt: skip
+            latest = latest.where(benchmarks.c.fleet == fleet)
+        sub = latest.group_by(benchmarks.c.fleet, benchmarks.c.device_id).subquery()
+        q = sa.select(benchmarks).join(
+            sub,
+            sa.and_(
+                benchmarks.c.fleet == sub.c.fleet,
+                benchmarks.c.device_id == sub.c.device_id,
+                benchmarks.c.sent_at == sub.c.t,
+            ),
+        )
         with self.engine.connect() as conn:
             return {(r.fleet, r.device_id): dict(r._mapping) for r in conn.execute(q)}
 
@@ -346,24 +422,48 @@ class Store:
         return rows[::-1]
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
-        q = sa.select(reports.c.fleet, reports.c.payload).where(reports.c.kind == "event").order_by(
-            reports.c.sent_at.desc()).limit(limit)  # fmt: skip
+        q = (
+            sa.select(reports.c.fleet, reports.c.payload)
+            .where(reports.c.kind == "event")
+            .order_by(reports.c.sent_at.desc())
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
             return [{"fleet": r[0], **json.loads(r[1])} for r in conn.execute(q)]
 
     # -- rollouts -----------------------------------------------------------------------------
-    def create_rollout(self, rollout_id: str, manifest: ReleaseManifest, fleet: str, config: dict[str, Any],
-                       waves: list[list[dict[str, Any]]]) -> None:  # fmt: skip
+    def create_rollout(
+        self,
+        rollout_id: str,
+        manifest: ReleaseManifest,
+        fleet: str,
+        config: dict[str, Any],
+        waves: list[list[dict[str, Any]]],
+    ) -> None:
         t = now()
         with self._lock, self.engine.begin() as conn:
-            conn.execute(rollouts.insert().values(
-                id=rollout_id, release_name=manifest.name, release_version=manifest.version, fleet=fleet,
-                state="running", config=config, current_wave=0, reason="", created_at=t, updated_at=t))  # fmt: skip
+            conn.execute(
+                rollouts.insert().values(
+                    id=rollout_id,
+                    release_name=manifest.name,
+                    release_version=manifest.version,
+                    fleet=fleet,
+                    state="running",
+                    config=config,
+                    current_wave=0,
+                    reason="",
+                    created_at=t,
+                    updated_at=t,
+                )
+            )
             for i, members in enumerate(waves):
                 conn.execute(rollout_waves.insert().values(rollout_id=rollout_id, wave=i, state="pending"))
                 for m in members:
-                    conn.execute(rollout_devices.insert().values(rollout_id=rollout_id, wave=i, state="pending",
-                                                                 published=False, updated_at=t, **m))  # fmt: skip
+                    conn.execute(
+                        rollout_devices.insert().values(
+                            rollout_id=rollout_id, wave=i, state="pending", published=False, updated_at=t, **m
+                        )
+                    )
 
     def rollouts(self, state: str | None = None) -> list[dict[str, Any]]:
         q = sa.select(rollouts).order_by(rollouts.c.created_at)
@@ -378,11 +478,22 @@ class Store:
             if r is None:
                 return None
             out = dict(r._mapping)
-            out["waves"] = [dict(w._mapping) for w in conn.execute(
-                sa.select(rollout_waves).where(rollout_waves.c.rollout_id == rollout_id).order_by(rollout_waves.c.wave))]  # fmt: skip
-            out["devices"] = [dict(d._mapping) for d in conn.execute(
-                sa.select(rollout_devices).where(rollout_devices.c.rollout_id == rollout_id).order_by(
-                    rollout_devices.c.wave, rollout_devices.c.device_id))]  # fmt: skip
+            out["waves"] = [
+                dict(w._mapping)
+                for w in conn.execute(
+                    sa.select(rollout_waves)
+                    .where(rollout_waves.c.rollout_id == rollout_id)
+                    .order_by(rollout_waves.c.wave)
+                )
+            ]
+            out["devices"] = [
+                dict(d._mapping)
+                for d in conn.execute(
+                    sa.select(rollout_devices)
+                    .where(rollout_devices.c.rollout_id == rollout_id)
+                    .order_by(rollout_devices.c.wave, rollout_devices.c.device_id)
+                )
+            ]
         for w in out["waves"]:
             for k in ("started_at", "deadline", "finished_at"):
                 w[k] = _aware(w[k])
@@ -394,14 +505,19 @@ class Store:
 
     def update_wave(self, rollout_id: str, wave: int, **values: Any) -> None:
         with self._lock, self.engine.begin() as conn:
-            conn.execute(rollout_waves.update().where(rollout_waves.c.rollout_id == rollout_id,
-                                                      rollout_waves.c.wave == wave).values(**values))  # fmt: skip
+            conn.execute(
+                rollout_waves.update()
+                .where(rollout_waves.c.rollout_id == rollout_id, rollout_waves.c.wave == wave)
+                .values(**values)
+            )
 
     def update_rollout_device(self, rollout_id: str, device_id: str, **values: Any) -> None:
         with self._lock, self.engine.begin() as conn:
-            conn.execute(rollout_devices.update().where(rollout_devices.c.rollout_id == rollout_id,
-                                                        rollout_devices.c.device_id == device_id).values(
-                updated_at=now(), **values))  # fmt: skip
+            conn.execute(
+                rollout_devices.update()
+                .where(rollout_devices.c.rollout_id == rollout_id, rollout_devices.c.device_id == device_id)
+                .values(updated_at=now(), **values)
+            )
 
     def close(self) -> None:
         self.engine.dispose()

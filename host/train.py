@@ -26,6 +26,7 @@ from torch.nn import functional as F  # noqa: N812
 from tqdm import tqdm
 
 from host.evaluate import predict_torch, to_input, top1
+from host.layout import channels_last, contiguous
 from shared.datasets import LabelledImages
 from shared.imaging import Preprocessing
 
@@ -114,7 +115,7 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002  (legacy global seed, for third-party code that uses it)
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 
@@ -139,7 +140,7 @@ def fit(
     loss_fn = hooks.loss_fn or default_loss(cfg.label_smoothing)
     seed_everything(cfg.seed)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = channels_last(model)
     params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
@@ -171,8 +172,7 @@ def fit(
         model.train()
         perm = torch.randperm(n, generator=gen)
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
-                   mininterval=2.0, disable=None)  # fmt: skip
+        bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0, disable=None)
         for step in bar:
             idx = perm[step * batch : (step + 1) * batch]
             x = to_input(aug(idx, gen), prep)
@@ -274,14 +274,22 @@ def train_command(
     if not resume and log_path.exists():
         log_path.unlink()
     history = fit(
-        model, train, cfg, prep, val=val, state_path=work_dir / "train_state.pt",
-        log_path=log_path, resume=resume, desc=arch,
-    )  # fmt: skip
-    model = model.to(memory_format=torch.contiguous_format).eval()
+        model,
+        train,
+        cfg,
+        prep,
+        val=val,
+        state_path=work_dir / "train_state.pt",
+        log_path=log_path,
+        resume=resume,
+        desc=arch,
+    )
+    model = contiguous(model).eval()
     metrics: dict[str, Any] = {"train_acc_last_epoch": history[-1]["train_acc"] if history else None}
     if val is not None:
-        metrics.update(top1=top1(predict_torch(model, val.images, prep), val.labels),
-                       n_images=len(val), dataset=val_data)  # fmt: skip
+        metrics.update(
+            top1=top1(predict_torch(model, val.images, prep), val.labels), n_images=len(val), dataset=val_data
+        )
     ckpt = checkpoint.from_model(model, arch, train.classes, prep, metrics)
     checkpoint.save(ckpt, out)
     info: dict[str, Any] = {

@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pickle  # noqa: S403  (CIFAR's official format is pickle; see import_cifar_python)
+import pickle
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,8 +27,17 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 ProgressFn = Callable[[int], None]
 
@@ -80,9 +90,7 @@ def list_samples(spec: str | Path) -> list[Sample]:
     else:
         raise EdgeloopError(f"{path} is neither a directory nor a tar archive of an image folder")
     if not samples:
-        raise EdgeloopError(
-            f"no images found in {spec}: expected one sub-folder per class holding JPEG/PNG files"
-        )
+        raise EdgeloopError(f"no images found in {spec}: expected one sub-folder per class holding JPEG/PNG files")
     return samples
 
 
@@ -226,9 +234,9 @@ def _balanced_subset(samples: Sequence[Sample], limit: int) -> list[Sample]:
     while len(out) < limit and queues:
         alive = []
         for q in queues:
-            s = next(q, None)
-            if s is not None and len(out) < limit:
-                out.append(s)
+            nxt = next(q, None)
+            if nxt is not None and len(out) < limit:
+                out.append(nxt)
                 alive.append(q)
         queues = alive
     return out
@@ -248,16 +256,12 @@ def import_cifar_python(archive: str | Path, out_dir: str | Path) -> dict[str, i
     if not archive.is_file():
         raise EdgeloopError(f"CIFAR archive not found: {archive}")
     counts: dict[str, int] = {"train": 0, "test": 0}
-    try:
-        tar = tarfile.open(archive)
-    except tarfile.TarError as e:
-        raise EdgeloopError(f"{archive} is not a readable tar archive: {e}") from e
-    with tar:
+    with _open_tar(archive) as tar:
         members = {PurePosixPath(m.name).name: m for m in tar.getmembers() if m.isfile()}
         if "batches.meta" not in members:
             raise EdgeloopError(f"{archive} has no batches.meta: not a CIFAR-10 python archive")
         meta = _load_pickle(tar, members["batches.meta"])
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[_key(meta, "label_names")]]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in _seq(meta[_key(meta, "label_names")])]
         batches = [(n, "train") for n in sorted(members) if n.startswith("data_batch_")]
         batches += [(n, "test") for n in sorted(members) if n == "test_batch"]
         if not batches:
@@ -265,12 +269,12 @@ def import_cifar_python(archive: str | Path, out_dir: str | Path) -> dict[str, i
         for name, split in batches:
             batch = _load_pickle(tar, members[name])
             data = np.asarray(batch[_key(batch, "data")], dtype=np.uint8)
-            labels = list(batch[_key(batch, "labels")])
+            labels = [int(v) for v in _seq(batch[_key(batch, "labels")])]  # type: ignore[call-overload]
             if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != len(labels):
                 raise EdgeloopError(f"{name}: expected N x 3072 pixels and N labels, got {data.shape}")
             images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             for rgb, label in zip(images, labels, strict=True):
-                class_dir = out / split / names[int(label)]
+                class_dir = out / split / names[label]
                 class_dir.mkdir(parents=True, exist_ok=True)
                 path = class_dir / f"{counts[split]:05d}.png"
                 if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
@@ -278,6 +282,19 @@ def import_cifar_python(archive: str | Path, out_dir: str | Path) -> dict[str, i
                 counts[split] += 1
             log.info("imported %s: %d images", name, len(labels))
     return counts
+
+
+def _seq(value: object) -> list[object]:
+    if not isinstance(value, list | tuple | np.ndarray):
+        raise EdgeloopError(f"CIFAR batch entry is a {type(value).__name__}, not a list")
+    return list(value)
+
+
+def _open_tar(archive: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(archive)
+    except tarfile.TarError as e:
+        raise EdgeloopError(f"{archive} is not a readable tar archive: {e}") from e
 
 
 def _key(d: dict[object, object], name: str) -> object:
@@ -291,7 +308,7 @@ def _key(d: dict[object, object], name: str) -> object:
 class _PlainUnpickler(pickle.Unpickler):
     """Only numpy arrays and builtins may be rebuilt: a CIFAR batch needs nothing else."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),

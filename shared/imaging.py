@@ -41,7 +41,10 @@ class Preprocessing:
             raise EdgeloopError("preprocessing mean/std must have 3 values (R, G, B)")
         if any(s <= 0 for s in std):
             raise EdgeloopError("preprocessing std values must be > 0")
-        return cls(mean=mean, std=std, size=int(data.get("size", 32)))  # type: ignore[arg-type]
+        size = data.get("size", 32)
+        if not isinstance(size, int | float | str):
+            raise EdgeloopError("preprocessing size must be a number")
+        return cls(mean=mean, std=std, size=int(size))
 
 
 def _cv2():  # type: ignore[no-untyped-def]

@@ -30,6 +30,18 @@ from shared.errors import EdgeloopError
 log = logging.getLogger(__name__)
 
 ProtocolChoice = Literal["5", "3.1.1", "auto"]
+
+
+class _QuietStop(logging.Filter):
+    """paho 2.2 logs "Client is not connected" at ERROR when its loop ends after a clean
+    disconnect; that is our own orderly stop, not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_PAHO_LOG = logging.getLogger("paho")
+_PAHO_LOG.addFilter(_QuietStop())
 MessageHandler = Callable[[str, bytes], None]
 
 
@@ -124,14 +136,17 @@ class MqttSession:
             clean_session=None if v5 else not self._persistent,
             reconnect_on_failure=True,
         )
-        client.enable_logger(logging.getLogger("paho"))
+        client.enable_logger(_PAHO_LOG)
         if s.username:
             client.username_pw_set(s.username, s.password)
         if s.tls:
             client.tls_set(
-                ca_certs=s.ca_file, certfile=s.cert_file, keyfile=s.key_file, cert_reqs=ssl.CERT_REQUIRED,
+                ca_certs=s.ca_file,
+                certfile=s.cert_file,
+                keyfile=s.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )  # fmt: skip
+            )
             client.tls_insecure_set(s.tls_insecure)
         if self._will is not None:
             topic, payload, qos, retain = self._will
@@ -159,10 +174,12 @@ class MqttSession:
         """Connect in the background; reconnects forever until ``stop``."""
         s = self.settings
         self._client.connect_async(
-            s.host, s.port, keepalive=s.keepalive,
+            s.host,
+            s.port,
+            keepalive=s.keepalive,
             clean_start=(not self._persistent) if self._protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=self._connect_properties(),
-        )  # fmt: skip
+        )
         self._client.loop_start()
         if self.settings.protocol == "auto" and self._protocol == "5":
             threading.Thread(target=self._fallback_watchdog, name="mqtt-v5-watchdog", daemon=True).start()
@@ -170,7 +187,11 @@ class MqttSession:
     def _fallback_watchdog(self) -> None:
         """Some 3.1.1-only brokers (amqtt) neither answer nor close an MQTT 5 CONNECT: give up on 5
         when no CONNACK arrives in time."""
-        if not self.connected.wait(self.settings.v5_connack_timeout_s) and not self._stopping and self.stats.connects == 0:
+        if (
+            not self.connected.wait(self.settings.v5_connack_timeout_s)
+            and not self._stopping
+            and self.stats.connects == 0
+        ):
             self._fall_back_to_311()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -196,7 +217,12 @@ class MqttSession:
                 deadline = time.monotonic() + timeout
                 while not info.is_published() and time.monotonic() < deadline and self.connected.is_set():
                     time.sleep(0.02)
+            was_connected = self.connected.is_set()
             self._client.disconnect()
+            if was_connected:  # let the network thread process the DISCONNECT before it is stopped
+                deadline = time.monotonic() + timeout
+                while self.connected.is_set() and time.monotonic() < deadline:
+                    time.sleep(0.01)
         finally:
             self._client.loop_stop()
             self.connected.clear()
@@ -206,8 +232,9 @@ class MqttSession:
         return self._protocol
 
     # -- paho callbacks (network thread): never let an exception escape ---------------------
-    def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                        properties: Properties | None) -> None:  # fmt: skip
+    def _handle_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None
+    ) -> None:
         if reason.is_failure:
             self.stats.last_error = f"CONNACK refused: {reason}"
             log.warning("broker %s refused the connection: %s", self.settings.url, reason)
@@ -248,8 +275,9 @@ class MqttSession:
 
         threading.Thread(target=restart, name="mqtt-fallback", daemon=True).start()
 
-    def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                           properties: Properties | None) -> None:  # fmt: skip
+    def _handle_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None
+    ) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
         if was_connected:
@@ -258,7 +286,12 @@ class MqttSession:
                 log.warning("lost connection to %s (%s); reconnecting", self.settings.url, reason)
             if self._on_disconnected is not None:
                 self._guard("on_disconnected", self._on_disconnected)
-        elif self.settings.protocol == "auto" and self._protocol == "5" and self.stats.connects == 0 and not self._stopping:
+        elif (
+            self.settings.protocol == "auto"
+            and self._protocol == "5"
+            and self.stats.connects == 0
+            and not self._stopping
+        ):
             self._fall_back_to_311()  # some 3.1.1-only brokers just drop an MQTT 5 CONNECT
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -271,14 +304,16 @@ class MqttSession:
             self.stats.bad_messages += 1
             log.exception("error handling a message on %s (dropped)", message.topic)
 
-    def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
-                        properties: Properties | None) -> None:  # fmt: skip
+    def _handle_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None
+    ) -> None:
         self.stats.acked += 1
         if self._on_published is not None:
             self._guard("on_published", lambda: self._on_published(mid))  # type: ignore[misc]
 
-    def _handle_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
-                          properties: Properties | None) -> None:  # fmt: skip
+    def _handle_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Properties | None
+    ) -> None:
         for r in reasons:
             if r.is_failure:
                 log.error("broker refused a subscription: %s", r)

@@ -81,7 +81,7 @@ class WireModel(BaseModel):
 class Message(WireModel):
     """Envelope fields every MQTT message carries."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     message_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     device_id: Id
     sent_at: UtcDatetime = Field(default_factory=utcnow)
@@ -360,12 +360,14 @@ def _short(e: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()[:5])
 
 
-def decode_command(payload: bytes | str) -> DeployCommand | BenchmarkCommand | RecalibrateCommand | RollbackCommand | SampleCommand:
+def decode_command(
+    payload: bytes | str,
+) -> DeployCommand | BenchmarkCommand | RecalibrateCommand | RollbackCommand | SampleCommand:
     try:
         cmd: Any = _command_adapter.validate_json(payload)
     except ValidationError as e:
         raise ProtocolError(f"invalid command: {_short(e)}") from e
-    return cmd  # type: ignore[no-any-return]
+    return cmd
 
 
 def decode_report(payload: bytes | str) -> DeployReport | BenchmarkReport | CalibrationReport | EventReport:
@@ -373,7 +375,7 @@ def decode_report(payload: bytes | str) -> DeployReport | BenchmarkReport | Cali
         report: Any = _report_adapter.validate_json(payload)
     except ValidationError as e:
         raise ProtocolError(f"invalid report: {_short(e)}") from e
-    return report  # type: ignore[no-any-return]
+    return report
 
 
 def decode_status(payload: bytes | str) -> DeviceStatus:

@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import REPO, Mosquitto, mosquitto_available
 
+pytest_plugins = ["tests.fixtures"]
+
 ZOO = REPO / "host" / "zoo"
 
 

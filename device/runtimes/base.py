@@ -33,7 +33,7 @@ Precision = Literal["fp32", "fp16", "int8"]
 F32 = npt.NDArray[np.float32]
 
 
-class RuntimeUnavailable(EdgeloopError):
+class RuntimeUnavailableError(EdgeloopError):
     """The backend's libraries or hardware are missing; the message says how to install them."""
 
 
@@ -174,7 +174,8 @@ class Runtime(ABC):
             raise EngineError(f"input must be a float32 numpy array, got {getattr(batch, 'dtype', type(batch))}")
         if batch.ndim != 4 or tuple(batch.shape[1:]) != engine.input_shape:
             raise EngineError(
-                f"input shape {tuple(batch.shape)} does not match the model's (N, {', '.join(map(str, engine.input_shape))})"
+                f"input shape {tuple(batch.shape)} does not match the model's "
+                f"(N, {', '.join(map(str, engine.input_shape))})"
             )
         if not 1 <= batch.shape[0] <= engine.max_batch:
             raise EngineError(f"batch size {batch.shape[0]} outside 1..{engine.max_batch}")
@@ -189,8 +190,8 @@ class Runtime(ABC):
     @abstractmethod
     def _infer_impl(self, batch: F32) -> tuple[F32, Timing | None]: ...
 
-    def _unload_impl(self) -> None:
+    def _unload_impl(self) -> None:  # noqa: B027  (optional hook: not every backend holds anything)
         """Release what ``_load_impl`` acquired."""
 
-    def _close_impl(self) -> None:
+    def _close_impl(self) -> None:  # noqa: B027  (optional hook)
         """Release what the runtime holds beyond the loaded engine."""

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.runtimes.base import F32, Engine, EngineError, Precision, Runtime, RuntimeUnavailable, Timing
+from device.runtimes.base import F32, Engine, EngineError, Precision, Runtime, RuntimeUnavailableError, Timing
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _ort() -> Any:
     try:
         import onnxruntime
     except ImportError as e:
-        raise RuntimeUnavailable(f"the onnxruntime backend needs the onnxruntime package: {INSTALL_HINT}") from e
+        raise RuntimeUnavailableError(f"the onnxruntime backend needs the onnxruntime package: {INSTALL_HINT}") from e
     return onnxruntime
 
 
@@ -60,7 +60,7 @@ class OnnxRuntimeRuntime(Runtime):
     def probe(cls) -> str | None:
         try:
             _ort()
-        except RuntimeUnavailable as e:
+        except RuntimeUnavailableError as e:
             return str(e)
         return None
 
@@ -69,7 +69,7 @@ class OnnxRuntimeRuntime(Runtime):
         if self.config.providers:
             missing = [p for p in self.config.providers if p not in available]
             if missing:
-                raise RuntimeUnavailable(
+                raise RuntimeUnavailableError(
                     f"onnxruntime providers {missing} are not available here (have: {available})"
                 )
             return list(self.config.providers)
@@ -124,9 +124,14 @@ class OnnxRuntimeRuntime(Runtime):
         if not engine_path.is_file():  # the provider could not serialise (e.g. compiled EP nodes)
             engine_path.write_bytes(onnx_path.read_bytes())
         return Engine(
-            path=engine_path, runtime=self.name, precision=precision, input_name=input_name,
-            input_shape=shape, max_batch=max_batch, info={"providers": self.providers},
-        )  # fmt: skip
+            path=engine_path,
+            runtime=self.name,
+            precision=precision,
+            input_name=input_name,
+            input_shape=shape,
+            max_batch=max_batch,
+            info={"providers": self.providers},
+        )
 
     def _describe(self, session: Any) -> tuple[tuple[int, int, int], str, int]:
         inputs, outputs = session.get_inputs(), session.get_outputs()

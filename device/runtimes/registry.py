@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.runtimes.base import Runtime, RuntimeUnavailable
+from device.runtimes.base import Runtime, RuntimeUnavailableError
 from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
 from device.runtimes.tensorrt import TensorRTConfig, TensorRTRuntime
 
@@ -52,7 +52,7 @@ def runtime_class(name: str) -> type[Runtime]:
     try:
         return _RUNTIMES[name]
     except KeyError:
-        raise RuntimeUnavailable(f"unknown runtime {name!r}; choose one of {', '.join(_RUNTIMES)}") from None
+        raise RuntimeUnavailableError(f"unknown runtime {name!r}; choose one of {', '.join(_RUNTIMES)}") from None
 
 
 def create(config: AutoConfig | OnnxRuntimeConfig | TensorRTConfig | None = None) -> Runtime:
@@ -61,7 +61,7 @@ def create(config: AutoConfig | OnnxRuntimeConfig | TensorRTConfig | None = None
     if isinstance(config, TensorRTConfig):
         reason = TensorRTRuntime.probe()
         if reason:
-            raise RuntimeUnavailable(f"tensorrt was forced by the config but cannot run here: {reason}")
+            raise RuntimeUnavailableError(f"tensorrt was forced by the config but cannot run here: {reason}")
         return TensorRTRuntime(config)
     if isinstance(config, OnnxRuntimeConfig):
         return OnnxRuntimeRuntime(config)

@@ -14,6 +14,7 @@ TensorRT and cuda-python are imported lazily, so this module imports on any mach
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.runtimes.base import F32, Engine, EngineError, Precision, Runtime, RuntimeUnavailable, Timing
+from device.runtimes.base import F32, Engine, EngineError, Precision, Runtime, RuntimeUnavailableError, Timing
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _trt() -> Any:
     try:
         import tensorrt
     except ImportError as e:
-        raise RuntimeUnavailable(f"the tensorrt backend needs TensorRT: {INSTALL_HINT}") from e
+        raise RuntimeUnavailableError(f"the tensorrt backend needs TensorRT: {INSTALL_HINT}") from e
     return tensorrt
 
 
@@ -61,9 +62,9 @@ def _cudart() -> Any:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
         try:
-            from cuda import cudart  # type: ignore[no-redef]  # older cuda-python
+            from cuda import cudart  # older cuda-python
         except ImportError as e:
-            raise RuntimeUnavailable(f"the tensorrt backend needs cuda-python: {INSTALL_HINT}") from e
+            raise RuntimeUnavailableError(f"the tensorrt backend needs cuda-python: {INSTALL_HINT}") from e
     return cudart
 
 
@@ -84,7 +85,7 @@ def _check(cudart: Any, result: Any, what: str) -> Any:
 def _make_logger(trt: Any) -> Any:
     """Bridge TensorRT's logger into stdlib logging (one logger per process is enough)."""
 
-    class _Bridge(trt.ILogger):  # type: ignore[misc, name-defined]
+    class _Bridge(trt.ILogger):
         _levels: ClassVar[dict[Any, int]] = {
             trt.ILogger.INTERNAL_ERROR: logging.CRITICAL,
             trt.ILogger.ERROR: logging.ERROR,
@@ -108,14 +109,10 @@ def _make_logger(trt: Any) -> Any:
     return _Bridge()
 
 
-_LOGGER: Any = None
-
-
+@functools.cache
 def _logger(trt: Any) -> Any:
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = _make_logger(trt)
-    return _LOGGER
+    """One TensorRT logger per process (TensorRT keeps a pointer to it for the process lifetime)."""
+    return _make_logger(trt)
 
 
 def _onnx_is_fp16(onnx_path: Path) -> bool:
@@ -132,8 +129,12 @@ class _Buffers:
 
     def __init__(self, cudart: Any, in_bytes: int, out_bytes: int) -> None:
         self.cudart = cudart
-        self.in_host = self.out_host = self.in_dev = self.out_dev = None
-        self.stream = None
+        # cuda-python returns plain ints / opaque handles; typed Any on purpose
+        self.in_host: Any = None
+        self.out_host: Any = None
+        self.in_dev: Any = None
+        self.out_dev: Any = None
+        self.stream: Any = None
         self.events: list[Any] = []
         try:
             self.in_host = _check(cudart, cudart.cudaMallocHost(in_bytes), "cudaMallocHost(input)")
@@ -191,7 +192,7 @@ class TensorRTRuntime(Runtime):
         try:
             _trt()
             cudart = _cudart()
-        except RuntimeUnavailable as e:
+        except RuntimeUnavailableError as e:
             return str(e)
         try:
             count = _check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
@@ -210,8 +211,13 @@ class TensorRTRuntime(Runtime):
 
     def build_options(self) -> dict[str, Any]:
         c = self.config
-        return {"workspace_mb": c.workspace_mb, "max_batch": c.max_batch, "opt_batch": c.opt_batch,
-                "sparse": self._sparse_enabled(), "opt_level": c.builder_optimization_level}  # fmt: skip
+        return {
+            "workspace_mb": c.workspace_mb,
+            "max_batch": c.max_batch,
+            "opt_batch": c.opt_batch,
+            "sparse": self._sparse_enabled(),
+            "opt_level": c.builder_optimization_level,
+        }
 
     def gpu_memory_mb(self) -> float | None:
         free, total = _check(self._cudart, self._cudart.cudaMemGetInfo(), "cudaMemGetInfo")
@@ -268,8 +274,8 @@ class TensorRTRuntime(Runtime):
         config.set_timing_cache(cache, ignore_mismatch=False)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
-            errors = "; ".join(logger.errors[-5:])
-            raise EngineError(f"TensorRT failed to build {onnx_path.name} ({precision}): {errors or 'see log'}")
+            recent = "; ".join(logger.errors[-5:])
+            raise EngineError(f"TensorRT failed to build {onnx_path.name} ({precision}): {recent or 'see log'}")
         engine_path = out_dir / "model.plan"
         engine_path.write_bytes(memoryview(plan))
         if cache_path is not None:
@@ -279,8 +285,15 @@ class TensorRTRuntime(Runtime):
             tmp.replace(cache_path)
         info = {"strongly_typed": strongly_typed, "sparse": self._sparse_enabled(), "trt": self.version()}
         (out_dir / "build.json").write_text(json.dumps(info))
-        return Engine(path=engine_path, runtime=self.name, precision=precision, input_name=str(inp.name),
-                      input_shape=chw, max_batch=max_batch, info=info)  # fmt: skip
+        return Engine(
+            path=engine_path,
+            runtime=self.name,
+            precision=precision,
+            input_name=str(inp.name),
+            input_shape=chw,
+            max_batch=max_batch,
+            info=info,
+        )
 
     # -- load / infer -----------------------------------------------------------------------
     def _load_impl(self, engine: Engine) -> None:
@@ -305,10 +318,13 @@ class TensorRTRuntime(Runtime):
         out_shape = tuple(self._context.get_tensor_shape(self._out_name))
         per_image_out = int(np.prod(out_shape[1:]))
         per_image_in = int(np.prod(engine.input_shape))
-        self._buffers = _Buffers(self._cudart, engine.max_batch * per_image_in * 4, engine.max_batch * per_image_out * 4)
+        self._buffers = _Buffers(
+            self._cudart, engine.max_batch * per_image_in * 4, engine.max_batch * per_image_out * 4
+        )
         self._out_shape = out_shape[1:]
-        ok = self._context.set_tensor_address(self._in_name, int(self._buffers.in_dev)) and \
-            self._context.set_tensor_address(self._out_name, int(self._buffers.out_dev))  # fmt: skip
+        ok = self._context.set_tensor_address(
+            self._in_name, int(self._buffers.in_dev)
+        ) and self._context.set_tensor_address(self._out_name, int(self._buffers.out_dev))
         if not ok:
             raise EngineError("TensorRT rejected the tensor addresses")
 
@@ -336,7 +352,9 @@ class TensorRTRuntime(Runtime):
         ms = [_check(c, c.cudaEventElapsedTime(ev[i], ev[i + 1]), "cudaEventElapsedTime") for i in range(3)]
         out = np.ctypeslib.as_array((ctypes.c_float * out_n).from_address(int(b.out_host)))
         logits = out.reshape(n, *self._out_shape).copy()
-        return logits, Timing(total_ms=float(sum(ms)), h2d_ms=float(ms[0]), compute_ms=float(ms[1]), d2h_ms=float(ms[2]))
+        return logits, Timing(
+            total_ms=float(sum(ms)), h2d_ms=float(ms[0]), compute_ms=float(ms[1]), d2h_ms=float(ms[2])
+        )
 
     def _unload_impl(self) -> None:
         if self._buffers is not None:

@@ -20,8 +20,15 @@ def distill_loss(teacher: nn.Module, temperature: float, alpha: float, label_smo
             t_logits = teacher(x).float()
         logits = model(x)
         s = logits.float()
-        kd = F.kl_div(F.log_softmax(s / temperature, 1), F.log_softmax(t_logits / temperature, 1),
-                      reduction="batchmean", log_target=True) * temperature**2  # fmt: skip
+        kd = (
+            F.kl_div(
+                F.log_softmax(s / temperature, 1),
+                F.log_softmax(t_logits / temperature, 1),
+                reduction="batchmean",
+                log_target=True,
+            )
+            * temperature**2
+        )
         ce = F.cross_entropy(s, y, label_smoothing=label_smoothing)
         return alpha * kd + (1 - alpha) * ce, logits
 

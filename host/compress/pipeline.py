@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from host import card, checkpoint
@@ -40,6 +39,7 @@ from host.compress.recipe import (
 )
 from host.evaluate import predict_torch, top1
 from host.export import export_verified
+from host.layout import channels_last, contiguous
 from host.stats import count_macs, count_params
 from host.train import Hooks, TrainConfig, fit, load_split
 from shared import datasets
@@ -87,7 +87,7 @@ class Context:
 
     def teacher(self, spec: DistillSpec) -> nn.Module:
         ckpt = self.source if spec.teacher == "source" else checkpoint.load(spec.teacher)
-        return ckpt.build().to(memory_format=torch.channels_last)
+        return channels_last(ckpt.build())
 
     def calibration_images(self, n: int):  # type: ignore[no-untyped-def]
         """A class-balanced slice of the training set (never the test set)."""
@@ -104,7 +104,7 @@ def _balanced_indices(labels: Any, n: int) -> Any:
     import numpy as np
 
     per_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    take = []
+    take: list[int] = []
     i = 0
     while len(take) < min(n, len(labels)):
         for idx in per_class:
@@ -115,15 +115,33 @@ def _balanced_indices(labels: Any, n: int) -> Any:
 
 
 def _train_config(step: TrainKnobs, seed: int, bf16: bool = True) -> TrainConfig:
-    return TrainConfig(epochs=step.epochs, lr=step.lr, weight_decay=step.weight_decay, batch_size=step.batch_size,
-                       warmup_epochs=step.warmup_epochs, seed=seed, bf16=bf16, label_smoothing=0.1)  # fmt: skip
+    return TrainConfig(
+        epochs=step.epochs,
+        lr=step.lr,
+        weight_decay=step.weight_decay,
+        batch_size=step.batch_size,
+        warmup_epochs=step.warmup_epochs,
+        seed=seed,
+        bf16=bf16,
+        label_smoothing=0.1,
+    )
 
 
-def _fit(ctx: Context, model: nn.Module, step: TrainKnobs, hooks: Hooks | None = None, desc: str = "",
-         bf16: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+def _fit(
+    ctx: Context, model: nn.Module, step: TrainKnobs, hooks: Hooks | None = None, desc: str = "", bf16: bool = True
+) -> list[dict[str, Any]]:
     cfg = _train_config(step, ctx.recipe.seed, bf16)
     log_path = ctx.out / f"{ctx.name}.train.jsonl"
-    history = fit(model, ctx.train, cfg, ctx.prep, val=None, hooks=hooks, log_path=log_path, desc=desc or step.type)
+    history = fit(
+        model,
+        ctx.train,
+        cfg,
+        ctx.prep,
+        val=None,
+        hooks=hooks,
+        log_path=log_path,
+        desc=desc or getattr(step, "type", "train"),
+    )
     ctx.trained = True
     return history
 
@@ -138,9 +156,15 @@ def step_sparsity_train(ctx: Context, step: SparsityTrain) -> dict[str, Any]:
 
 
 def step_prune(ctx: Context, step: Prune) -> dict[str, Any]:
-    ctx.model = ctx.model.to(memory_format=torch.contiguous_format)
-    return prune.prune_channels(ctx.model, step.criterion, step.target_macs_reduction, step.round_to,
-                                step.max_layer_ratio, input_size=ctx.prep.size)  # fmt: skip
+    ctx.model = contiguous(ctx.model)
+    return prune.prune_channels(
+        ctx.model,
+        step.criterion,
+        step.target_macs_reduction,
+        step.round_to,
+        step.max_layer_ratio,
+        input_size=ctx.prep.size,
+    )
 
 
 def step_finetune(ctx: Context, step: Finetune) -> dict[str, Any]:
@@ -151,7 +175,9 @@ def step_finetune(ctx: Context, step: Finetune) -> dict[str, Any]:
         record["top1_without_distill"] = ctx.evaluate(plain)
     hooks = None
     if step.distill is not None:
-        hooks = Hooks(loss_fn=distill_loss(ctx.teacher(step.distill), step.distill.temperature, step.distill.alpha, 0.0))
+        hooks = Hooks(
+            loss_fn=distill_loss(ctx.teacher(step.distill), step.distill.temperature, step.distill.alpha, 0.0)
+        )
     _fit(ctx, ctx.model, step, hooks, desc="finetune" + (" (KD)" if hooks else ""))
     if step.compare_without_distill:
         record["top1_with_distill"] = ctx.evaluate()
@@ -162,9 +188,12 @@ def step_unstructured(ctx: Context, step: Unstructured) -> dict[str, Any]:
     info = sparsity.unstructured(ctx.model, step.amount)
     _fit(ctx, ctx.model, step, desc="finetune (masked)")
     sparsity.make_permanent(ctx.model)
-    return {**info, "zeros_after_finetune": sparsity.zero_fraction(ctx.model),
-            "note": "dense runtimes (ONNX Runtime CPU, TensorRT dense kernels) run zeros at full cost: "
-                    "expect no speed-up, only a smaller compressed (gzip) file"}  # fmt: skip
+    return {
+        **info,
+        "zeros_after_finetune": sparsity.zero_fraction(ctx.model),
+        "note": "dense runtimes (ONNX Runtime CPU, TensorRT dense kernels) run zeros at full cost: "
+        "expect no speed-up, only a smaller compressed (gzip) file",
+    }
 
 
 def step_sparse24(ctx: Context, step: Sparse24) -> dict[str, Any]:
@@ -174,9 +203,13 @@ def step_sparse24(ctx: Context, step: Sparse24) -> dict[str, Any]:
     check = sparsity.check_2to4(ctx.model)
     if not all(check.values()):
         raise EdgeloopError(f"2:4 pattern broken after fine-tuning in {[k for k, v in check.items() if not v]}")
-    return {**info, "pattern_holds": check, "zeros": sparsity.zero_fraction(ctx.model),
-            "note": "only TensorRT on Ampere/Orin GPUs with sparse weights enabled (edgeloop-agent bench "
-                    "--sparse) turns 2:4 into speed, and only for wide layers; on the CPU it is a dense model"}  # fmt: skip
+    return {
+        **info,
+        "pattern_holds": check,
+        "zeros": sparsity.zero_fraction(ctx.model),
+        "note": "only TensorRT on Ampere/Orin GPUs with sparse weights enabled (edgeloop-agent bench "
+        "--sparse) turns 2:4 into speed, and only for wide layers; on the CPU it is a dense model",
+    }
 
 
 def _meta(ctx: Context, precision: str = "fp32", **extra: str) -> ModelMeta:
@@ -184,30 +217,37 @@ def _meta(ctx: Context, precision: str = "fp32", **extra: str) -> ModelMeta:
 
 
 def step_export(ctx: Context, step: Export) -> dict[str, Any]:
-    model = ctx.model.to(memory_format=torch.contiguous_format).eval()
+    model = contiguous(ctx.model).eval()
     folded = fold_bn(model)
     out = ctx.out / f"{ctx.name}.onnx"
     sparse = "2:4" if any(s.type == "sparse24" for s in ctx.recipe.steps) else "dense"
-    parity = export_verified(folded, out, _meta(ctx, sparsity=sparse, bn_folded="true"), reference=model,
-                             atol=step.atol)  # fmt: skip
+    parity = export_verified(
+        folded, out, _meta(ctx, sparsity=sparse, bn_folded="true"), reference=model, atol=step.atol
+    )
     ctx.onnx_fp32 = out
     ctx.outputs.append(out.name)
     import onnx
 
     bn_nodes = sum(n.op_type == "BatchNormalization" for n in onnx.load(str(out)).graph.node)
-    return {"file": out.name, "bn_layers_folded": count_bn(model), "bn_nodes_in_onnx": bn_nodes,
-            "parity_max_abs_diff": parity.max_abs_diff, "parity_top1_agreement": parity.top1_agreement}  # fmt: skip
+    return {
+        "file": out.name,
+        "bn_layers_folded": count_bn(model),
+        "bn_nodes_in_onnx": bn_nodes,
+        "parity_max_abs_diff": parity.max_abs_diff,
+        "parity_top1_agreement": parity.top1_agreement,
+    }
 
 
 def step_ptq(ctx: Context, step: PTQ) -> dict[str, Any]:
     if ctx.onnx_fp32 is None:
         raise EdgeloopError("ptq needs an exported FP32 ONNX (add an 'export' step before it)")
     images = ctx.calibration_images(step.calibration_images)
-    records = {}
+    records: dict[str, Any] = {}
     for flavour in step.flavours:
         out = ctx.out / (f"{ctx.name}-int8.onnx" if flavour == "onnxruntime" else f"{ctx.name}-int8-trt.onnx")
-        rec = quantize.quantize_ptq(ctx.onnx_fp32, out, images, flavour, step.method, step.percentile,
-                                    keep_edges_float=step.keep_edges_float)  # fmt: skip
+        rec = quantize.quantize_ptq(
+            ctx.onnx_fp32, out, images, flavour, step.method, step.percentile, keep_edges_float=step.keep_edges_float
+        )
         ctx.outputs.append(out.name)
         records[flavour] = {"file": out.name, **{k: v for k, v in rec.items() if k != "ranges"}}
         (ctx.out / f"{out.stem}.ranges.json").write_text(json.dumps(rec["ranges"], indent=1))
@@ -217,7 +257,7 @@ def step_ptq(ctx: Context, step: PTQ) -> dict[str, Any]:
 def step_qat(ctx: Context, step: QAT) -> dict[str, Any]:
     import onnx
 
-    base = fold_bn(ctx.model.to(memory_format=torch.contiguous_format).eval())
+    base = fold_bn(contiguous(ctx.model).eval())
     qmodel, info = qat.prepare_qat(base, ctx.calibration_images(step.calibration_images), ctx.prep)
     _fit(ctx, qmodel, step, desc="QAT", bf16=False)
     qmodel.eval()
@@ -234,9 +274,14 @@ def step_qat(ctx: Context, step: QAT) -> dict[str, Any]:
     onnx.save(q, str(out_ort))
     ctx.outputs += [out_trt.name, out_ort.name]
     top = ctx.evaluate(qmodel)
-    return {"files": [out_trt.name, out_ort.name], "fake_quant_top1": top, "learned_amax": qat.learned_ranges(qmodel),
-            "initial_amax": info["initial_amax"], "u8_zero_points_rewritten": changed,
-            "export_parity_max_abs_diff": parity.max_abs_diff}  # fmt: skip
+    return {
+        "files": [out_trt.name, out_ort.name],
+        "fake_quant_top1": top,
+        "learned_amax": qat.learned_ranges(qmodel),
+        "initial_amax": info["initial_amax"],
+        "u8_zero_points_rewritten": changed,
+        "export_parity_max_abs_diff": parity.max_abs_diff,
+    }
 
 
 def step_fp16(ctx: Context, step: FP16) -> dict[str, Any]:
@@ -273,8 +318,9 @@ def split_data(data: str, val_data: str | None) -> tuple[str, str | None]:
     return data, val_data
 
 
-def compress(recipe: Recipe, recipe_text: str, ckpt_path: Path, data: str, out: Path,
-             val_data: str | None = None) -> dict[str, Any]:  # fmt: skip
+def compress(
+    recipe: Recipe, recipe_text: str, ckpt_path: Path, data: str, out: Path, val_data: str | None = None
+) -> dict[str, Any]:
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     train_spec, val_spec = split_data(data, val_data)
@@ -289,29 +335,56 @@ def compress(recipe: Recipe, recipe_text: str, ckpt_path: Path, data: str, out: 
         t0 = time.perf_counter()
         log.info("step %d/%d: %s", i, len(recipe.steps), step.type)
         details = STEPS[step.type](ctx, step)
-        model = ctx.model.to(memory_format=torch.contiguous_format)
-        record = {"step": i, "type": step.type, "seconds": round(time.perf_counter() - t0, 1),
-                  "top1": ctx.evaluate(model) if step.type not in ("export", "ptq", "fp16") else None,
-                  "macs": count_macs(model, ctx.prep.size), "params": count_params(model),
-                  "params_nonzero": count_params(model, nonzero=True), **details}  # fmt: skip
+        model = contiguous(ctx.model)
+        record = {
+            "step": i,
+            "type": step.type,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "top1": ctx.evaluate(model) if step.type not in ("export", "ptq", "fp16") else None,
+            "macs": count_macs(model, ctx.prep.size),
+            "params": count_params(model),
+            "params_nonzero": count_params(model, nonzero=True),
+            **details,
+        }
         ctx.records.append(record)
         with (out / f"{recipe.name}.compress.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
-        log.info("step %d %s done in %.0fs: top-1 %s, MACs %d", i, step.type, record["seconds"], record["top1"], record["macs"])
-    model = ctx.model.to(memory_format=torch.contiguous_format).eval()
+        log.info(
+            "step %d %s done in %.0fs: top-1 %s, MACs %d",
+            i,
+            step.type,
+            record["seconds"],
+            record["top1"],
+            record["macs"],
+        )
+    model = contiguous(ctx.model).eval()
     final_top1 = ctx.evaluate(model)
     summary: dict[str, Any] = {
-        "name": recipe.name, "arch": source.arch, "parent": ckpt_path.name, "source_top1": source_top1,
-        "metrics": {"top1": final_top1, "n_images": len(ctx.val) if ctx.val is not None else None,
-                    "dataset": val_spec},
-        "params": count_params(model), "params_nonzero": count_params(model, nonzero=True),
-        "macs": count_macs(model, ctx.prep.size), "classes": list(source.classes),
-        "preprocessing": source.preprocessing.to_dict(), "outputs": ctx.outputs, "steps": ctx.records,
-        "recipe": recipe_text, "wall_time_s": round(time.perf_counter() - t_start, 1), "command": card.invocation(),
-    }  # fmt: skip
+        "name": recipe.name,
+        "arch": source.arch,
+        "parent": ckpt_path.name,
+        "source_top1": source_top1,
+        "metrics": {"top1": final_top1, "n_images": len(ctx.val) if ctx.val is not None else None, "dataset": val_spec},
+        "params": count_params(model),
+        "params_nonzero": count_params(model, nonzero=True),
+        "macs": count_macs(model, ctx.prep.size),
+        "classes": list(source.classes),
+        "preprocessing": source.preprocessing.to_dict(),
+        "outputs": ctx.outputs,
+        "steps": ctx.records,
+        "recipe": recipe_text,
+        "wall_time_s": round(time.perf_counter() - t_start, 1),
+        "command": card.invocation(),
+    }
     if ctx.trained or any(s.type == "prune" for s in recipe.steps):
-        ck = checkpoint.from_model(model, source.arch, source.classes, source.preprocessing, summary["metrics"],
-                                   {"parent": ckpt_path.name, "recipe": recipe.name})  # fmt: skip
+        ck = checkpoint.from_model(
+            model,
+            source.arch,
+            source.classes,
+            source.preprocessing,
+            summary["metrics"],
+            {"parent": ckpt_path.name, "recipe": recipe.name},
+        )
         checkpoint.save(ck, out / f"{recipe.name}.pt")
         summary["checkpoint"] = f"{recipe.name}.pt"
         card.write_card(out / f"{recipe.name}.json", summary)

@@ -19,6 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from host.layout import contiguous
 from host.stats import count_macs, count_params
 from shared.errors import EdgeloopError
 
@@ -41,9 +42,12 @@ def slimming_regularizer(model: nn.Module, reg: float, input_size: int = 32) -> 
     if reg <= 0:
         raise EdgeloopError("sparsity regularisation strength (lambda) must be > 0")
     pruner = tp.pruner.BNScalePruner(
-        model, _example(input_size), importance=tp.importance.BNScaleImportance(), reg=reg,
+        model,
+        _example(input_size),
+        importance=tp.importance.BNScaleImportance(),
+        reg=reg,
         ignored_layers=_classifier_layers(model),
-    )  # fmt: skip
+    )
 
     def hook(m: nn.Module) -> None:
         pruner.regularize(m)
@@ -54,7 +58,10 @@ def slimming_regularizer(model: nn.Module, reg: float, input_size: int = 32) -> 
 def bn_scale_summary(model: nn.Module, threshold: float = 1e-2) -> dict[str, float]:
     """How sparse the BN scales are: fraction below ``threshold`` and the mean |gamma|."""
     gammas = torch.cat([m.weight.detach().abs().flatten() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
-    return {"bn_gamma_below_1e-2": float((gammas < threshold).float().mean()), "bn_gamma_mean_abs": float(gammas.mean())}
+    return {
+        "bn_gamma_below_1e-2": float((gammas < threshold).float().mean()),
+        "bn_gamma_mean_abs": float(gammas.mean()),
+    }
 
 
 def _widths(model: nn.Module) -> dict[str, int]:
@@ -77,16 +84,24 @@ def prune_channels(
     if not 0 < target_macs_reduction < 1:
         raise EdgeloopError("target_macs_reduction must be between 0 and 1")
     model.eval()
-    model = model.to(memory_format=torch.contiguous_format)
-    importance = tp.importance.BNScaleImportance() if criterion == "bn_scale" else tp.importance.MagnitudeImportance(p=1)
+    model = contiguous(model)
+    importance = (
+        tp.importance.BNScaleImportance() if criterion == "bn_scale" else tp.importance.MagnitudeImportance(p=1)
+    )
     before_widths = _widths(model)
     macs0, params0 = count_macs(model, input_size), count_params(model)
     target = (1 - target_macs_reduction) * macs0
     pruner = tp.pruner.MetaPruner(
-        model, _example(input_size), importance=importance, global_pruning=True, pruning_ratio=0.95,
-        max_pruning_ratio=max_layer_ratio, iterative_steps=steps, round_to=round_to,
+        model,
+        _example(input_size),
+        importance=importance,
+        global_pruning=True,
+        pruning_ratio=0.95,
+        max_pruning_ratio=max_layer_ratio,
+        iterative_steps=steps,
+        round_to=round_to,
         ignored_layers=_classifier_layers(model),
-    )  # fmt: skip
+    )
     macs = macs0
     done = 0
     for _ in range(steps):
@@ -96,21 +111,33 @@ def prune_channels(
         done += 1
         macs = count_macs(model, input_size)
     after_widths = _widths(model)
-    record = {
+    channels = {n: [before_widths[n], w] for n, w in after_widths.items()}
+    reduction = 1 - macs / macs0
+    record: dict[str, Any] = {
         "criterion": criterion,
         "round_to": round_to,
         "pruner_steps": done,
         "macs_before": macs0,
         "macs_after": macs,
-        "macs_reduction": 1 - macs / macs0,
+        "macs_reduction": reduction,
         "params_before": params0,
         "params_after": count_params(model),
-        "channels": {n: [before_widths[n], w] for n, w in after_widths.items()},
+        "channels": channels,
     }
-    changed = {n: f"{a}->{b}" for n, (a, b) in record["channels"].items() if a != b}
-    log.info("pruned (%s): MACs %d -> %d (-%.1f%%); channels %s", criterion, macs0, macs,
-             100 * record["macs_reduction"], changed)  # fmt: skip
+    changed = {n: f"{a}->{b}" for n, (a, b) in channels.items() if a != b}
+    log.info(
+        "pruned (%s): MACs %d -> %d (-%.1f%%); channels %s",
+        criterion,
+        macs0,
+        macs,
+        100 * reduction,
+        changed,
+    )
     if macs > target:
-        log.warning("pruning stopped at -%.1f%% MACs (target -%.1f%%): per-layer cap %.0f%% reached",
-                    100 * record["macs_reduction"], 100 * target_macs_reduction, 100 * max_layer_ratio)  # fmt: skip
+        log.warning(
+            "pruning stopped at -%.1f%% MACs (target -%.1f%%): per-layer cap %.0f%% reached",
+            100 * reduction,
+            100 * target_macs_reduction,
+            100 * max_layer_ratio,
+        )
     return record

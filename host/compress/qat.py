@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,8 @@ QMIN, QMAX = -128, 127
 
 class _QuantIO(nn.Module):
     """Symmetric int8 fake quantization of the input (learnable scale) and the weights (per channel)."""
+
+    zero_point: torch.Tensor
 
     def __init__(self, inner: nn.Conv2d | nn.Linear) -> None:
         super().__init__()
@@ -58,7 +60,7 @@ class _QuantIO(nn.Module):
 
 class QuantConv2d(_QuantIO):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.inner
+        c = cast(nn.Conv2d, self.inner)
         return F.conv2d(self.quant_input(x), self.quant_weight(), c.bias, c.stride, c.padding, c.dilation, c.groups)
 
 
@@ -83,14 +85,17 @@ def _replace(model: nn.Module) -> list[_QuantIO]:
 
 
 @torch.no_grad()
-def prepare_qat(model: nn.Module, calib_images: npt.NDArray[np.uint8], prep: Preprocessing,
-                percentile: float = 99.99) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+def prepare_qat(
+    model: nn.Module, calib_images: npt.NDArray[np.uint8], prep: Preprocessing, percentile: float = 99.99
+) -> tuple[nn.Module, dict[str, Any]]:
     """Copy ``model`` (BN-folded, eval) with fake-quant wrappers; scales start at a calibrated percentile."""
     qmodel = copy.deepcopy(model).eval()
     wrapped = _replace(qmodel)
     seen: dict[int, list[torch.Tensor]] = {id(w): [] for w in wrapped}
-    hooks = [w.register_forward_pre_hook(lambda mod, args: seen[id(mod)].append(args[0].detach().abs().flatten()))
-             for w in wrapped]  # fmt: skip
+    hooks = [
+        w.register_forward_pre_hook(lambda mod, args: seen[id(mod)].append(args[0].detach().abs().flatten()))
+        for w in wrapped
+    ]
     for w in wrapped:
         w.mode = "float"  # calibration sees the float activations
     x = to_input(torch.from_numpy(calib_images), prep).contiguous()

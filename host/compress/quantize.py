@@ -43,7 +43,7 @@ def _calibration_reader(images: npt.NDArray[np.uint8], prep: Preprocessing, inpu
     else:
         batch = len(images)
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
+    class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self._it = self._batches()
 
@@ -88,8 +88,11 @@ def quantize_ptq(
     meta = get_meta(src, str(fp32_onnx))
     input_name = src.graph.input[0].name
     exclude = list(keep_float) + (_edge_nodes(src) if keep_edges_float else [])
-    cal_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[method]  # fmt: skip
+    cal_method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
     symmetric_act = flavour == "tensorrt"
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": symmetric_act}
     if flavour == "tensorrt":
@@ -101,26 +104,47 @@ def quantize_ptq(
         # shape inference + graph clean-up first, as ONNX Runtime recommends before quantizing
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
         quantize_static(
-            str(pre), str(out), _calibration_reader(calib_images, meta.preprocessing, input_name),
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            str(pre),
+            str(out),
+            _calibration_reader(calib_images, meta.preprocessing, input_name),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
             activation_type=QuantType.QInt8 if symmetric_act else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=cal_method, nodes_to_exclude=exclude,
+            weight_type=QuantType.QInt8,
+            calibrate_method=cal_method,
+            nodes_to_exclude=exclude,
             extra_options=extra,
-        )  # fmt: skip
+        )
     q = onnx.load(str(out))
-    extra_meta = {**meta.extra, "runtime": flavour, "calibration": "ptq", "calibration_method": method,
-                  "calibration_images": str(len(calib_images))}  # fmt: skip
+    extra_meta = {
+        **meta.extra,
+        "runtime": flavour,
+        "calibration": "ptq",
+        "calibration_method": method,
+        "calibration_images": str(len(calib_images)),
+    }
     set_meta(q, ModelMeta(meta.classes, meta.preprocessing, meta.arch, "int8", extra_meta))
     onnx.checker.check_model(q)
     onnx.save(q, str(out))
     ranges = activation_ranges(q)
     for name, (lo, hi) in list(ranges.items())[:100]:
         log.debug("calibrated %s: [%.4f, %.4f]", name, lo, hi)
-    log.info("PTQ %s (%s, %d images): %d activation tensors quantized, %d nodes kept float%s",
-             flavour, method, len(calib_images), len(ranges), len(exclude),
-             f" ({', '.join(exclude)})" if exclude else "")  # fmt: skip
-    return {"flavour": flavour, "method": method, "calibration_images": len(calib_images),
-            "kept_float": exclude, "ranges": {k: [round(a, 5), round(b, 5)] for k, (a, b) in ranges.items()}}  # fmt: skip
+    log.info(
+        "PTQ %s (%s, %d images): %d activation tensors quantized, %d nodes kept float%s",
+        flavour,
+        method,
+        len(calib_images),
+        len(ranges),
+        len(exclude),
+        f" ({', '.join(exclude)})" if exclude else "",
+    )
+    return {
+        "flavour": flavour,
+        "method": method,
+        "calibration_images": len(calib_images),
+        "kept_float": exclude,
+        "ranges": {k: [round(a, 5), round(b, 5)] for k, (a, b) in ranges.items()},
+    }
 
 
 def activation_ranges(model: Any) -> dict[str, tuple[float, float]]:
@@ -152,8 +176,11 @@ def qdq_is_symmetric_int8(model: Any) -> bool:
     from onnx import numpy_helper
 
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    zps = [inits[n.input[2]] for n in model.graph.node
-           if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]  # fmt: skip
+    zps = [
+        inits[n.input[2]]
+        for n in model.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits
+    ]
     return bool(zps) and all(z.dtype == np.int8 and not z.any() for z in zps)
 
 

@@ -102,6 +102,13 @@ class Export(_Step):
     atol: float = Field(1e-4, gt=0, description="max abs logit difference vs the unfolded model")
 
 
+Flavour = Literal["onnxruntime", "tensorrt"]
+
+
+def _both_flavours() -> list[Flavour]:
+    return ["onnxruntime", "tensorrt"]
+
+
 class PTQ(_Step):
     """INT8 post-training quantization of the exported ONNX: <name>-int8.onnx (ORT) / -int8-trt.onnx."""
 
@@ -109,7 +116,7 @@ class PTQ(_Step):
     method: Literal["minmax", "entropy", "percentile"] = "percentile"
     percentile: float = Field(99.999, gt=90, le=100)
     calibration_images: int = Field(1024, ge=1, le=50000)
-    flavours: list[Literal["onnxruntime", "tensorrt"]] = Field(default_factory=lambda: ["onnxruntime", "tensorrt"], min_length=1)
+    flavours: list[Flavour] = Field(default_factory=_both_flavours, min_length=1)
     keep_edges_float: bool = Field(False, description="keep the first conv and the classifier in float")
 
 

@@ -20,9 +20,12 @@ from torch.nn.utils import prune
 log = logging.getLogger(__name__)
 
 
-def _prunable(model: nn.Module, min_in: int = 1) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.shape[1] >= min_in]  # fmt: skip
+def _prunable(model: nn.Module, min_in: int = 1) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.shape[1] >= min_in
+    ]
 
 
 def unstructured(model: nn.Module, amount: float) -> dict[str, Any]:

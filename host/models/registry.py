@@ -34,7 +34,5 @@ def build(name: str, num_classes: int = 10, **kwargs: object) -> nn.Module:
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise EdgeloopError(
-            f"unknown architecture {name!r}; choose one of: {', '.join(available())}"
-        ) from None
+        raise EdgeloopError(f"unknown architecture {name!r}; choose one of: {', '.join(available())}") from None
     return factory(num_classes=num_classes, **kwargs)

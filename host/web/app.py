@@ -45,9 +45,13 @@ class ReasonRequest(BaseModel):
 def _json_rollout(r: dict[str, Any]) -> dict[str, Any]:
     out = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items() if k not in ("waves", "devices")}
     if "waves" in r:
-        out["waves"] = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in w.items()} for w in r["waves"]]
-        out["devices"] = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in d.items() if k != "command"}
-                          for d in r["devices"]]  # fmt: skip
+        out["waves"] = [
+            {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in w.items()} for w in r["waves"]
+        ]
+        out["devices"] = [
+            {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in d.items() if k != "command"}
+            for d in r["devices"]
+        ]
     return out
 
 
@@ -68,8 +72,11 @@ def create_app(server: HostServer) -> FastAPI:
         if not path.is_file():
             raise HTTPException(404, "no such artifact")
         # FileResponse answers Range requests (206), which device downloads use to resume
-        return FileResponse(path, media_type="application/octet-stream",
-                            headers={"Cache-Control": "public, max-age=31536000, immutable"})  # fmt: skip
+        return FileResponse(
+            path,
+            media_type="application/octet-stream",
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
 
     @app.get("/releases/{name}/{version}.json")
     def manifest_file(name: str, version: str) -> Response:
@@ -82,8 +89,12 @@ def create_app(server: HostServer) -> FastAPI:
     # -- REST API --------------------------------------------------------------------------------
     @app.get("/api/v1/health")
     def health() -> dict[str, Any]:
-        return {"ok": True, "broker_connected": server.publisher.connected.is_set(),
-                "ingest": [vars(i.stats) | {"seen_ids": None} for i in server.ingests], "store": store.dialect}  # fmt: skip
+        return {
+            "ok": True,
+            "broker_connected": server.publisher.connected.is_set(),
+            "ingest": [vars(i.stats) | {"seen_ids": None} for i in server.ingests],
+            "store": store.dialect,
+        }
 
     @app.get("/api/v1/fleet")
     def fleet(fleet: str | None = None) -> list[dict[str, Any]]:

@@ -19,10 +19,24 @@ class FleetCollector:
 
     def collect(self) -> Iterator[Metric]:
         s = self.server
-        up = GaugeMetricFamily("edgeloop_device_online", "1 when the device's last status is online", labels=["fleet", "device"])
-        p50 = GaugeMetricFamily("edgeloop_device_latency_p50_ms", "last measured p50 latency (batch 1)", labels=["fleet", "device", "release"])
-        p99 = GaugeMetricFamily("edgeloop_device_latency_p99_ms", "last measured p99 latency (batch 1)", labels=["fleet", "device", "release"])
-        acc = GaugeMetricFamily("edgeloop_device_top1", "last measured top-1 on the device's eval set", labels=["fleet", "device", "release"])
+        up = GaugeMetricFamily(
+            "edgeloop_device_online", "1 when the device's last status is online", labels=["fleet", "device"]
+        )
+        p50 = GaugeMetricFamily(
+            "edgeloop_device_latency_p50_ms",
+            "last measured p50 latency (batch 1)",
+            labels=["fleet", "device", "release"],
+        )
+        p99 = GaugeMetricFamily(
+            "edgeloop_device_latency_p99_ms",
+            "last measured p99 latency (batch 1)",
+            labels=["fleet", "device", "release"],
+        )
+        acc = GaugeMetricFamily(
+            "edgeloop_device_top1",
+            "last measured top-1 on the device's eval set",
+            labels=["fleet", "device", "release"],
+        )
         for d in s.fleet():
             up.add_metric([d["fleet"], d["device_id"]], 1.0 if d["state"] != "offline" else 0.0)
             rel = d["benchmark_release"] or ""
@@ -39,9 +53,13 @@ class FleetCollector:
         for state, n in counts.items():
             rollouts.add_metric([state], n)
         yield rollouts
-        received = CounterMetricFamily("edgeloop_ingest_messages", "MQTT messages received by ingest", labels=["worker"])
+        received = CounterMetricFamily(
+            "edgeloop_ingest_messages", "MQTT messages received by ingest", labels=["worker"]
+        )
         invalid = CounterMetricFamily("edgeloop_ingest_invalid", "messages dropped as invalid", labels=["worker"])
-        written = CounterMetricFamily("edgeloop_ingest_reports_written", "reports written to the store", labels=["worker"])
+        written = CounterMetricFamily(
+            "edgeloop_ingest_reports_written", "reports written to the store", labels=["worker"]
+        )
         for i, ing in enumerate(s.ingests):
             received.add_metric([str(i)], ing.stats.received)
             invalid.add_metric([str(i)], ing.stats.invalid)
@@ -51,5 +69,5 @@ class FleetCollector:
 
 def render(server: HostServer) -> tuple[bytes, str]:
     registry = CollectorRegistry()
-    registry.register(FleetCollector(server))  # type: ignore[arg-type]
+    registry.register(FleetCollector(server))
     return generate_latest(registry), CONTENT_TYPE_LATEST

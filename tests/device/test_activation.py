@@ -13,12 +13,13 @@ from device.config import AgentConfig, load_config
 from device.state import AgentState
 from host.release import ReleaseStore
 from shared.protocol import ReleaseManifest
-from tests.device.conftest import MakeRelease
+from tests.fixtures import MakeRelease
 
 
 def _manager(state_dir: Path, pub: Path, **kw: object) -> EngineManager:
-    cfg: AgentConfig = load_config(None, device_id="dev", state_dir=str(state_dir), trusted_keys=[str(pub)],
-                                   runtime={"type": "onnxruntime"}, **kw)  # fmt: skip
+    cfg: AgentConfig = load_config(
+        None, device_id="dev", state_dir=str(state_dir), trusted_keys=[str(pub)], runtime={"type": "onnxruntime"}, **kw
+    )
     return EngineManager(cfg, AgentState(cfg.state_dir), EngineCache(cfg.state_dir / "engines"))
 
 
@@ -27,8 +28,9 @@ def _infer_ok(mgr: EngineManager) -> None:
         assert rt.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
 
 
-def test_activate_then_already_active_then_restore(zoo_onnx: Path, make_release: MakeRelease, served: str,
-                                                   keys: tuple[Path, Path], tmp_path: Path) -> None:  # fmt: skip
+def test_activate_then_already_active_then_restore(
+    zoo_onnx: Path, make_release: MakeRelease, served: str, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
     m = make_release(zoo_onnx)
     mgr = _manager(tmp_path / "state", keys[1])
     act = mgr.activate(m, served)
@@ -44,8 +46,9 @@ def test_activate_then_already_active_then_restore(zoo_onnx: Path, make_release:
     restarted.close()
 
 
-def test_already_built_release_skips_the_build(zoo_onnx: Path, random_onnx: Path, make_release: MakeRelease,
-                                               served: str, keys: tuple[Path, Path], tmp_path: Path) -> None:  # fmt: skip
+def test_already_built_release_skips_the_build(
+    zoo_onnx: Path, random_onnx: Path, make_release: MakeRelease, served: str, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
     a = make_release(zoo_onnx, "1.0.0")
     b = make_release(zoo_onnx, "1.1.0")  # same file, new version: same engine
     mgr = _manager(tmp_path / "state", keys[1])
@@ -58,8 +61,9 @@ def test_already_built_release_skips_the_build(zoo_onnx: Path, random_onnx: Path
     mgr.close()
 
 
-def test_older_version_needs_an_explicit_rollback(zoo_onnx: Path, make_release: MakeRelease, served: str,
-                                                  keys: tuple[Path, Path], tmp_path: Path) -> None:  # fmt: skip
+def test_older_version_needs_an_explicit_rollback(
+    zoo_onnx: Path, make_release: MakeRelease, served: str, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
     old, new = make_release(zoo_onnx, "1.0.0"), make_release(zoo_onnx, "2.0.0")
     mgr = _manager(tmp_path / "state", keys[1])
     mgr.activate(new, served)
@@ -71,8 +75,9 @@ def test_older_version_needs_an_explicit_rollback(zoo_onnx: Path, make_release: 
 
 
 @pytest.mark.security
-def test_unsigned_and_tampered_releases_are_refused(zoo_onnx: Path, make_release: MakeRelease, served: str,
-                                                    keys: tuple[Path, Path], tmp_path: Path) -> None:  # fmt: skip
+def test_unsigned_and_tampered_releases_are_refused(
+    zoo_onnx: Path, make_release: MakeRelease, served: str, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
     mgr = _manager(tmp_path / "state", keys[1])
     with pytest.raises(ActivationError) as e:
         mgr.activate(make_release(zoo_onnx, sign=False), served)
@@ -88,9 +93,16 @@ def test_unsigned_and_tampered_releases_are_refused(zoo_onnx: Path, make_release
 @pytest.mark.security
 @pytest.mark.parametrize("fault", ["sha256", "truncated", "corrupt", "selftest"])
 def test_failed_activation_keeps_the_running_engine(
-    fault: str, zoo_onnx: Path, random_onnx: Path, make_release: MakeRelease, served: str, store: ReleaseStore,
-    keys: tuple[Path, Path], resign: Callable[[ReleaseManifest], ReleaseManifest], tmp_path: Path,
-) -> None:  # fmt: skip
+    fault: str,
+    zoo_onnx: Path,
+    random_onnx: Path,
+    make_release: MakeRelease,
+    served: str,
+    store: ReleaseStore,
+    keys: tuple[Path, Path],
+    resign: Callable[[ReleaseManifest], ReleaseManifest],
+    tmp_path: Path,
+) -> None:
     mgr = _manager(tmp_path / "state", keys[1])
     good = make_release(zoo_onnx, "1.0.0")
     mgr.activate(good, served)

@@ -45,12 +45,39 @@ def test_bench_cli_json_contract(zoo_onnx: Path, golden_dir: Path) -> None:
     from tests.helpers import REPO, agent_env
 
     out = subprocess.run(
-        [sys.executable, "-m", "device.cli", "bench", str(zoo_onnx), "--data", str(golden_dir), "--json",
-         "--iterations", "20", "--warmup", "2", "--throughput-batch", "32"],
-        cwd=REPO, env=agent_env(), capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "device.cli",
+            "bench",
+            str(zoo_onnx),
+            "--data",
+            str(golden_dir),
+            "--json",
+            "--iterations",
+            "20",
+            "--warmup",
+            "2",
+            "--throughput-batch",
+            "32",
+        ],
+        cwd=REPO,
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     r = json.loads(out.stdout)
-    for key in ("runtime", "precision", "latency_ms", "raw_throughput_ips", "top1", "n_images", "end_to_end_throughput_ips"):
+    for key in (
+        "runtime",
+        "precision",
+        "latency_ms",
+        "raw_throughput_ips",
+        "top1",
+        "n_images",
+        "end_to_end_throughput_ips",
+    ):
         assert key in r, key
     assert set(r["latency_ms"]) >= {"p50", "p90", "p99", "max"}
     assert r["runtime"] == "onnxruntime" and r["precision"] == "fp32" and r["n_images"] == 200

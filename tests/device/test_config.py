@@ -17,7 +17,9 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_toml_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg_file = _write(tmp_path, f"""
+    cfg_file = _write(
+        tmp_path,
+        f"""
 device_id = "jetson-01"
 fleet = "lab"
 state_dir = "{tmp_path}/state"
@@ -28,7 +30,8 @@ username = "dev"
 [runtime]
 type = "onnxruntime"
 intra_op_threads = 2
-""")
+""",
+    )
     monkeypatch.setenv("EDGELOOP_FLEET", "prod")
     monkeypatch.setenv("EDGELOOP_BROKER__PASSWORD", "s3cret")
     cfg = load_config(cfg_file)
@@ -52,14 +55,14 @@ def test_defaults_to_auto_runtime(tmp_path: Path) -> None:
         ('device_id = "d"\nrequire_signature = false\n[runtime]\ntype = "openvino"', "runtime"),
         ('device_id = "d"\nrequire_signature = false\nbogus = 1', "bogus"),
         ('device_id = "d"', "require_signature"),
-        ('require_signature = false', "device_id"),
+        ("require_signature = false", "device_id"),
         ('device_id = "d"\nrequire_signature = false\neval_dir = "/nonexistent"', "eval_dir"),
     ],
 )
 def test_bad_config_fails_fast_naming_the_field(tmp_path: Path, text: str, field: str) -> None:
     with pytest.raises(EdgeloopError) as e:
         load_config(_write(tmp_path, text))
-    assert field.split(".")[0] in str(e.value)
+    assert field.split(".", maxsplit=1)[0] in str(e.value)
 
 
 def test_missing_and_unparsable_files(tmp_path: Path) -> None:

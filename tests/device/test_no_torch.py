@@ -22,8 +22,14 @@ BLOCK_TORCH = textwrap.dedent(
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code)], cwd=REPO,
-                          env=agent_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH + textwrap.dedent(code)],
+        cwd=REPO,
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_every_device_module_imports_without_torch() -> None:

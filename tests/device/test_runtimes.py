@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.runtimes import EngineError, RuntimeUnavailable, registry
+from device.runtimes import EngineError, RuntimeUnavailableError, registry
 from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
 from device.runtimes.tensorrt import TensorRTConfig, TensorRTRuntime
 
@@ -51,18 +51,18 @@ def test_auto_falls_back_to_onnxruntime_without_a_gpu() -> None:
     with registry.create(registry.AutoConfig()) as rt:
         assert rt.name == "onnxruntime"
         assert rt.accelerator() == "cpu" and not rt.uses_gpu()
-    with pytest.raises(RuntimeUnavailable, match="forced"):
+    with pytest.raises(RuntimeUnavailableError, match="forced"):
         registry.create(TensorRTConfig())
 
 
 def test_missing_provider_is_a_clear_error() -> None:
-    with pytest.raises(RuntimeUnavailable, match="not available"):
+    with pytest.raises(RuntimeUnavailableError, match="not available"):
         OnnxRuntimeRuntime(OnnxRuntimeConfig(providers=["NoSuchExecutionProvider"]))
 
 
 def test_registry_is_explicit() -> None:
     assert registry.names() == ["tensorrt", "onnxruntime"]
-    with pytest.raises(RuntimeUnavailable):
+    with pytest.raises(RuntimeUnavailableError):
         registry.runtime_class("openvino")
 
 

@@ -4,13 +4,16 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.device.conftest import keys, make_release, random_onnx, resign, served, store  # noqa: F401
-from tests.helpers import REPO, Mosquitto, agent_env
+from host.client import ApiClient
+from host.release import ReleaseStore
+from tests.helpers import REPO, Mosquitto, agent_env, free_port
 
 
 class AgentProcess:
@@ -19,8 +22,13 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--config", str(self.config)],
-                                     cwd=REPO, env=agent_env(), stdout=self.log.open("ab"), stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "device.cli", "run", "--config", str(self.config)],
+            cwd=REPO,
+            env=agent_env(),
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -41,8 +49,16 @@ class AgentProcess:
         return self.log.read_text(errors="replace")
 
 
-def agent_toml(path: Path, device_id: str, broker_url: str, state_dir: Path, pub: Path, eval_dir: Path,
-               fleet: str = "lab", extra: str = "") -> Path:  # fmt: skip
+def agent_toml(
+    path: Path,
+    device_id: str,
+    broker_url: str,
+    state_dir: Path,
+    pub: Path,
+    eval_dir: Path,
+    fleet: str = "lab",
+    extra: str = "",
+) -> Path:
     path.write_text(
         f'device_id = "{device_id}"\nfleet = "{fleet}"\nstate_dir = "{state_dir}"\neval_dir = "{eval_dir}"\n'
         f"eval_limit = 50\nstatus_interval_s = 2\ntrusted_keys = [{json.dumps(str(pub))}]\n{extra}\n"
@@ -55,7 +71,9 @@ StartAgent = Callable[..., AgentProcess]
 
 
 @pytest.fixture
-def start_agent(mosquitto: Mosquitto, keys: tuple[Path, Path], golden_dir: Path, tmp_path: Path) -> Iterator[StartAgent]:  # noqa: F811
+def start_agent(
+    mosquitto: Mosquitto, keys: tuple[Path, Path], golden_dir: Path, tmp_path: Path
+) -> Iterator[StartAgent]:
     agents: list[AgentProcess] = []
 
     def start(device_id: str = "dev-1", fleet: str = "lab") -> AgentProcess:
@@ -70,3 +88,85 @@ def start_agent(mosquitto: Mosquitto, keys: tuple[Path, Path], golden_dir: Path,
     yield start
     for a in agents:
         a.kill()
+
+
+class ServeProcess:
+    """`edgeloop serve` as a real process (killable, restartable on the same store)."""
+
+    def __init__(
+        self, workdir: Path, broker_url: str, releases: Path, port: int, extra: list[str] | None = None
+    ) -> None:
+        self.workdir, self.broker_url, self.releases, self.port = workdir, broker_url, releases, port
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "serve.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from tests.helpers import wait_port
+
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "host.cli",
+                "serve",
+                "--releases",
+                str(self.releases),
+                "--store",
+                str(self.workdir / "host.sqlite"),
+                "--port",
+                str(self.port),
+                "--broker",
+                self.broker_url,
+                *self.extra,
+            ],
+            cwd=REPO,
+            env=agent_env(),
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_port(self.port, timeout=60)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+    def api(self) -> object:
+        from host.client import ApiClient
+
+        return ApiClient(self.url)
+
+
+DEVICES = ["dev-1", "dev-2", "dev-3"]
+
+
+def wait(fn: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.3)
+    raise TimeoutError(what)
+
+
+@pytest.fixture
+def fleet(mosquitto: Mosquitto, start_agent: StartAgent, store: ReleaseStore, tmp_path: Path) -> Any:
+    store.root.mkdir(parents=True, exist_ok=True)
+    serve = ServeProcess(tmp_path, mosquitto.url, store.root, free_port())
+    serve.start()
+    agents = {d: start_agent(d) for d in DEVICES}
+    api = ApiClient(serve.url)
+    wait(lambda: len([d for d in api.get("/api/v1/fleet") if d["state"] == "online"]) == 3, 90, "3 agents online")
+    yield serve, api, agents
+    serve.stop()

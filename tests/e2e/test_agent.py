@@ -10,8 +10,8 @@ import pytest
 
 from shared import protocol as p
 from shared.protocol import ReleaseManifest
-from tests.device.conftest import MakeRelease
 from tests.e2e.conftest import StartAgent
+from tests.fixtures import MakeRelease
 from tests.helpers import Mosquitto, Recorder
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,9 @@ def _deploy(rec: Recorder, m: ReleaseManifest, served: str, device: str = "dev-1
     return cmd
 
 
-def _reports(rec: Recorder, kind: str) -> list[p.DeployReport | p.BenchmarkReport | p.CalibrationReport | p.EventReport]:
+def _reports(
+    rec: Recorder, kind: str
+) -> list[p.DeployReport | p.BenchmarkReport | p.CalibrationReport | p.EventReport]:
     return [p.decode_report(raw) for raw in rec.topics(f"/report/{kind}")]
 
 
@@ -76,9 +78,13 @@ def test_deploy_builds_benchmarks_reports_and_last_will(
 
 @pytest.mark.security
 def test_bad_input_gives_events_and_the_agent_keeps_running(
-    mosquitto: Mosquitto, start_agent: StartAgent, zoo_onnx: Path, make_release: MakeRelease, served: str,
+    mosquitto: Mosquitto,
+    start_agent: StartAgent,
+    zoo_onnx: Path,
+    make_release: MakeRelease,
+    served: str,
     resign: Callable[[ReleaseManifest], ReleaseManifest],
-) -> None:  # fmt: skip
+) -> None:
     rec = Recorder(mosquitto.port)
     agent = start_agent()
     _wait_status(rec, "online")
@@ -89,8 +95,12 @@ def test_bad_input_gives_events_and_the_agent_keeps_running(
     rec.publish(topic, b"{this is not json")
     rec.publish(topic, b'{"kind": "deploy", "device_id": "dev-1"}')
     art = good.artifacts[0]
-    bad_sha = resign(good.model_copy(update={"version": "1.1.0", "artifacts": (art.model_copy(update={"sha256": "0" * 64}),)}))
-    truncated = resign(good.model_copy(update={"version": "1.2.0", "artifacts": (art.model_copy(update={"size": art.size + 7}),)}))
+    bad_sha = resign(
+        good.model_copy(update={"version": "1.1.0", "artifacts": (art.model_copy(update={"sha256": "0" * 64}),)})
+    )
+    truncated = resign(
+        good.model_copy(update={"version": "1.2.0", "artifacts": (art.model_copy(update={"size": art.size + 7}),)})
+    )
     _deploy(rec, bad_sha, served)
     _deploy(rec, truncated, served)
     events = rec.wait_for("/report/event", count=4, timeout=120)

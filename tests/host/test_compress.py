@@ -37,7 +37,10 @@ def test_builtin_recipes_validate() -> None:
         ('name = "x"\n[[steps]]\ntype = "explode"', "steps.0"),
         ('name = "x"\n[[steps]]\ntype = "ptq"', "needs an earlier 'export'"),
         ('name = "x"\n[[steps]]\ntype = "export"\n[[steps]]\ntype = "finetune"', "after 'export'"),
-        ('name = "x"\n[[steps]]\ntype = "prune"\ncriterion = "bn_scale"\ntarget_macs_reduction = 1.5', "target_macs_reduction"),
+        (
+            'name = "x"\n[[steps]]\ntype = "prune"\ncriterion = "bn_scale"\ntarget_macs_reduction = 1.5',
+            "target_macs_reduction",
+        ),
         ('name = "x"\n[[steps]]\ntype = "finetune"\nepochs = 0', "epochs"),
         ('name = "x"\n[[steps]]\ntype = "finetune"\ncompare_without_distill = true', "distill"),
         ('name = "x"\n[[steps]]\ntype = "export"\nbogus = 1', "bogus"),
@@ -141,8 +144,11 @@ def fp32_onnx(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def _zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    return [inits[n.input[2]] for n in model.graph.node
-            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]  # fmt: skip
+    return [
+        inits[n.input[2]]
+        for n in model.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits
+    ]
 
 
 def test_ptq_flavours(fp32_onnx: Path, golden_dir: Path, tmp_path: Path) -> None:
@@ -177,8 +183,9 @@ def test_fp16_export(fp32_onnx: Path, golden_dir: Path, tmp_path: Path) -> None:
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     images = datasets.load_labelled(golden_dir, limit=20).images
     meta = read_meta(out)
-    np.testing.assert_allclose(ort_logits(out, images, meta.preprocessing),
-                               ort_logits(fp32_onnx, images, meta.preprocessing), atol=0.05)  # fmt: skip
+    np.testing.assert_allclose(
+        ort_logits(out, images, meta.preprocessing), ort_logits(fp32_onnx, images, meta.preprocessing), atol=0.05
+    )
 
 
 def test_qat_export_and_exact_u8_twin(tiny_ckpt: Path, golden_dir: Path, tmp_path: Path) -> None:
@@ -192,8 +199,14 @@ def test_qat_export_and_exact_u8_twin(tiny_ckpt: Path, golden_dir: Path, tmp_pat
     qmodel.eval()
     qat.set_exporting(qmodel, True)
     out = tmp_path / "qat-trt.onnx"
-    export_verified(qmodel, out, ModelMeta(ck.classes, ck.preprocessing, precision="int8"), atol=0.2, min_agreement=0.8,
-                    dynamo=False)
+    export_verified(
+        qmodel,
+        out,
+        ModelMeta(ck.classes, ck.preprocessing, precision="int8"),
+        atol=0.2,
+        min_agreement=0.8,
+        dynamo=False,
+    )
     m = onnx.load(str(out))
     assert quantize.count_qdq(m)["QuantizeLinear"] >= 22
     twin = onnx.load(str(out))
@@ -207,7 +220,9 @@ def test_qat_export_and_exact_u8_twin(tiny_ckpt: Path, golden_dir: Path, tmp_pat
 def test_distill_loss_is_zero_for_a_perfect_student(tiny_ckpt: Path) -> None:
     teacher = checkpoint.load(tiny_ckpt).build()
     student = checkpoint.load(tiny_ckpt).build().eval()
-    loss, _ = distill_loss(teacher, temperature=4.0, alpha=1.0)(student, torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))
+    loss, _ = distill_loss(teacher, temperature=4.0, alpha=1.0)(
+        student, torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    )
     assert float(loss) == pytest.approx(0.0, abs=1e-5)
 
 
@@ -243,8 +258,16 @@ type = "fp16"
     out = tmp_path / "build"
     summary = compress(recipe, text, tiny_ckpt, str(golden_dir), out, val_data=str(golden_dir))
     names = {p.name for p in out.iterdir()}
-    assert {"tiny-slim.pt", "tiny-slim.json", "tiny-slim.onnx", "tiny-slim-int8.onnx", "tiny-slim-int8-trt.onnx",
-            "tiny-slim-fp16.onnx", "tiny-slim.recipe.toml", "tiny-slim.compress.jsonl"} <= names  # fmt: skip
+    assert {
+        "tiny-slim.pt",
+        "tiny-slim.json",
+        "tiny-slim.onnx",
+        "tiny-slim-int8.onnx",
+        "tiny-slim-int8-trt.onnx",
+        "tiny-slim-fp16.onnx",
+        "tiny-slim.recipe.toml",
+        "tiny-slim.compress.jsonl",
+    } <= names
     card = json.loads((out / "tiny-slim.json").read_text())
     assert card["macs"] <= 0.6 * 41e6 and card["metrics"]["n_images"] == 200
     steps = [json.loads(line) for line in (out / "tiny-slim.compress.jsonl").read_text().splitlines()]
@@ -252,7 +275,12 @@ type = "fp16"
     assert steps[3]["bn_nodes_in_onnx"] == 0 and steps[3]["parity_max_abs_diff"] <= 1e-4
     assert "top1_without_distill" in steps[2] and "top1_with_distill" in steps[2]
     assert checkpoint.load(out / "tiny-slim.pt").build()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
-    assert summary["outputs"] == ["tiny-slim.onnx", "tiny-slim-int8.onnx", "tiny-slim-int8-trt.onnx", "tiny-slim-fp16.onnx"]
+    assert summary["outputs"] == [
+        "tiny-slim.onnx",
+        "tiny-slim-int8.onnx",
+        "tiny-slim-int8-trt.onnx",
+        "tiny-slim-fp16.onnx",
+    ]
 
 
 def test_split_data(tmp_path: Path) -> None:

@@ -65,10 +65,24 @@ def test_evaluate_json_contract(tiny_ckpt: Path, tmp_path: Path, golden_dir: Pat
     results = []
     for model in (tiny_ckpt, out):
         done = subprocess.run(
-            [sys.executable, "-m", "host.cli", "evaluate", str(model), "--data", str(golden_dir), "--json",
-             "--iterations", "20"],
-            cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "host.cli",
+                "evaluate",
+                str(model),
+                "--data",
+                str(golden_dir),
+                "--json",
+                "--iterations",
+                "20",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
         r = json.loads(done.stdout)
         for key in ("top1", "n_images", "params", "macs", "latency_ms", "throughput_ips"):
             assert key in r, key
@@ -79,8 +93,13 @@ def test_evaluate_json_contract(tiny_ckpt: Path, tmp_path: Path, golden_dir: Pat
 
 
 def test_cli_errors_are_clear(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "host.cli", "evaluate", str(tmp_path / "x.bin"), "--data", "."],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "host.cli", "evaluate", str(tmp_path / "x.bin"), "--data", "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -22,9 +23,10 @@ def test_crop_flip_is_a_shifted_window_of_the_padded_image() -> None:
     for i in range(4):
         found = any(
             np.array_equal(out[i], w)
-            for dy in range(9) for dx in range(9)
-            for w in (padded[i, dy:dy + 32, dx:dx + 32], padded[i, dy:dy + 32, dx:dx + 32][:, ::-1])
-        )  # fmt: skip
+            for dy in range(9)
+            for dx in range(9)
+            for w in (padded[i, dy : dy + 32, dx : dx + 32], padded[i, dy : dy + 32, dx : dx + 32][:, ::-1])
+        )
         assert found
 
 
@@ -64,10 +66,8 @@ def test_resume_continues_where_it_stopped(golden_dir: Path, tmp_path: Path) -> 
     torch.manual_seed(0)
     crashed = models.build("resnet20")
     state = tmp_path / "s.pt"
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         fit(crashed, data, cfg, Preprocessing(), hooks=Hooks(after_step=crash_in_epoch_2), state_path=state)
-    except KeyboardInterrupt:
-        pass
     resumed = models.build("resnet20")
     fit(resumed, data, cfg, Preprocessing(), state_path=state, resume=True)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
@@ -76,8 +76,14 @@ def test_resume_continues_where_it_stopped(golden_dir: Path, tmp_path: Path) -> 
 
 def test_train_command_writes_checkpoint_card_and_log(golden_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "zoo" / "m.pt"
-    info = train_command("resnet20", str(golden_dir), out, TrainConfig(epochs=1, batch_size=50),
-                         val_data=str(golden_dir), work_dir=tmp_path / "w")  # fmt: skip
+    info = train_command(
+        "resnet20",
+        str(golden_dir),
+        out,
+        TrainConfig(epochs=1, batch_size=50),
+        val_data=str(golden_dir),
+        work_dir=tmp_path / "w",
+    )
     card = json.loads(out.with_suffix(".json").read_text())
     for key in ("metrics", "params", "macs", "epochs", "wall_time_s", "command", "classes", "preprocessing"):
         assert key in card

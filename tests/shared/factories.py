@@ -7,16 +7,20 @@ from shared import protocol as p
 
 def model_info(**kw: object) -> p.ModelInfo:
     data: dict[str, object] = {
-        "arch": "resnet20", "classes": tuple(f"c{i}" for i in range(10)),
-        "preprocessing": p.PreprocessingSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)), "source_top1": 0.91,
-    }  # fmt: skip
+        "arch": "resnet20",
+        "classes": tuple(f"c{i}" for i in range(10)),
+        "preprocessing": p.PreprocessingSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        "source_top1": 0.91,
+    }
     data.update(kw)
     return p.ModelInfo(**data)  # type: ignore[arg-type]
 
 
 def manifest(version: str = "1.0.0", **kw: object) -> p.ReleaseManifest:
     data: dict[str, object] = {
-        "name": "r20", "version": version, "model": model_info(),
+        "name": "r20",
+        "version": version,
+        "model": model_info(),
         "artifacts": (p.Artifact(name="m.onnx", url="artifacts/m.onnx", sha256="a" * 64, size=10, precision="fp32"),),
     }
     data.update(kw)

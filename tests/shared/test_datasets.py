@@ -25,7 +25,7 @@ def test_labels_follow_the_models_class_order(golden_dir: Path) -> None:
     reordered = tuple(reversed(datasets.CIFAR10_CLASSES))
     data = datasets.load_labelled(golden_dir, classes=reordered, limit=10)
     samples = datasets.list_samples(golden_dir)
-    first = [s for s in samples if s.class_name == "airplane"][0]
+    first = next(s for s in samples if s.class_name == "airplane")
     assert reordered.index("airplane") == 9
     assert first.class_name == "airplane"
     assert set(data.labels.tolist()) == set(range(10))
@@ -63,8 +63,11 @@ def test_missing_and_empty_datasets(tmp_path: Path) -> None:
 
 def _cifar_batch(n: int, seed: int) -> dict[bytes, object]:
     rng = np.random.default_rng(seed)
-    return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [i % 3 for i in range(n)],
-            b"batch_label": b"test"}  # fmt: skip
+    return {
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"labels": [i % 3 for i in range(n)],
+        b"batch_label": b"test",
+    }
 
 
 def _add(tar: tarfile.TarFile, name: str, obj: object) -> None:
@@ -108,7 +111,7 @@ def test_import_cifar_rejects_non_cifar(tmp_path: Path) -> None:
     archive = tmp_path / "x.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         _add(tar, "readme", b"hi")
-    with pytest.raises(EdgeloopError, match="batches.meta"):
+    with pytest.raises(EdgeloopError, match=r"batches\.meta"):
         datasets.import_cifar_python(archive, tmp_path / "out")
     (tmp_path / "plain.txt").write_text("x")
     with pytest.raises(EdgeloopError):

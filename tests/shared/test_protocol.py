@@ -35,8 +35,15 @@ def test_every_command_kind_round_trips(cmd: object) -> None:
     "report",
     [
         p.DeployReport(device_id="d", release=p.ReleaseRef(name="r", version="1.0"), ok=True, selftest_top1=0.9),
-        p.BenchmarkReport(device_id="d", runtime="onnxruntime", precision="int8", batch=1, iterations=10,
-                          latency_ms=p.LatencyStats(p50=1, p90=2, p99=3, max=4, mean=1.5), raw_throughput_ips=100.0),
+        p.BenchmarkReport(
+            device_id="d",
+            runtime="onnxruntime",
+            precision="int8",
+            batch=1,
+            iterations=10,
+            latency_ms=p.LatencyStats(p50=1, p90=2, p99=3, max=4, mean=1.5),
+            raw_throughput_ips=100.0,
+        ),
         p.CalibrationReport(device_id="d", release=p.ReleaseRef(name="r", version="1.0"), method="entropy", n_images=8),
         p.EventReport(device_id="d", level="error", code="artifact_sha256_mismatch", message="bad"),
     ],
@@ -101,8 +108,15 @@ def test_sent_at_is_normalised_to_utc() -> None:
 
 
 def test_numbers_stay_numbers() -> None:
-    r = p.BenchmarkReport(device_id="d", runtime="ort", precision="fp32", batch=1, iterations=1,
-                          latency_ms=p.LatencyStats(p50=1.25, p90=2, p99=3, max=4, mean=1), raw_throughput_ips=10)
+    r = p.BenchmarkReport(
+        device_id="d",
+        runtime="ort",
+        precision="fp32",
+        batch=1,
+        iterations=1,
+        latency_ms=p.LatencyStats(p50=1.25, p90=2, p99=3, max=4, mean=1),
+        raw_throughput_ips=10,
+    )
     data = json.loads(p.encode(r))
     assert data["latency_ms"]["p50"] == 1.25
     with pytest.raises(ValueError):

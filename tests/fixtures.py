@@ -1,3 +1,5 @@
+"""Release and key fixtures shared by device, host and e2e tests (registered in tests/conftest.py)."""
+
 from __future__ import annotations
 
 import shutil
@@ -54,13 +56,13 @@ MakeRelease = Callable[..., ReleaseManifest]
 
 @pytest.fixture
 def make_release(store: ReleaseStore, keys: tuple[Path, Path], tmp_path: Path) -> MakeRelease:
-    def make(onnx: Path, version: str = "1.0.0", name: str = "r20", sign: bool = True,
-             source_top1: float = 0.9) -> ReleaseManifest:  # fmt: skip
+    def make(
+        onnx: Path, version: str = "1.0.0", name: str = "r20", sign: bool = True, source_top1: float = 0.9
+    ) -> ReleaseManifest:
         build = tmp_path / f"build-{name}-{version}"
         build.mkdir()
         shutil.copy(onnx, build / onnx.name)
-        return create_release(build, name, version, store, sign_key=keys[0] if sign else None,
-                              source_top1=source_top1)  # fmt: skip
+        return create_release(build, name, version, store, sign_key=keys[0] if sign else None, source_top1=source_top1)
 
     return make
 

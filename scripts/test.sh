@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Everything the test suite needs, from a fresh Debian/Ubuntu machine, then the tests.
+#   ./scripts/test.sh [pytest args]        (root, or a user with sudo)
+# Installs Mosquitto (real MQTT broker), PostgreSQL (store tests) and Chromium (dashboard test)
+# from apt, a virtualenv with the CPU build of torch and edgeloop[host,dev], starts PostgreSQL,
+# and runs pytest (everything but tests marked slow; GPU tests skip where no GPU exists).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v chromium >/dev/null || need+=(chromium)
+[ -d /usr/lib/postgresql ] || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# PostgreSQL for the store tests: start the cluster, make a user and a database
+if [ -z "${EDGELOOP_TEST_POSTGRES_URL:-}" ]; then
+  ver=$(ls /usr/lib/postgresql | sort -V | tail -1)
+  $SUDO pg_ctlcluster "$ver" main start 2>/dev/null || true
+  for _ in $(seq 30); do as_pg pg_isready -q 2>/dev/null && break; sleep 1; done
+  as_pg psql -qtc "SELECT 1 FROM pg_roles WHERE rolname='edgeloop'" | grep -q 1 \
+    || as_pg psql -qc "CREATE USER edgeloop WITH PASSWORD 'edgeloop' CREATEDB"
+  as_pg psql -qtc "SELECT 1 FROM pg_database WHERE datname='edgeloop_test'" | grep -q 1 \
+    || as_pg createdb -O edgeloop edgeloop_test
+  export EDGELOOP_TEST_POSTGRES_URL=postgresql://edgeloop:edgeloop@127.0.0.1/edgeloop_test
+fi
+
+# torch first, pinned: this takes the CPU build; an unpinned torch would pull a multi-GB CUDA build
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+.venv/bin/pip install -q --disable-pip-version-check -e ".[host,device,dev]"
+
+export EDGELOOP_REQUIRE_BROKER=1
+exec .venv/bin/python -m pytest -m "not slow" -q "$@"
