@@ -161,3 +161,38 @@ def test_outbox_delivers_reports_made_while_the_broker_was_down(
     assert agent.alive
     sub.loop_stop()
     sub.disconnect()
+
+
+def test_sample_command_uploads_field_images(mosquitto: Mosquitto, start_agent: StartAgent) -> None:
+    import http.server
+    import threading
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Upload(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers["X-Edgeloop-Device"], self.headers["X-Edgeloop-Fleet"], body))
+            self.send_response(201)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upload)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rec = Recorder(mosquitto.port)
+    start_agent()
+    _wait_status(rec, "online")
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/v1/upload"
+    rec.publish(
+        p.command_topic("lab", "dev-1"), p.encode(p.SampleCommand(device_id="dev-1", n_images=5, upload_url=url))
+    )
+    events = rec.wait_for("/report/event", timeout=60)
+    ev = p.decode_report(events[-1])
+    assert isinstance(ev, p.EventReport) and ev.code == "samples_uploaded"
+    assert len(received) == 5 and all(
+        d == "dev-1" and f == "lab" and body[:2] == b"\xff\xd8" for d, f, body in received
+    )
+    server.shutdown()
+    rec.close()
