@@ -12,7 +12,6 @@ here so that devices can self-test against it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from device.fetch import sha256_file
 from shared import datasets, signing
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
@@ -30,14 +30,6 @@ from shared.samples import golden_dir
 log = logging.getLogger(__name__)
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class ReleaseStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -45,7 +37,7 @@ class ReleaseStore:
         self.releases = self.root / "releases"
 
     def add_artifact(self, path: Path) -> tuple[str, int]:
-        digest = sha256_of(path)
+        digest = sha256_file(path)
         self.artifacts.mkdir(parents=True, exist_ok=True)
         dest = self.artifacts / f"{digest}.onnx"
         if not dest.exists():

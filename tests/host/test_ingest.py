@@ -10,20 +10,9 @@ from host.store import Store
 from shared import protocol as p
 from shared.mqtt import BrokerSettings
 from tests.helpers import Mosquitto, Recorder
+from tests.shared.factories import benchmark_report
 
 pytestmark = pytest.mark.e2e
-
-
-def _bench(device: str) -> p.BenchmarkReport:
-    return p.BenchmarkReport(
-        device_id=device,
-        runtime="ort",
-        precision="fp32",
-        batch=1,
-        iterations=1,
-        latency_ms=p.LatencyStats(p50=1, p90=1, p99=1, max=1, mean=1),
-        raw_throughput_ips=1,
-    )
 
 
 def _wait(cond: object, timeout: float = 30) -> None:
@@ -44,13 +33,14 @@ def test_two_workers_share_the_subscription_and_store_each_report_once(mosquitto
         assert w.session.wait_connected(10)
     time.sleep(0.5)  # subscriptions settle
     pub = Recorder(mosquitto.port, "nothing/#", client_id="publisher")
-    reports = [_bench(f"d{i % 7}") for i in range(600)]
+    reports = [benchmark_report(f"d{i % 7}") for i in range(600)]
     for r in reports:
         pub.client.publish(p.report_topic("lab", r.device_id, "benchmark"), p.encode(r), qos=1)
     for r in reports[:50]:  # redelivery of the same reports (e.g. an agent's outbox after reconnect)
         pub.client.publish(p.report_topic("lab", r.device_id, "benchmark"), p.encode(r), qos=1)
     pub.client.publish(p.report_topic("lab", "d1", "benchmark"), b'{"kind": "benchmark"}', qos=1)  # invalid
-    pub.client.publish(p.report_topic("lab", "other", "benchmark"), p.encode(_bench("d1")), qos=1)  # topic lies
+    liar = p.encode(benchmark_report("d1"))
+    pub.client.publish(p.report_topic("lab", "other", "benchmark"), liar, qos=1)  # topic and payload disagree
     _wait(lambda: sum(w.stats.received for w in workers) >= 652 and all(w.drained() for w in workers))
     time.sleep(0.3)
     a, b = (w.stats.seen_ids or set() for w in workers)
@@ -86,7 +76,7 @@ def test_single_worker_on_the_embedded_broker(tmp_path: Path) -> None:
             p.status_topic("lab", "dev-x"), p.encode(p.DeviceStatus(device_id="dev-x", fleet="lab", state="online"))
         )
         for _ in range(20):
-            dev.publish(p.report_topic("lab", "dev-x", "benchmark"), p.encode(_bench("dev-x")))
+            dev.publish(p.report_topic("lab", "dev-x", "benchmark"), p.encode(benchmark_report("dev-x")))
         _wait(lambda: store.count_reports() == 20 and store.devices("lab"))
         assert store.devices("lab")[0]["state"] == "online"
         dev.stop()

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from host.store import Store, metadata
 from shared import protocol as p
-from tests.shared.factories import manifest
+from tests.shared.factories import benchmark_report, manifest
 
 PG_ENV = "EDGELOOP_TEST_POSTGRES_URL"
 
@@ -42,17 +42,7 @@ def schema_reset(url: str) -> None:
 
 
 def _bench(device: str = "d1", **kw: object) -> p.BenchmarkReport:
-    return p.BenchmarkReport(
-        device_id=device,
-        runtime="onnxruntime",
-        precision="int8",
-        batch=1,
-        iterations=10,
-        latency_ms=p.LatencyStats(p50=1, p90=2, p99=3, max=4, mean=1.5),
-        raw_throughput_ips=500,
-        release=p.ReleaseRef(name="r20", version="1.0.0"),
-        **{"top1": 0.9, **kw},
-    )  # type: ignore[arg-type]
+    return benchmark_report(device, **{"release": p.ReleaseRef(name="r20", version="1.0.0"), "top1": 0.9, **kw})
 
 
 def test_schema_is_versioned_and_migrations_are_idempotent(store: Store) -> None:

@@ -25,3 +25,12 @@ def manifest(version: str = "1.0.0", **kw: object) -> p.ReleaseManifest:
     }
     data.update(kw)
     return p.ReleaseManifest(**data)  # type: ignore[arg-type]
+
+
+def benchmark_report(device: str = "d1", **kw: object) -> p.BenchmarkReport:
+    data: dict[str, object] = {
+        "device_id": device, "runtime": "onnxruntime", "precision": "int8", "batch": 1, "iterations": 10,
+        "latency_ms": p.LatencyStats(p50=1, p90=2, p99=3, max=4, mean=1.5), "raw_throughput_ips": 500.0,
+    }  # fmt: skip
+    data.update(kw)
+    return p.BenchmarkReport(**data)  # type: ignore[arg-type]
