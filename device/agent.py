@@ -63,6 +63,7 @@ class Agent:
         self.counters: dict[str, int] = {"commands": 0, "bad_commands": 0, "duplicates": 0, "errors": 0}
         self._commands: queue.Queue[bytes | None] = queue.Queue(maxsize=1000)
         self._stop = threading.Event()
+        self._status_due = threading.Event()
         self._busy = False
         self._status_topic = protocol.status_topic(self.fleet, self.device_id)
         self._command_topic = protocol.command_topic(self.fleet, self.device_id)
@@ -105,7 +106,11 @@ class Agent:
         self.start()
         next_beat = time.monotonic() + self.config.status_interval_s
         while not stop.is_set() and not self._stop.is_set():
-            stop.wait(0.5)
+            stop.wait(0.2)
+            if self._status_due.is_set():
+                self._status_due.clear()
+                self.publish_status()
+                next_beat = time.monotonic() + self.config.status_interval_s
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.config.status_interval_s
                 self.publish_status()
@@ -127,7 +132,9 @@ class Agent:
 
     # -- MQTT side (network thread): enqueue only ---------------------------------------------
     def _on_connected(self) -> None:
-        self.publish_status()
+        # runs on paho's network thread: only flag the work (collecting telemetry may run
+        # tegrastats for a moment), the main loop publishes the "online" status
+        self._status_due.set()
         self.pump.outbox.added.set()  # flush what piled up while offline
 
     def _on_message(self, topic: str, payload: bytes) -> None:
