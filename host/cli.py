@@ -30,6 +30,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         val_data=args.val_data,
         work_dir=Path(args.work_dir) if args.work_dir else None,
         resume=args.resume,
+        init=Path(args.init) if args.init else None,
     )
     print(json.dumps({k: info[k] for k in ("name", "metrics", "params", "macs", "wall_time_s")}, indent=2))
     return 0
@@ -43,6 +44,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="checkpoint to write (.pt); the model card goes beside it")
     p.add_argument("--work-dir", help="where resumable state is kept (default .edgeloop/runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the last saved epoch")
+    p.add_argument("--init", help="start from this checkpoint's weights (e.g. a second cosine cycle)")
+    p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from host.evaluate import predict_torch, to_input, top1
 from host.layout import channels_last, contiguous
 from shared.datasets import LabelledImages
+from shared.errors import EdgeloopError
 from shared.imaging import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -257,8 +258,10 @@ def train_command(
     val_data: str | None = None,
     work_dir: Path | None = None,
     resume: bool = False,
+    init: Path | None = None,
 ) -> dict[str, Any]:
-    """``edgeloop train``: train from scratch, write ``out`` (checkpoint) and its JSON model card."""
+    """``edgeloop train``: train (from scratch, or on from ``init``'s weights, e.g. a second cosine
+    cycle), write ``out`` (checkpoint) and its JSON model card with every training stage recorded."""
     from host import card, checkpoint, models
     from host.stats import count_macs, count_params
 
@@ -268,10 +271,21 @@ def train_command(
     val = load_split(val_data, train.classes, "val") if val_data else None
     log.info("training %s on %d images (%d classes)", arch, len(train), len(train.classes))
     model = models.build(arch, num_classes=len(train.classes))
+    stages: list[dict[str, Any]] = []
+    if init is not None:
+        start = checkpoint.load(init)
+        if start.arch != arch or start.classes != train.classes:
+            raise EdgeloopError(f"{init} is a {start.arch} over {len(start.classes)} classes, not this {arch}")
+        model.load_state_dict(start.state_dict)
+        prior = card.card_path(init)
+        if prior.exists():
+            old = card.read_card(prior)
+            stages = old.get("stages") or [{k: old.get(k) for k in ("command", "epochs", "config", "wall_time_s")}]
+        log.info("continuing from %s (%d earlier stage(s))", init, len(stages))
     work_dir = work_dir or Path(".edgeloop") / "runs" / out.stem
     log_path = out.with_suffix(".train.jsonl")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    if not resume and log_path.exists():
+    if not resume and init is None and log_path.exists():
         log_path.unlink()
     history = fit(
         model,
@@ -292,6 +306,8 @@ def train_command(
         )
     ckpt = checkpoint.from_model(model, arch, train.classes, prep, metrics)
     checkpoint.save(ckpt, out)
+    wall = round(time.perf_counter() - t0, 1)
+    stages.append({"command": card.invocation(), "epochs": cfg.epochs, "config": cfg.model_dump(), "wall_time_s": wall})
     info: dict[str, Any] = {
         "name": out.stem,
         "arch": arch,
@@ -301,13 +317,14 @@ def train_command(
         "metrics": metrics,
         "params": count_params(model),
         "macs": count_macs(model),
-        "epochs": cfg.epochs,
-        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "epochs": sum(int(s.get("epochs") or 0) for s in stages),
+        "wall_time_s": round(sum(float(s.get("wall_time_s") or 0) for s in stages), 1),
         "train_images": len(train),
         "train_data": data,
         "config": cfg.model_dump(),
         "training_log": log_path.name,
         "command": card.invocation(),
+        "stages": stages,
     }
     card.write_card(card.card_path(out), info)
     return info

@@ -91,3 +91,15 @@ def test_train_command_writes_checkpoint_card_and_log(golden_dir: Path, tmp_path
     assert card["params"] == info["params"] == 272474
     assert out.with_suffix(".train.jsonl").exists()
     assert checkpoint.load(out).classes == datasets.CIFAR10_CLASSES
+
+
+def test_second_stage_from_init_records_both_stages(golden_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    cfg = TrainConfig(epochs=1, batch_size=50)
+    train_command("resnet20", str(golden_dir), out, cfg, work_dir=tmp_path / "w1")
+    first = checkpoint.load(out).state_dict["fc.bias"].clone()
+    info = train_command("resnet20", str(golden_dir), out, cfg.model_copy(update={"lr": 0.01}), init=out,
+                         work_dir=tmp_path / "w2")  # fmt: skip
+    assert info["epochs"] == 2 and len(info["stages"]) == 2
+    assert info["stages"][1]["config"]["lr"] == 0.01
+    assert not torch.equal(first, checkpoint.load(out).state_dict["fc.bias"])  # it trained on from stage 1
