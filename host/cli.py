@@ -46,6 +46,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last saved epoch")
     p.add_argument("--init", help="start from this checkpoint's weights (e.g. a second cosine cycle)")
     p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--cutout", type=int, help="Cutout augmentation: side of the blanked square (0: off)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

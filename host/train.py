@@ -49,6 +49,7 @@ class TrainConfig(BaseModel):
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    cutout: int = Field(0, ge=0, le=32, description="side of a random square blanked per image (0: off)")
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     warmup_epochs: float = Field(2.0, ge=0, description="linear warm-up (cosine schedule)")
     seed: int = 0
@@ -68,8 +69,11 @@ class Hooks:
 class CropFlip:
     """Random 32x32 crop of a 4-pixel zero-padded image plus horizontal flip, done per batch in torch."""
 
-    def __init__(self, images: npt.NDArray[np.uint8], pad: int = 4) -> None:
+    def __init__(self, images: npt.NDArray[np.uint8], pad: int = 4, cutout: int = 0,
+                 fill: tuple[int, int, int] = (125, 123, 114)) -> None:  # fmt: skip
         self.pad = pad
+        self.cutout = cutout
+        self.fill = torch.tensor(fill, dtype=torch.uint8)
         self.size = images.shape[1]
         self.padded = torch.from_numpy(np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
 
@@ -83,6 +87,16 @@ class CropFlip:
         flip = torch.rand(b, generator=gen) < 0.5
         cols = torch.where(flip[:, None, None], cols.flip(-1), cols)
         out: torch.Tensor = self.padded[idx[:, None, None], rows, cols]
+        if self.cutout:
+            # Cutout (DeVries & Taylor 2017): blank a random square (centre may sit near the edge)
+            # with the dataset's mean colour, which normalises to about zero
+            cy = torch.randint(0, self.size, (b,), generator=gen)
+            cx = torch.randint(0, self.size, (b,), generator=gen)
+            half = self.cutout // 2
+            ys = (ar[None, :] >= (cy - half)[:, None]) & (ar[None, :] < (cy + half)[:, None])
+            xs = (ar[None, :] >= (cx - half)[:, None]) & (ar[None, :] < (cx + half)[:, None])
+            mask = ys[:, :, None] & xs[:, None, :]
+            out = torch.where(mask[..., None], self.fill, out)
         return out
 
 
@@ -154,7 +168,7 @@ def fit(
         batch = cfg.batch_size
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
     gen = torch.Generator().manual_seed(cfg.seed)
-    aug = CropFlip(train.images)
+    aug = CropFlip(train.images, cutout=cfg.cutout)
     labels = torch.from_numpy(train.labels)
     history: list[dict[str, Any]] = []
     start_epoch = 0
