@@ -510,39 +510,25 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    import math
     import signal
     import threading
-    import time
 
-    from host.simulate import DeviceModel, SimFleet
-    from shared.mqtt import BrokerSettings
+    from host.simulate import MAX_DEVICES_PER_PROCESS, run_shard, run_sharded
 
-    model = DeviceModel(p50_ms=args.p50_ms, accuracy_drop_points=args.accuracy_drop, deploy_failure_rate=args.fail_rate)
-    broker = BrokerSettings.from_url(args.broker, protocol=args.mqtt_protocol)
-    fleet = SimFleet(args.devices, broker, args.fleet, model, prefix=args.prefix)
-    t0 = time.monotonic()
-    fleet.start()
-    print(f"{args.devices} simulated devices online in fleet {args.fleet} ({time.monotonic() - t0:.1f}s)", flush=True)
-    if args.reports_per_device:
-        t1 = time.monotonic()
-        sent = fleet.stream(args.reports_per_device, args.interval)
-        acked = fleet.wait_acked()
-        dt = time.monotonic() - t1
-        print(
-            f"published {sent:,} telemetry reports in {dt:.1f}s ({sent / dt:,.0f}/s); all acknowledged: {acked}",
-            flush=True,
-        )
+    processes = args.processes or max(1, math.ceil(args.devices / MAX_DEVICES_PER_PROCESS))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait(args.duration if args.duration else None)
-    fleet.stop()
-    return 0
+    if processes > 1:
+        return run_sharded(args, processes, stop)
+    return run_shard(args, stop)
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="N protocol-true simulated devices for fleet-scale tests")
     p.add_argument("--devices", type=int, default=10)
+    p.add_argument("--processes", type=int, help="split the devices over processes (default: 300 per process)")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
     p.add_argument("--mqtt-protocol", choices=["5", "3.1.1", "auto"], default="5")
     p.add_argument("--fleet", default="sim")
@@ -550,8 +536,11 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--p50-ms", type=float, default=2.0, help="latency model: p50 of the reference model")
     p.add_argument("--accuracy-drop", type=float, default=0.0, help="top-1 points below the release's source")
     p.add_argument("--fail-rate", type=float, default=0.0, help="fraction of deploys that fail")
+    p.add_argument("--respond-delay", type=float, default=0.05, help="seconds before answering a command")
     p.add_argument("--reports-per-device", type=int, default=0, help="stream this many telemetry reports each")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between streamed reports")
+    p.add_argument("--stream-when", help="wait for this file to exist before streaming (orchestration)")
+    p.add_argument("--exit-after-stream", action="store_true", help="stop once the stream is acknowledged")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     p.set_defaults(handler=_cmd_simulate)
 

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared import protocol
 from shared.errors import EdgeloopError
@@ -216,6 +217,19 @@ class SimDevice:
         )
 
 
+def raise_fd_limit(needed: int) -> None:
+    """Every paho client holds a socket and a socket pair (3 descriptors): 500 devices pass the
+    usual soft limit of 1024, so lift the soft limit towards the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning("file descriptor limit %d is below the %d this fleet needs", target, needed)
+
+
 class SimFleet:
     def __init__(
         self,
@@ -226,6 +240,7 @@ class SimFleet:
         prefix: str = "sim",
         seed: int = 0,
     ) -> None:
+        raise_fd_limit(3 * n + 256)
         width = max(3, len(str(n)))
         self.devices = [
             SimDevice(f"{prefix}-{i:0{width}d}", fleet, broker, model or DeviceModel(), seed + i) for i in range(n)
@@ -270,3 +285,84 @@ class SimFleet:
     def stop(self) -> None:
         for d in self.devices:
             d.stop()
+
+
+# paho's network loop uses select(), which cannot watch descriptors >= 1024; each client holds three,
+# so one process carries about 330 clients at most (measured: 340 connected, the rest never did).
+MAX_DEVICES_PER_PROCESS = 300
+
+
+def run_shard(args: Any, stop: threading.Event) -> int:
+    """One process of simulated devices (the ``edgeloop simulate`` work)."""
+    import json
+    from pathlib import Path
+
+    model = DeviceModel(p50_ms=args.p50_ms, accuracy_drop_points=args.accuracy_drop,
+                        deploy_failure_rate=args.fail_rate, respond_delay_s=args.respond_delay)  # fmt: skip
+    broker = BrokerSettings.from_url(args.broker, protocol=args.mqtt_protocol)
+    fleet = SimFleet(args.devices, broker, args.fleet, model, prefix=args.prefix)
+    t0 = time.monotonic()
+    fleet.start()
+    print(f"{args.devices} simulated devices online in fleet {args.fleet} ({time.monotonic() - t0:.1f}s)", flush=True)
+    try:
+        if args.reports_per_device:
+            if args.stream_when:
+                while not Path(args.stream_when).exists() and not stop.is_set():
+                    time.sleep(0.1)
+            t1 = time.monotonic()
+            sent = fleet.stream(args.reports_per_device, args.interval)
+            acked = fleet.wait_acked()
+            dt = time.monotonic() - t1
+            ids = {i for d in fleet.devices for i in d.stats.telemetry_ids}
+            summary = {
+                "prefix": args.prefix,
+                "sent": sent,
+                "seconds": round(dt, 3),
+                "acked": acked,
+                "unique_ids": len(ids),
+            }
+            print(json.dumps(summary), flush=True)
+            if args.exit_after_stream:
+                return 0 if acked else 1
+        stop.wait(args.duration if args.duration else None)
+        return 0
+    finally:
+        fleet.stop()
+
+
+def run_sharded(args: Any, processes: int, stop: threading.Event) -> int:
+    """Split the devices over child processes (see MAX_DEVICES_PER_PROCESS) and wait for them."""
+    import subprocess
+    import sys
+
+    per = [args.devices // processes + (1 if i < args.devices % processes else 0) for i in range(processes)]
+    children = []
+    for i, n in enumerate(per):
+        argv = _replace_opts(sys.argv[1:], {"--devices": str(n), "--prefix": f"{args.prefix}{i}", "--processes": "1"})
+        children.append(subprocess.Popen([sys.executable, "-m", "host.cli", *argv]))  # noqa: S603  (our own argv)
+    try:
+        while any(c.poll() is None for c in children) and not stop.is_set():
+            time.sleep(0.2)
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.terminate()
+        for c in children:
+            c.wait(timeout=60)
+    return max(c.returncode or 0 for c in children)
+
+
+def _replace_opts(argv: list[str], values: dict[str, str]) -> list[str]:
+    """argv with the given ``--option value`` pairs replaced (both ``--opt v`` and ``--opt=v`` forms)."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in values:
+            skip = True
+        elif "=" not in a or a.split("=", 1)[0] not in values:
+            out.append(a)
+    for k, v in values.items():
+        out += [k, v]
+    return out

@@ -48,7 +48,7 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {self.workdir}/\nautosave_interval 1\nmax_queued_messages 100000\n"
+            f"persistence_location {self.workdir}/\nautosave_interval 1\nmax_queued_messages 1000000\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
         )
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
