@@ -70,7 +70,7 @@ def main() -> int:
     args = ap.parse_args()
     total = args.devices * args.reports_per_device
     work = Path(tempfile.mkdtemp(prefix="edgeloop-scale-"))
-    broker = Mosquitto(work / "broker")
+    broker = Mosquitto(work / "broker", autosave_interval=60, max_inflight_messages=100)  # as deploy/mosquitto
     broker.workdir.mkdir()
     broker.start()
     priv, pub = work / "k.key", work / "k.pub"

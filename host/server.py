@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.ingest import Ingest
+from host.ingest import Ingest, IngestProcess
 from host.release import ReleaseStore
 from host.rollout import RolloutController
 from host.store import Store
@@ -60,11 +60,21 @@ class HostServer:
         shared = config.shared_subscription
         if shared is None:
             shared = config.broker_protocol == "5" and not config.embedded_broker
+        if config.ingest_workers < 1:
+            raise EdgeloopError("--ingest-workers must be at least 1")
+        in_memory = ":memory:" in config.store_url or config.store_url in ("sqlite://", "sqlite:///")
+        if config.ingest_workers > 1 and in_memory:
+            raise EdgeloopError("several ingest workers need a store on disk or a server, not an in-memory SQLite")
         if config.ingest_workers > 1 and not shared:
             raise EdgeloopError("several ingest workers need an MQTT 5 shared subscription (not the embedded broker)")
-        self.ingests = [
-            Ingest(self.store, self._broker_settings(), worker=i, shared=shared, statuses=(i == 0))
-            for i in range(config.ingest_workers)
+        # worker 0 runs here (it also records statuses); any further worker gets its own process,
+        # because ingest is CPU-bound Python and threads of one process share one GIL
+        self.ingests: list[Ingest | IngestProcess] = [
+            Ingest(self.store, self._broker_settings(), worker=0, shared=shared, statuses=True)
+        ]
+        self.ingests += [
+            IngestProcess(config.store_url, self._broker_settings(), worker=i, shared=shared, statuses=False)
+            for i in range(1, config.ingest_workers)
         ]
         self.publisher = MqttSession(self._broker_settings(), client_id=f"edgeloop-host-{config.port}")
         self.controller = RolloutController(self.store, self._publish, config.base_url, config.tick_s)

@@ -84,3 +84,34 @@ def test_single_worker_on_the_embedded_broker(tmp_path: Path) -> None:
         store.close()
     finally:
         broker.stop()
+
+
+def test_a_worker_process_shares_the_subscription_with_an_in_process_worker(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """`serve --ingest-workers 2`: worker 1 runs in a child process; its counters come back to the parent."""
+    from host.ingest import IngestProcess
+
+    url = str(tmp_path / "s.sqlite")
+    store = Store(url)
+    broker = BrokerSettings(port=mosquitto.port)
+    local = Ingest(store, broker, worker=0, shared=True)
+    child = IngestProcess(url, broker, worker=1, shared=True, statuses=False)
+    local.start()
+    child.start()
+    assert local.session.wait_connected(10)
+    time.sleep(0.5)
+    pub = Recorder(mosquitto.port, "nothing/#", client_id="publisher")
+    reports = [benchmark_report(f"d{i % 5}") for i in range(400)]
+    for r in reports + reports[:20]:
+        pub.client.publish(p.report_topic("lab", r.device_id, "benchmark"), p.encode(r), qos=1)
+    _wait(lambda: local.stats.written + child.stats.written + local.stats.duplicates + child.stats.duplicates >= 420)
+    assert child.alive()
+    assert child.stats.written > 0 and local.stats.written > 0, "both workers took a share"
+    assert local.stats.written + child.stats.written == 400
+    assert store.count_reports() == 400
+    child.stop()
+    assert not child.alive()
+    local.stop()
+    pub.close()
+    store.close()
