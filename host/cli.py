@@ -108,6 +108,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         atol=args.atol,
         opset=args.opset,
         fold=not args.no_fold_bn,
+        parity_limit=args.parity_images,
     )
     print(f"wrote {args.out}: {parity}")
     return 0
@@ -121,6 +122,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--atol", type=float, default=1e-3, help="max abs logit difference allowed")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization nodes")
+    p.add_argument("--parity-images", type=int, default=1000, help="how many images of --data the parity check uses")
     p.set_defaults(handler=_cmd_export)
 
 

@@ -149,6 +149,7 @@ def export_verified(
     min_agreement: float = 0.999,
     opset: int = DEFAULT_OPSET,
     dynamo: bool = True,
+    parity_limit: int = 1000,
 ) -> Parity:
     """Export ``model`` and keep the file only if it matches ``reference`` (default: ``model``)."""
     out = Path(out)
@@ -160,7 +161,7 @@ def export_verified(
         onnx_from_torch(model, tmp, meta.preprocessing.size, opset, dynamo)
         finalize_onnx(tmp, meta)
         parity = check_parity(
-            reference if reference is not None else model, tmp, parity_images(data), meta.preprocessing
+            reference if reference is not None else model, tmp, parity_images(data, parity_limit), meta.preprocessing
         )
         log.info("%s", parity)
         if not parity.ok(atol, min_agreement):
@@ -182,6 +183,7 @@ def export_command(
     atol: float = 1e-3,
     opset: int = DEFAULT_OPSET,
     fold: bool = True,
+    parity_limit: int = 1000,
 ) -> Parity:
     """``edgeloop export``: fold BN (default), export, check, and write only a verified file."""
     from host import checkpoint
@@ -197,4 +199,6 @@ def export_command(
         "fp32",
         {"source": checkpoint_path.name, "bn_folded": str(fold).lower()},
     )
-    return export_verified(to_export, out, meta, reference=model, data=data, atol=atol, opset=opset)
+    return export_verified(
+        to_export, out, meta, reference=model, data=data, atol=atol, opset=opset, parity_limit=parity_limit
+    )
