@@ -37,8 +37,9 @@ class _QuantIO(nn.Module):
     def __init__(self, inner: nn.Conv2d | nn.Linear) -> None:
         super().__init__()
         self.inner = inner
-        self.scale = nn.Parameter(torch.tensor(1.0))
-        self.register_buffer("zero_point", torch.tensor(0.0))
+        # shape [1], not 0-dim: the learnable fake-quantize kernel indexes scale[0]
+        self.scale = nn.Parameter(torch.ones(1))
+        self.register_buffer("zero_point", torch.zeros(1))
         self.mode = "train"  # "float" (calibration: no fake quant), "train" (learnable scale), "export"
         self.export_scale = 1.0
 

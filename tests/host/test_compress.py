@@ -196,6 +196,16 @@ def test_qat_export_and_exact_u8_twin(tiny_ckpt: Path, golden_dir: Path, tmp_pat
     images = datasets.load_labelled(golden_dir, limit=64).images
     qmodel, info = qat.prepare_qat(fold_bn(ck.build()), images, ck.preprocessing)
     assert info["layers"] == 22  # 21 convs + the classifier
+    # one optimiser step of fake-quant training: every learnable input scale gets a gradient
+    qmodel.train()
+    before = qat.learned_ranges(qmodel)
+    x = torch.randn(8, 3, 32, 32)
+    loss = torch.nn.functional.cross_entropy(qmodel(x), torch.arange(8) % 10)
+    loss.backward()
+    scales = [m.scale for m in qmodel.modules() if isinstance(m, qat._QuantIO)]
+    assert all(s.grad is not None and torch.isfinite(s.grad).all() for s in scales)
+    torch.optim.SGD([s for s in scales], lr=1e-3).step()
+    assert qat.learned_ranges(qmodel) != before
     qmodel.eval()
     qat.set_exporting(qmodel, True)
     out = tmp_path / "qat-trt.onnx"
