@@ -102,6 +102,10 @@ def _run_rollout(server: HostServer, release: str, cfg: RolloutConfig, timeout: 
     return dict(_wait(done, timeout, f"rollout {rid}"))
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(
     workdir: Path | None = None,
     keep_running: bool = False,
@@ -110,6 +114,8 @@ def run_demo(
     max_accuracy_drop: float = 2.0,
 ) -> int:
     t0 = time.monotonic()
+    # SIGTERM (systemd, `kill`, a CI runner) must stop the agents too: run the cleanup below
+    signal.signal(signal.SIGTERM, _interrupt)
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgeloop-demo-")

@@ -204,7 +204,7 @@ def test_qat_export_and_exact_u8_twin(tiny_ckpt: Path, golden_dir: Path, tmp_pat
     loss.backward()
     scales = [m.scale for m in qmodel.modules() if isinstance(m, qat._QuantIO)]
     assert all(s.grad is not None and torch.isfinite(s.grad).all() for s in scales)
-    torch.optim.SGD([s for s in scales], lr=1e-3).step()
+    torch.optim.SGD(scales, lr=1e-3).step()
     assert qat.learned_ranges(qmodel) != before
     qmodel.eval()
     qat.set_exporting(qmodel, True)
