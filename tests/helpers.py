@@ -54,10 +54,9 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {self.workdir}/\nautosave_interval {self.autosave_interval}\n"
             f"max_queued_messages 1000000\nmax_inflight_messages {self.max_inflight_messages}\n"
-            f"log_dest file {self.workdir}/mosquitto.log\n"
+            f"log_dest file {self.workdir}/mosquitto.log\n" + ("user root\n" if os.geteuid() == 0 else "")
             # started as root, Mosquitto drops to the `mosquitto` user, which cannot write its
             # persistence file into pytest's private temp dir: sessions would not survive a restart
-            + ("user root\n" if os.geteuid() == 0 else "")
         )
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
