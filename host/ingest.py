@@ -192,12 +192,6 @@ class IngestProcess:
         values = dict(zip(_STAT_FIELDS, list(self._counters), strict=True))
         return IngestStats(**values, started=self._started)
 
-    def drained(self) -> bool:
-        return True  # the child flushes its queue before it exits
-
-    def rate(self) -> float:
-        return self.stats.written / max(1e-9, time.monotonic() - self._started)
-
 
 def _ingest_child(
     store_url: str,
