@@ -9,6 +9,7 @@ pre-decoded tensors. Evaluation: decode + preprocess run in a thread pool ahead 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -59,7 +60,7 @@ class EvalResult:
     n_images: int
     top1: float
     seconds: float
-    decode_s: float  # decode + preprocess, summed over worker threads
+    decode_s: float  # read + decode + preprocess, summed over worker threads
     infer_s: float
     per_class: dict[str, float] = field(default_factory=dict)
     predictions: npt.NDArray[np.int64] | None = None
@@ -113,23 +114,19 @@ def measure_throughput(
 
 
 def _decode_batch(
-    chunk: list[tuple[bytes, int]], prep: Preprocessing
+    chunk: list[tuple[Sample, int]], members: dict[str, bytes], prep: Preprocessing
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float]:
+    """Read, decode and preprocess one batch in a worker thread (file reads and OpenCV release the GIL)."""
     t0 = time.perf_counter()
-    x = imaging.preprocess_batch([imaging.decode(data) for data, _ in chunk], prep)
+    images = [imaging.decode(datasets.read_sample(sample, members)) for sample, _ in chunk]
+    x = imaging.preprocess_batch(images, prep)
     y = np.fromiter((label for _, label in chunk), dtype=np.int64, count=len(chunk))
     return x, y, time.perf_counter() - t0
 
 
-def _chunks(samples: Sequence[Sample], labels: npt.NDArray[np.int64], size: int) -> Iterator[list[tuple[bytes, int]]]:
-    chunk: list[tuple[bytes, int]] = []
-    for data, label in zip(datasets.read_bytes(samples), labels, strict=True):
-        chunk.append((data, int(label)))
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _chunks(samples: Sequence[Sample], labels: npt.NDArray[np.int64], size: int) -> Iterator[list[tuple[Sample, int]]]:
+    for i in range(0, len(samples), size):
+        yield [(s, int(label)) for s, label in zip(samples[i : i + size], labels[i : i + size], strict=True)]
 
 
 def evaluate(
@@ -144,6 +141,7 @@ def evaluate(
 ) -> EvalResult:
     """Top-1 on labelled samples, with decode/preprocess pipelined ahead of inference."""
     labels = datasets.label_indices(samples, classes)
+    members = datasets.archive_members(samples)  # a .tar.gz is read once, sequentially; folders lazily
     batch = min(batch, runtime.engine.max_batch)
     preds: list[npt.NDArray[np.int64]] = []
     truth: list[npt.NDArray[np.int64]] = []
@@ -153,14 +151,14 @@ def evaluate(
         pending: deque[Future[Any]] = deque()
         chunks = _chunks(samples, labels, batch)
         for chunk in chunks:
-            pending.append(pool.submit(_decode_batch, chunk, prep))
+            pending.append(pool.submit(_decode_batch, chunk, members, prep))
             if len(pending) >= prefetch:
                 break
         while pending:
             x, y, dt = pending.popleft().result()
             nxt = next(chunks, None)
             if nxt is not None:
-                pending.append(pool.submit(_decode_batch, nxt, prep))
+                pending.append(pool.submit(_decode_batch, nxt, members, prep))
             decode_s += dt
             ti = time.perf_counter()
             logits = runtime.infer(x)
@@ -175,3 +173,52 @@ def evaluate(
     per_class = {c: float((p[t == i] == i).mean()) for i, c in enumerate(classes) if (t == i).any()}
     top1 = float((p == t).mean()) if len(t) else 0.0
     return EvalResult(len(t), top1, seconds, decode_s, infer_s, per_class, p)
+
+
+@dataclass
+class RawVsEndToEnd:
+    """Raw and end-to-end throughput measured in alternating rounds of one run (medians compared)."""
+
+    raw_ips: list[float]
+    end_to_end_ips: list[float]
+    evaluation: EvalResult  # the last round's (top-1 is the same in every round)
+
+    @property
+    def raw_median(self) -> float:
+        return statistics.median(self.raw_ips)
+
+    @property
+    def end_to_end_median(self) -> float:
+        return statistics.median(self.end_to_end_ips)
+
+    @property
+    def ratio(self) -> float:
+        return self.end_to_end_median / self.raw_median if self.raw_median else 0.0
+
+
+def raw_vs_end_to_end(
+    runtime: Runtime,
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    prep: Preprocessing,
+    batch: int = 256,
+    rounds: int = 3,
+) -> RawVsEndToEnd:
+    """Evaluate, then time raw inference for as long as the evaluation took; ``rounds`` times.
+
+    Shared CPUs drift by tens of percent within a minute, so one raw figure taken before one
+    evaluation compares two different machines; alternating rounds and medians compare like with like.
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    raw: list[float] = []
+    e2e: list[float] = []
+    ev: EvalResult | None = None
+    for r in range(rounds):
+        ev = evaluate(runtime, samples, classes, prep, batch=batch)
+        e2e.append(ev.throughput_ips)
+        raw.append(measure_throughput(runtime, batch=batch, min_seconds=max(1.0, ev.seconds)).ips)
+        log.info("round %d/%d: end-to-end %.0f img/s, raw %.0f img/s", r + 1, rounds, e2e[-1], raw[-1])
+    if ev is None:  # unreachable: rounds >= 1
+        raise ValueError("no rounds ran")
+    return RawVsEndToEnd(raw, e2e, ev)

@@ -76,6 +76,7 @@ def bench_command(
     throughput_batch: int,
     limit: int | None,
     sparse: bool = False,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     """trtexec-like local report: build, latency percentiles, raw and end-to-end throughput, top-1."""
     from device import bench, sysinfo
@@ -84,6 +85,8 @@ def bench_command(
     from shared import datasets
     from shared.modelmeta import read_meta
 
+    if rounds < 1:
+        raise EdgeloopError(f"--rounds must be at least 1, got {rounds}")
     meta = read_meta(model)
     precision = precision or meta.precision
     config = _runtime_config(runtime_name)
@@ -113,14 +116,21 @@ def bench_command(
             samples = datasets.list_samples(data)
             if limit:
                 samples = datasets._balanced_subset(samples, limit)
-            ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing, batch=throughput_batch)
+            both = bench.raw_vs_end_to_end(
+                rt, samples, meta.classes, meta.preprocessing, batch=throughput_batch, rounds=rounds
+            )
+            ev = both.evaluation
             result.update(
+                raw_throughput_ips=both.raw_median,  # measured beside the evaluations, same batch
+                raw_throughput_rounds=[round(v, 1) for v in both.raw_ips],
                 top1=ev.top1,
                 n_images=ev.n_images,
-                end_to_end_throughput_ips=ev.throughput_ips,
+                end_to_end_throughput_ips=both.end_to_end_median,
+                end_to_end_rounds=[round(v, 1) for v in both.end_to_end_ips],
+                rounds=rounds,
                 decode_preprocess_ms_per_image=1e3 * ev.decode_s / max(1, ev.n_images),
                 inference_ms_per_image=1e3 * ev.infer_s / max(1, ev.n_images),
-                end_to_end_vs_raw=ev.throughput_ips / thr.ips if thr.ips else None,
+                end_to_end_vs_raw=both.ratio,
                 per_class=ev.per_class,
             )
         result["process_rss_mb"] = sysinfo.process_rss_mb()
@@ -140,6 +150,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.throughput_batch,
         args.limit,
         args.sparse,
+        args.rounds,
     )
     if args.json:
         print(json.dumps(r, indent=2))
@@ -158,7 +169,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if "top1" in r:
         print(f"accuracy     top-1 {100 * r['top1']:.2f}% on {r['n_images']:,} images")
         print(
-            f"end-to-end   {r['end_to_end_throughput_ips']:,.0f} img/s ({100 * r['end_to_end_vs_raw']:.0f}% of raw); "
+            f"end-to-end   {r['end_to_end_throughput_ips']:,.0f} img/s ({100 * r['end_to_end_vs_raw']:.0f}% of raw, "
+            f"medians of {r['rounds']} alternating rounds); "
             f"decode+preprocess {r['decode_preprocess_ms_per_image']:.3f} ms/img, "
             f"inference {r['inference_ms_per_image']:.3f} ms/img"
         )
@@ -194,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--throughput-batch", type=int, default=256, help="batch size for throughput and evaluation")
     b.add_argument("--data", help="labelled ImageFolder set: adds top-1 and end-to-end throughput")
     b.add_argument("--limit", type=int, help="evaluate on at most this many images")
+    b.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="with --data: alternate evaluation and raw-throughput rounds this many times and compare medians",
+    )
     b.add_argument("--runtime", choices=["auto", "onnxruntime", "tensorrt"], default="auto")
     b.add_argument("--sparse", action="store_true", help="enable 2:4 sparse weights (TensorRT, Ampere+)")
     b.add_argument("--warmup", type=int, default=20)

@@ -143,11 +143,11 @@ def label_indices(samples: Sequence[Sample], classes: Sequence[str]) -> npt.NDAr
     return np.fromiter((index[s.class_name] for s in samples), dtype=np.int64, count=len(samples))
 
 
-def read_bytes(samples: Sequence[Sample]) -> Iterator[bytes]:
-    """Yield each sample's encoded bytes in order.
+def archive_members(samples: Sequence[Sample]) -> dict[str, bytes]:
+    """The encoded bytes of every sample that lives in a .tar.gz, keyed by ``Sample.source``.
 
     A .tar.gz cannot seek backwards cheaply, so each archive is read in one sequential pass
-    (keeping only the members asked for) before its samples are yielded.
+    (keeping only the members asked for). Samples in plain folders are not read here.
     """
     archives: dict[str, set[str]] = {}
     for s in samples:
@@ -162,17 +162,27 @@ def read_bytes(samples: Sequence[Sample]) -> Iterator[bytes]:
                     f = tar.extractfile(info)
                     if f is not None:
                         members[f"{archive}::{info.name}"] = f.read()
+    return members
+
+
+def read_sample(sample: Sample, members: dict[str, bytes]) -> bytes:
+    """One sample's encoded bytes: from ``members`` (see ``archive_members``) or from its file."""
+    if "::" in sample.source:
+        try:
+            return members[sample.source]
+        except KeyError:
+            raise EdgeloopError(f"{sample.source} is missing or not a regular file") from None
+    try:
+        return Path(sample.source).read_bytes()
+    except OSError as e:
+        raise EdgeloopError(f"cannot read {sample.source}: {e.strerror}") from e
+
+
+def read_bytes(samples: Sequence[Sample]) -> Iterator[bytes]:
+    """Yield each sample's encoded bytes in order."""
+    members = archive_members(samples)
     for s in samples:
-        if "::" in s.source:
-            try:
-                yield members[s.source]
-            except KeyError:
-                raise EdgeloopError(f"{s.source} is missing or not a regular file") from None
-        else:
-            try:
-                yield Path(s.source).read_bytes()
-            except OSError as e:
-                raise EdgeloopError(f"cannot read {s.source}: {e.strerror}") from e
+        yield read_sample(s, members)
 
 
 def decode_all(

@@ -60,6 +60,8 @@ def test_bench_cli_json_contract(zoo_onnx: Path, golden_dir: Path) -> None:
             "2",
             "--throughput-batch",
             "32",
+            "--rounds",
+            "2",
         ],
         cwd=REPO,
         env=agent_env(),
@@ -82,3 +84,20 @@ def test_bench_cli_json_contract(zoo_onnx: Path, golden_dir: Path) -> None:
     assert set(r["latency_ms"]) >= {"p50", "p90", "p99", "max"}
     assert r["runtime"] == "onnxruntime" and r["precision"] == "fp32" and r["n_images"] == 200
     assert 0 <= r["top1"] <= 1
+    # raw and end-to-end come from alternating rounds; the reported figures are their medians
+    assert len(r["raw_throughput_rounds"]) == len(r["end_to_end_rounds"]) == r["rounds"] == 2
+    assert min(r["raw_throughput_rounds"]) <= r["raw_throughput_ips"] <= max(r["raw_throughput_rounds"])
+    assert r["end_to_end_vs_raw"] == pytest.approx(r["end_to_end_throughput_ips"] / r["raw_throughput_ips"])
+
+
+def test_raw_vs_end_to_end_alternates_rounds(zoo_onnx: Path, golden_dir: Path, tmp_path: Path) -> None:
+    meta = read_meta(zoo_onnx)
+    samples = datasets.list_samples(golden_dir)
+    with OnnxRuntimeRuntime() as rt:
+        rt.load(rt.build(zoo_onnx, "fp32", tmp_path))
+        both = bench.raw_vs_end_to_end(rt, samples, meta.classes, meta.preprocessing, batch=50, rounds=3)
+        with pytest.raises(ValueError):
+            bench.raw_vs_end_to_end(rt, samples, meta.classes, meta.preprocessing, rounds=0)
+    assert len(both.raw_ips) == len(both.end_to_end_ips) == 3
+    assert both.evaluation.n_images == 200
+    assert both.ratio == pytest.approx(both.end_to_end_median / both.raw_median)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from host.release import ReleaseStore
 from shared import protocol as p
 from shared.protocol import ReleaseManifest
 from tests.e2e.conftest import StartAgent
@@ -84,6 +86,7 @@ def test_bad_input_gives_events_and_the_agent_keeps_running(
     make_release: MakeRelease,
     served: str,
     resign: Callable[[ReleaseManifest], ReleaseManifest],
+    store: ReleaseStore,
 ) -> None:
     rec = Recorder(mosquitto.port)
     agent = start_agent()
@@ -101,14 +104,21 @@ def test_bad_input_gives_events_and_the_agent_keeps_running(
     truncated = resign(
         good.model_copy(update={"version": "1.2.0", "artifacts": (art.model_copy(update={"size": art.size + 7}),)})
     )
+    garbage = b"\x08\x07not an onnx graph" * 500  # served intact, signed, right sha256: only the build fails
+    digest = hashlib.sha256(garbage).hexdigest()
+    (store.artifacts / f"{digest}.onnx").write_bytes(garbage)
+    corrupt_art = art.model_copy(update={"sha256": digest, "size": len(garbage), "url": f"artifacts/{digest}.onnx"})
+    corrupt = resign(good.model_copy(update={"version": "1.3.0", "artifacts": (corrupt_art,)}))
     _deploy(rec, bad_sha, served)
     _deploy(rec, truncated, served)
-    events = rec.wait_for("/report/event", count=4, timeout=120)
+    _deploy(rec, corrupt, served)
+    events = rec.wait_for("/report/event", count=5, timeout=120)
     codes = [p.decode_report(e).code for e in events]  # type: ignore[union-attr]
     assert codes.count("malformed_command") == 2
     assert "artifact_sha256_mismatch" in codes and "artifact_truncated" in codes
+    assert "engine_build_failed" in codes
     failed = [r for r in _reports(rec, "deploy") if isinstance(r, p.DeployReport) and not r.ok]
-    assert {r.release.version for r in failed} == {"1.1.0", "1.2.0"}
+    assert {r.release.version for r in failed} == {"1.1.0", "1.2.0", "1.3.0"}
     # still alive, still running the good release: a benchmark command is answered for it
     rec.publish(topic, p.encode(p.BenchmarkCommand(device_id="dev-1", bench=FAST)))
     rec.wait_for("/report/benchmark", count=2, timeout=120)
