@@ -77,6 +77,7 @@ def bench_command(
     limit: int | None,
     sparse: bool = False,
     rounds: int = 3,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """trtexec-like local report: build, latency percentiles, raw and end-to-end throughput, top-1."""
     from device import bench, sysinfo
@@ -133,6 +134,19 @@ def bench_command(
                 end_to_end_vs_raw=both.ratio,
                 per_class=ev.per_class,
             )
+        if profile:
+            layers = rt.profile_layers(batch=throughput_batch)
+            by_op: dict[str, float] = {}
+            for layer in layers:
+                by_op[layer.op] = by_op.get(layer.op, 0.0) + layer.ms
+            result.update(
+                profile_batch=min(throughput_batch, engine.max_batch),
+                layers=[
+                    {"name": x.name, "op": x.op, "ms": x.ms, "output_shape": list(x.output_shape or [])} for x in layers
+                ],
+                layers_total_ms=sum(x.ms for x in layers),
+                ms_by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+            )
         result["process_rss_mb"] = sysinfo.process_rss_mb()
         result["gpu_mem_mb"] = rt.gpu_memory_mb()
     return result
@@ -151,6 +165,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.limit,
         args.sparse,
         args.rounds,
+        args.profile,
     )
     if args.json:
         print(json.dumps(r, indent=2))
@@ -174,9 +189,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"decode+preprocess {r['decode_preprocess_ms_per_image']:.3f} ms/img, "
             f"inference {r['inference_ms_per_image']:.3f} ms/img"
         )
+    if "layers" in r:
+        _print_profile(r)
     gpu = f", GPU {r['gpu_mem_mb']:.0f} MB" if r["gpu_mem_mb"] is not None else ""
     print(f"memory       RSS {r['process_rss_mb']:.0f} MB{gpu}")
     return 0
+
+
+def _print_profile(r: dict[str, Any], top: int = 15) -> None:
+    total = r["layers_total_ms"] or 1.0
+    print(f"profile      batch {r['profile_batch']}: {r['layers_total_ms']:.2f} ms in {len(r['layers'])} layers")
+    for layer in sorted(r["layers"], key=lambda x: -x["ms"])[:top]:
+        shape = "x".join(map(str, layer["output_shape"])) or "-"
+        share = 100 * layer["ms"] / total
+        print(f"  {layer['ms']:8.3f} ms {share:5.1f}%  {layer['op']:<16} {shape:<18} {layer['name']}")
+    print("  by op: " + ", ".join(f"{op} {ms:.2f} ms" for op, ms in r["ms_by_op"].items()))
 
 
 def _cmd_sysinfo(args: argparse.Namespace) -> int:
@@ -214,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--runtime", choices=["auto", "onnxruntime", "tensorrt"], default="auto")
     b.add_argument("--sparse", action="store_true", help="enable 2:4 sparse weights (TensorRT, Ampere+)")
+    b.add_argument(
+        "--profile",
+        action="store_true",
+        help="per-layer times at the throughput batch, like trtexec --dumpProfile (ORT profiler / TensorRT IProfiler)",
+    )
     b.add_argument("--warmup", type=int, default=20)
     b.add_argument("--iterations", type=int, default=200)
     b.add_argument("--json", action="store_true", help="print one JSON object")

@@ -56,6 +56,16 @@ class Engine:
 
 
 @dataclass(frozen=True)
+class LayerTime:
+    """Mean time of one layer (node) per inference call, as the backend's profiler reports it."""
+
+    name: str
+    op: str
+    ms: float
+    output_shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Timing:
     """Milliseconds of one inference call, split where the backend can tell the parts apart."""
 
@@ -144,6 +154,18 @@ class Runtime(ABC):
         self.last_timing = timing if timing is not None else Timing(total_ms=total)
         return out
 
+    def profile_layers(self, batch: int = 256, runs: int = 5) -> list[LayerTime]:
+        """Per-layer times (like ``trtexec --dumpProfile``), averaged over ``runs`` calls after a warm-up.
+
+        Runs on random input of the loaded engine's shape, in execution order.
+        """
+        engine = self.engine
+        if runs < 1:
+            raise EngineError(f"profiling needs at least one run, got {runs}")
+        batch = max(1, min(batch, engine.max_batch))
+        x = np.random.default_rng(0).standard_normal((batch, *engine.input_shape), dtype=np.float32)
+        return self._profile_impl(x, runs)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -189,6 +211,9 @@ class Runtime(ABC):
 
     @abstractmethod
     def _infer_impl(self, batch: F32) -> tuple[F32, Timing | None]: ...
+
+    def _profile_impl(self, batch: F32, runs: int) -> list[LayerTime]:
+        raise EngineError(f"{self.name}: per-layer profiling is not available for this runtime")
 
     def _unload_impl(self) -> None:  # noqa: B027  (optional hook: not every backend holds anything)
         """Release what ``_load_impl`` acquired."""

@@ -8,15 +8,26 @@ records.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.runtimes.base import F32, Engine, EngineError, Precision, Runtime, RuntimeUnavailableError, Timing
+from device.runtimes.base import (
+    F32,
+    Engine,
+    EngineError,
+    LayerTime,
+    Precision,
+    Runtime,
+    RuntimeUnavailableError,
+    Timing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +172,41 @@ class OnnxRuntimeRuntime(Runtime):
 
     def _unload_impl(self) -> None:
         self._session = None
+
+    def _profile_impl(self, batch: F32, runs: int) -> list[LayerTime]:
+        """ORT's own profiler on a second session over the same engine file: per-node kernel times."""
+        with tempfile.TemporaryDirectory() as tmp:
+            so = self._session_options()
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "ort")
+            try:
+                session = self._ort.InferenceSession(str(self.engine.path), sess_options=so, providers=self.providers)
+                for _ in range(runs + 1):  # the first run warms up and is dropped below
+                    session.run([self._output_name], {self._input_name: batch})
+                events = json.loads(Path(session.end_profiling()).read_text())
+            except Exception as e:  # ORT raises its own types
+                raise EngineError(f"onnxruntime profiling failed: {str(e).strip()[:300]}") from e
+        return layer_times(events)
+
+
+def layer_times(events: list[dict[str, Any]]) -> list[LayerTime]:
+    """Mean kernel time per node from an ORT profile (Chrome trace JSON), first call of each dropped."""
+    durations: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    for e in events:
+        name = str(e.get("name", ""))
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        node = name.removesuffix("_kernel_time")
+        durations.setdefault(node, []).append(float(e.get("dur", 0)) / 1e3)  # microseconds -> ms
+        args = e.get("args", {})
+        ops[node] = str(args.get("op_name", "?"))
+        out = args.get("output_type_shape") or []
+        dims = next(iter(out[0].values()), None) if out and isinstance(out[0], dict) else None
+        shapes[node] = tuple(int(d) for d in dims) if dims else None
+    result = []
+    for node, ds in durations.items():  # dicts keep first-seen order: execution order
+        timed = ds[1:] or ds
+        result.append(LayerTime(node, ops[node], sum(timed) / len(timed), shapes[node]))
+    return result

@@ -23,7 +23,16 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.runtimes.base import F32, Engine, EngineError, Precision, Runtime, RuntimeUnavailableError, Timing
+from device.runtimes.base import (
+    F32,
+    Engine,
+    EngineError,
+    LayerTime,
+    Precision,
+    Runtime,
+    RuntimeUnavailableError,
+    Timing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +122,20 @@ def _make_logger(trt: Any) -> Any:
 def _logger(trt: Any) -> Any:
     """One TensorRT logger per process (TensorRT keeps a pointer to it for the process lifetime)."""
     return _make_logger(trt)
+
+
+def _make_profiler(trt: Any) -> Any:
+    """An IProfiler that collects every layer's time per call (TensorRT calls it for enqueueV3 too)."""
+
+    class _LayerProfiler(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.times: dict[str, list[float]] = {}
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            self.times.setdefault(str(layer_name), []).append(float(ms))
+
+    return _LayerProfiler()
 
 
 def _onnx_is_fp16(onnx_path: Path) -> bool:
@@ -331,11 +354,16 @@ class TensorRTRuntime(Runtime):
     def _infer_impl(self, batch: F32) -> tuple[F32, Timing | None]:
         if self._buffers is None or self._context is None:
             raise EngineError("tensorrt: no engine loaded")
+        return self._run(self._context, batch)
+
+    def _run(self, context: Any, batch: F32) -> tuple[F32, Timing]:
+        if self._buffers is None:
+            raise EngineError("tensorrt: no engine loaded")
         c, b = self._cudart, self._buffers
         n = batch.shape[0]
         in_bytes, out_n = batch.nbytes, n * int(np.prod(self._out_shape))
         ctypes.memmove(int(b.in_host), batch.ctypes.data, in_bytes)
-        if not self._context.set_input_shape(self._in_name, batch.shape):
+        if not context.set_input_shape(self._in_name, batch.shape):
             raise EngineError(f"TensorRT rejected input shape {batch.shape}")
         h2d = c.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = c.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -343,7 +371,7 @@ class TensorRTRuntime(Runtime):
         _check(c, c.cudaEventRecord(ev[0], b.stream), "cudaEventRecord")
         _check(c, c.cudaMemcpyAsync(b.in_dev, b.in_host, in_bytes, h2d, b.stream), "cudaMemcpyAsync(H2D)")
         _check(c, c.cudaEventRecord(ev[1], b.stream), "cudaEventRecord")
-        if not self._context.execute_async_v3(int(b.stream)):
+        if not context.execute_async_v3(int(b.stream)):
             raise EngineError("TensorRT execute_async_v3 failed")
         _check(c, c.cudaEventRecord(ev[2], b.stream), "cudaEventRecord")
         _check(c, c.cudaMemcpyAsync(b.out_host, b.out_dev, out_n * 4, d2h, b.stream), "cudaMemcpyAsync(D2H)")
@@ -355,6 +383,31 @@ class TensorRTRuntime(Runtime):
         return logits, Timing(
             total_ms=float(sum(ms)), h2d_ms=float(ms[0]), compute_ms=float(ms[1]), d2h_ms=float(ms[2])
         )
+
+    def _profile_impl(self, batch: F32, runs: int) -> list[LayerTime]:
+        """Layer times from an IProfiler on a second execution context (the serving one stays unprofiled)."""
+        if self._engine_obj is None or self._buffers is None:
+            raise EngineError("tensorrt: no engine loaded")
+        context = self._engine_obj.create_execution_context()
+        if context is None:
+            raise EngineError("TensorRT could not create a profiling context (out of GPU memory?)")
+        profiler = _make_profiler(self._trt)
+        try:
+            context.profiler = profiler
+            ok = context.set_tensor_address(self._in_name, int(self._buffers.in_dev)) and context.set_tensor_address(
+                self._out_name, int(self._buffers.out_dev)
+            )
+            if not ok:
+                raise EngineError("TensorRT rejected the tensor addresses")
+            for _ in range(runs + 1):  # the first call warms up and is dropped below
+                self._run(context, batch)
+        finally:
+            del context  # frees its activation memory before anything else runs
+        result = []
+        for name, times in profiler.times.items():
+            timed = times[1:] or times
+            result.append(LayerTime(name, "trt-layer", sum(timed) / len(timed)))
+        return result
 
     def _unload_impl(self) -> None:
         if self._buffers is not None:

@@ -62,6 +62,7 @@ def test_bench_cli_json_contract(zoo_onnx: Path, golden_dir: Path) -> None:
             "32",
             "--rounds",
             "2",
+            "--profile",
         ],
         cwd=REPO,
         env=agent_env(),
@@ -88,6 +89,9 @@ def test_bench_cli_json_contract(zoo_onnx: Path, golden_dir: Path) -> None:
     assert len(r["raw_throughput_rounds"]) == len(r["end_to_end_rounds"]) == r["rounds"] == 2
     assert min(r["raw_throughput_rounds"]) <= r["raw_throughput_ips"] <= max(r["raw_throughput_rounds"])
     assert r["end_to_end_vs_raw"] == pytest.approx(r["end_to_end_throughput_ips"] / r["raw_throughput_ips"])
+    # --profile: per-layer times that add up to the reported total
+    assert r["layers"] and r["layers_total_ms"] == pytest.approx(sum(x["ms"] for x in r["layers"]))
+    assert r["profile_batch"] == 32 and all(x["output_shape"][0] == 32 for x in r["layers"] if x["output_shape"])
 
 
 def test_raw_vs_end_to_end_alternates_rounds(zoo_onnx: Path, golden_dir: Path, tmp_path: Path) -> None:

@@ -73,3 +73,34 @@ def test_engine_from_other_runtime_is_refused(zoo_onnx: Path, tmp_path: Path) ->
         engine = rt.build(zoo_onnx, "fp32", tmp_path)
         with pytest.raises(EngineError, match="built by tensorrt"):
             rt.load(replace(engine, runtime="tensorrt"))
+
+
+def test_profile_layers_covers_every_conv(zoo_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(zoo_onnx)).graph.node)
+    with OnnxRuntimeRuntime() as rt:
+        with pytest.raises(EngineError):
+            rt.profile_layers()  # nothing loaded yet
+        rt.load(rt.build(zoo_onnx, "fp32", tmp_path))
+        layers = rt.profile_layers(batch=8, runs=2)
+        with pytest.raises(EngineError):
+            rt.profile_layers(runs=0)
+    conv_layers = [x for x in layers if "Conv" in x.op]
+    assert len(conv_layers) == convs  # ORT fuses BN/ReLU into the convs but keeps one node per conv
+    assert all(x.ms > 0 for x in conv_layers)
+    assert conv_layers[0].output_shape is not None and conv_layers[0].output_shape[0] == 8
+
+
+def test_layer_times_drop_the_warm_up_call() -> None:
+    from device.runtimes.onnxruntime import layer_times
+
+    def ev(name: str, dur: float) -> dict[str, object]:
+        args = {"op_name": "Conv", "output_type_shape": [{"float": [1, 16, 32, 32]}]}
+        return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "args": args}
+
+    events = [ev("a", 900.0), ev("b", 50.0), ev("a", 100.0), ev("b", 30.0), ev("a", 300.0), {"cat": "Session"}]
+    got = layer_times(events)
+    assert [x.name for x in got] == ["a", "b"]
+    assert got[0].ms == pytest.approx(0.2) and got[1].ms == pytest.approx(0.03)
+    assert got[0].output_shape == (1, 16, 32, 32) and got[0].op == "Conv"

@@ -65,3 +65,12 @@ def test_engine_cache_hit_on_gpu(zoo_onnx: Path, tmp_path: Path) -> None:
         _, hit1 = cache.get_or_build(rt, zoo_onnx, "x" * 64, "fp16")
         _, hit2 = cache.get_or_build(rt, zoo_onnx, "x" * 64, "fp16")
     assert (hit1, hit2) == (False, True)
+
+
+def test_layer_profile_on_gpu(zoo_onnx: Path, tmp_path: Path) -> None:
+    with TensorRTRuntime(TensorRTConfig(max_batch=32)) as rt:
+        rt.load(rt.build(zoo_onnx, "fp16", tmp_path))
+        layers = rt.profile_layers(batch=32, runs=3)
+        x = np.random.default_rng(0).standard_normal((4, 3, 32, 32), dtype=np.float32)
+        assert rt.infer(x).shape == (4, 10)  # the serving context still works after profiling
+    assert layers and all(layer.ms >= 0 for layer in layers) and sum(layer.ms for layer in layers) > 0
