@@ -104,6 +104,7 @@ def bench_command(
             "runtime": rt.name,
             "runtime_version": rt.version(),
             "accelerator": rt.accelerator(),
+            "machine": sysinfo.machine(),
             "precision": precision,
             "build_s": round(engine.build_s, 3),
             "batch": batch,

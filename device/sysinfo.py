@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
@@ -159,3 +161,42 @@ def _psutil_temperatures() -> dict[str, float] | None:
 
 def process_rss_mb() -> float:
     return float(psutil.Process(os.getpid()).memory_info().rss / 2**20)
+
+
+# CPU features that decide which ONNX Runtime kernels run (VNNI/AMX int8, BF16, Arm dot product), and so
+# how much INT8 buys on a given machine: speed-ups measured on one CPU do not transfer to another.
+_SPEED_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimddp",
+    "i8mm",
+    "bf16",
+)
+
+
+def machine() -> dict[str, object]:
+    """What a benchmark ran on: CPU model, logical cores and the speed-relevant ISA features."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and value.strip():
+            model = value.strip()
+        elif key in ("flags", "features"):
+            flags.update(value.split())
+    return {
+        "cpu": model,
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "isa": [f for f in _SPEED_FLAGS if f in flags],
+    }

@@ -149,7 +149,12 @@ def build_report(
             speedup_vs_baseline_onnx=thr / base_thr,
             speedup_vs_torch_eager=thr / torch_thr if torch_thr else None,
         )
+    import onnxruntime
+
+    from device.sysinfo import machine
+
     return {
+        "machine": {**machine(), "onnxruntime": onnxruntime.__version__},
         "data": data,
         "n_images": base["n_images"],
         "baseline": baseline_onnx.name,
@@ -246,6 +251,12 @@ def print_report(report: dict[str, Any]) -> None:
     )
     if report.get("torch_eager_fp32_throughput_ips"):
         print(f"PyTorch eager FP32 baseline: {report['torch_eager_fp32_throughput_ips']:,.0f} img/s at batch 256")
+    if m := report.get("machine"):
+        isa = ", ".join(m["isa"]) or "no SIMD flags read"
+        print(
+            f"measured on: {m['cpu']} ({m['logical_cores']} logical cores; {isa}); onnxruntime {m['onnxruntime']}. "
+            "Speed-ups are ratios on this machine: VNNI/AMX decide INT8's gain."
+        )
     for r in report["variants"]:
         for note in r["notes"]:
             print(f"- {r['file']}: {note}")
