@@ -55,14 +55,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime_config(name: str) -> Any:
+def _runtime_config(name: str, threads: int = 0) -> Any:
     from device.runtimes.onnxruntime import OnnxRuntimeConfig
     from device.runtimes.registry import AutoConfig
     from device.runtimes.tensorrt import TensorRTConfig
 
-    return {"auto": AutoConfig(), "onnxruntime": OnnxRuntimeConfig(), "tensorrt": TensorRTConfig(sparse_weights=False)}[
-        name
-    ]
+    ort = OnnxRuntimeConfig(intra_op_threads=threads)
+    return {
+        "auto": AutoConfig(onnxruntime=ort),
+        "onnxruntime": ort,
+        "tensorrt": TensorRTConfig(sparse_weights=False),
+    }[name]
 
 
 def bench_command(
@@ -78,6 +81,7 @@ def bench_command(
     sparse: bool = False,
     rounds: int = 3,
     profile: bool = False,
+    threads: int = 0,
 ) -> dict[str, Any]:
     """trtexec-like local report: build, latency percentiles, raw and end-to-end throughput, top-1."""
     from device import bench, sysinfo
@@ -90,7 +94,9 @@ def bench_command(
         raise EdgeloopError(f"--rounds must be at least 1, got {rounds}")
     meta = read_meta(model)
     precision = precision or meta.precision
-    config = _runtime_config(runtime_name)
+    if threads < 0:
+        raise EdgeloopError(f"--threads must be 0 (one per core) or more, got {threads}")
+    config = _runtime_config(runtime_name, threads)
     if sparse and hasattr(config, "sparse_weights"):
         config.sparse_weights = True
     with registry.create(config) as rt, tempfile.TemporaryDirectory() as tmp:
@@ -167,6 +173,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.sparse,
         args.rounds,
         args.profile,
+        args.threads,
     )
     if args.json:
         print(json.dumps(r, indent=2))
@@ -241,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --data: alternate evaluation and raw-throughput rounds this many times and compare medians",
     )
     b.add_argument("--runtime", choices=["auto", "onnxruntime", "tensorrt"], default="auto")
+    b.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per core)")
     b.add_argument("--sparse", action="store_true", help="enable 2:4 sparse weights (TensorRT, Ampere+)")
     b.add_argument(
         "--profile",
