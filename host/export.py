@@ -66,31 +66,21 @@ def onnx_from_torch(
     example = (torch.zeros(2, 3, input_size, input_size),)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
+        names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
         if dynamo:
             batch = torch.export.Dim("batch", min=1, max=65536)
             torch.onnx.export(
-                model,
-                example,
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=opset,
-                dynamo=True,
-                dynamic_shapes=({0: batch},),
-                external_data=False,
-                verbose=False,
+                model, example, str(path), dynamo=True, dynamic_shapes=({0: batch},), external_data=False, **names
             )
         else:
             torch.onnx.export(
                 model,
                 example,
                 str(path),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=opset,
                 dynamo=False,
                 do_constant_folding=True,
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                **names,
             )
 
 
