@@ -150,9 +150,12 @@ def create_app(server: HostServer) -> FastAPI:
         length = int(request.headers.get("Content-Length") or 0)
         if length > MAX_UPLOAD:
             raise HTTPException(413, f"images are limited to {MAX_UPLOAD} bytes")
-        body = await request.body()
-        if len(body) > MAX_UPLOAD:
-            raise HTTPException(413, f"images are limited to {MAX_UPLOAD} bytes")
+        buf = bytearray()
+        async for chunk in request.stream():  # a chunked body has no Content-Length: stop at the limit
+            buf += chunk
+            if len(buf) > MAX_UPLOAD:
+                raise HTTPException(413, f"images are limited to {MAX_UPLOAD} bytes")
+        body = bytes(buf)
         try:
             imaging.decode(body)
         except EdgeloopError as e:

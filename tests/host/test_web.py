@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from host.server import HostServer, ServeConfig
+from host.web.app import MAX_UPLOAD
 from shared import protocol as p
 from shared.protocol import ReleaseManifest
 from tests.fixtures import MakeRelease
@@ -88,7 +89,40 @@ def test_uploads_are_checked(server: tuple[HostServer, ReleaseManifest], golden_
     assert stored.read_bytes() == img and stored.parent == srv.uploads / "lab" / "dev-1" and ".." not in stored.name
     assert _req(url, b"#!/bin/sh\nrm -rf /", ok, "POST")[0] == 415
     assert _req(url, img, {**ok, "X-Edgeloop-Device": "../x"}, "POST")[0] == 400
-    assert _req(url, b"\xff" * (2 << 20), ok, "POST")[0] == 413
+    assert _oversized_upload_status(srv.config.port, ok) == 413
+    assert _chunked_upload_status(srv.config.port, ok, MAX_UPLOAD + 100) == 413  # no Content-Length to trust
+    assert _chunked_upload_status(srv.config.port, ok, 0, img) == 201
+
+
+def _chunked_upload_status(port: int, headers: dict[str, str], size: int, data: bytes = b"") -> int:
+    import http.client
+
+    body = data or b"\xff" * size
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+        conn.request("POST", "/api/v1/upload", body=chunks, headers=headers, encode_chunked=True)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _oversized_upload_status(port: int, headers: dict[str, str]) -> int:
+    """Announce a 2 MiB body and send none of it: the server must refuse on Content-Length alone.
+
+    (Sending the body races the server's early 413 and close: the client may hit a broken pipe.)
+    """
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest("POST", "/api/v1/upload")
+        for k, v in {**headers, "Content-Length": str(2 << 20)}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def test_api_errors_are_clear(server: tuple[HostServer, ReleaseManifest]) -> None:
