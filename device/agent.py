@@ -305,7 +305,7 @@ class Agent:
                 samples = datasets.list_samples(self.config.eval_dir)
                 limit = settings.eval_limit or self.config.eval_limit
                 if limit:
-                    samples = datasets._balanced_subset(samples, limit)
+                    samples = datasets.balanced_subset(samples, limit)
                 ev = bench.evaluate(rt, samples, manifest.model.classes, prep_of(manifest))
                 top1, n_images, e2e = ev.top1, ev.n_images, ev.throughput_ips
             return BenchmarkReport(

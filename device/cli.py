@@ -123,7 +123,7 @@ def bench_command(
         if data is not None:
             samples = datasets.list_samples(data)
             if limit:
-                samples = datasets._balanced_subset(samples, limit)
+                samples = datasets.balanced_subset(samples, limit)
             both = bench.raw_vs_end_to_end(
                 rt, samples, meta.classes, meta.preprocessing, batch=throughput_batch, rounds=rounds
             )

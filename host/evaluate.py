@@ -99,7 +99,7 @@ def evaluate_command(
         raise EdgeloopError(f"{model_path}: expected a .pt checkpoint or an .onnx file")
     samples = datasets.list_samples(data)
     if limit:
-        samples = datasets._balanced_subset(samples, limit)
+        samples = datasets.balanced_subset(samples, limit)
     result: dict[str, Any] = {"model": str(model_path), "data": data}
     with tempfile.TemporaryDirectory() as tmp:
         if suffix == ".pt":

@@ -95,7 +95,7 @@ def build_report(
         raise EdgeloopError(f"no .onnx files in {build_dir}")
     samples = datasets.list_samples(data)
     if limit:
-        samples = datasets._balanced_subset(samples, limit)
+        samples = datasets.balanced_subset(samples, limit)
     rows: dict[str, dict[str, Any]] = {}
     runtimes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

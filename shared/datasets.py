@@ -227,14 +227,14 @@ def load_labelled(
     """List, decode and label an ImageFolder set; ``classes`` fixes the label order (the model's)."""
     samples = list_samples(spec)
     if limit is not None:
-        samples = _balanced_subset(samples, limit)
+        samples = balanced_subset(samples, limit)
     classes = tuple(classes) if classes is not None else class_names(samples)
     labels = label_indices(samples, classes)
     images = decode_all(samples, size=size, progress=progress)
     return LabelledImages(images=images, labels=labels, classes=classes)
 
 
-def _balanced_subset(samples: Sequence[Sample], limit: int) -> list[Sample]:
+def balanced_subset(samples: Sequence[Sample], limit: int) -> list[Sample]:
     """The first ``limit`` samples taken round-robin across classes, so small subsets stay balanced."""
     by_class: dict[str, list[Sample]] = {}
     for s in samples:
