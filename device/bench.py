@@ -9,6 +9,7 @@ pre-decoded tensors. Evaluation: decode + preprocess run in a thread pool ahead 
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import time
 from collections import deque
@@ -135,11 +136,19 @@ def evaluate(
     classes: Sequence[str],
     prep: Preprocessing,
     batch: int = 256,
-    workers: int = 2,
+    workers: int | None = None,
     prefetch: int = 4,
     progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """Top-1 on labelled samples, with decode/preprocess pipelined ahead of inference."""
+    """Top-1 on labelled samples, with decode/preprocess pipelined ahead of inference.
+
+    ``workers`` (decode threads) defaults to one where inference runs on the CPU: the runtime
+    already uses every core, one thread decodes 32x32 JPEGs ~10x faster than the CPU infers them,
+    and a second only adds contention (measured: 0.84 vs 0.87 of raw throughput on 2 cores). With
+    a GPU doing the inference, up to four threads keep it fed.
+    """
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1) if runtime.uses_gpu() else 1
     labels = datasets.label_indices(samples, classes)
     members = datasets.archive_members(samples)  # a .tar.gz is read once, sequentially; folders lazily
     batch = min(batch, runtime.engine.max_batch)
