@@ -103,7 +103,6 @@ def bench_command(
         engine = rt.build(model, precision, Path(tmp))  # type: ignore[arg-type]
         rt.load(engine)
         lat = bench.measure_latency(rt, batch=batch, warmup=warmup, iterations=iterations)
-        thr = bench.measure_throughput(rt, batch=throughput_batch)
         result: dict[str, Any] = {
             "model": str(model),
             "sha256": sha256_file(model),
@@ -117,10 +116,11 @@ def bench_command(
             "iterations": iterations,
             "latency_ms": lat.latency_ms,
             "latency_breakdown_ms": lat.breakdown_ms,
-            "raw_throughput_ips": thr.ips,
-            "throughput_batch": thr.batch,
+            "throughput_batch": min(throughput_batch, engine.max_batch),
         }
-        if data is not None:
+        if data is None:
+            result["raw_throughput_ips"] = bench.measure_throughput(rt, batch=throughput_batch).ips
+        else:  # raw throughput in rounds alternating with the evaluations it is compared with
             samples = datasets.list_samples(data)
             if limit:
                 samples = datasets.balanced_subset(samples, limit)
@@ -129,7 +129,7 @@ def bench_command(
             )
             ev = both.evaluation
             result.update(
-                raw_throughput_ips=both.raw_median,  # measured beside the evaluations, same batch
+                raw_throughput_ips=both.raw_median,
                 raw_throughput_rounds=[round(v, 1) for v in both.raw_ips],
                 top1=ev.top1,
                 n_images=ev.n_images,
