@@ -65,6 +65,12 @@ class LayerTime:
     output_shape: tuple[int, ...] | None = None
 
 
+def mean_after_warmup(times_ms: list[float]) -> float:
+    """Mean of a layer's per-call times without the first call (the warm-up), if there was more than one."""
+    timed = times_ms[1:] or times_ms
+    return sum(timed) / len(timed)
+
+
 @dataclass(frozen=True)
 class Timing:
     """Milliseconds of one inference call, split where the backend can tell the parts apart."""

@@ -27,6 +27,7 @@ from device.runtimes.base import (
     Runtime,
     RuntimeUnavailableError,
     Timing,
+    mean_after_warmup,
 )
 
 log = logging.getLogger(__name__)
@@ -205,8 +206,5 @@ def layer_times(events: list[dict[str, Any]]) -> list[LayerTime]:
         out = args.get("output_type_shape") or []
         dims = next(iter(out[0].values()), None) if out and isinstance(out[0], dict) else None
         shapes[node] = tuple(int(d) for d in dims) if dims else None
-    result = []
-    for node, ds in durations.items():  # dicts keep first-seen order: execution order
-        timed = ds[1:] or ds
-        result.append(LayerTime(node, ops[node], sum(timed) / len(timed), shapes[node]))
-    return result
+    # dicts keep first-seen order: execution order
+    return [LayerTime(node, ops[node], mean_after_warmup(ds), shapes[node]) for node, ds in durations.items()]

@@ -32,6 +32,7 @@ from device.runtimes.base import (
     Runtime,
     RuntimeUnavailableError,
     Timing,
+    mean_after_warmup,
 )
 
 log = logging.getLogger(__name__)
@@ -403,11 +404,7 @@ class TensorRTRuntime(Runtime):
                 self._run(context, batch)
         finally:
             del context  # frees its activation memory before anything else runs
-        result = []
-        for name, times in profiler.times.items():
-            timed = times[1:] or times
-            result.append(LayerTime(name, "trt-layer", sum(timed) / len(timed)))
-        return result
+        return [LayerTime(name, "trt-layer", mean_after_warmup(times)) for name, times in profiler.times.items()]
 
     def _unload_impl(self) -> None:
         if self._buffers is not None:
