@@ -31,6 +31,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         work_dir=Path(args.work_dir) if args.work_dir else None,
         resume=args.resume,
         init=Path(args.init) if args.init else None,
+        teacher=Path(args.teacher) if args.teacher else None,
+        kd_temperature=args.kd_temperature,
+        kd_alpha=args.kd_alpha,
     )
     print(json.dumps({k: info[k] for k in ("name", "metrics", "params", "macs", "wall_time_s")}, indent=2))
     return 0
@@ -45,6 +48,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work-dir", help="where resumable state is kept (default .edgeloop/runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the last saved epoch")
     p.add_argument("--init", help="start from this checkpoint's weights (e.g. a second cosine cycle)")
+    p.add_argument("--teacher", help="distil from this checkpoint (knowledge distillation instead of plain CE)")
+    p.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature (with --teacher)")
+    p.add_argument("--kd-alpha", type=float, default=0.9, help="weight of the distillation term (with --teacher)")
+    p.add_argument("--swa-start", type=int, help="average the weights of every epoch after this one (SWA)")
+    p.add_argument("--swa-lr", type=float, help="constant learning rate while averaging (with --swa-start)")
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--cutout", type=int, help="Cutout augmentation: side of the blanked square (0: off)")
     p.add_argument("--epochs", type=int)

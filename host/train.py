@@ -20,9 +20,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from host.evaluate import predict_torch, to_input, top1
@@ -55,6 +56,16 @@ class TrainConfig(BaseModel):
     seed: int = 0
     bf16: bool = Field(True, description="bfloat16 autocast (fast on CPUs with AVX512-BF16/AMX)")
     channels_last: bool = True
+    swa_start: int | None = Field(
+        None, ge=0, description="Stochastic Weight Averaging from this epoch on (None: off); the result is the average"
+    )
+    swa_lr: float = Field(0.01, gt=0, description="learning rate held constant while weights are averaged")
+
+    @model_validator(mode="after")
+    def _swa_inside_run(self) -> TrainConfig:
+        if self.swa_start is not None and self.swa_start >= self.epochs:
+            raise ValueError(f"swa_start ({self.swa_start}) must be below epochs ({self.epochs})")
+        return self
 
 
 @dataclass
@@ -111,6 +122,21 @@ def default_loss(label_smoothing: float) -> LossFn:
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     total = cfg.epochs * steps_per_epoch
     warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.swa_start is not None:
+        # SWA (Izmailov et al. 2018): the schedule anneals to swa_lr by swa_start, then holds it
+        # while the weights are averaged once per epoch
+        anneal_end = max(warm + 1, cfg.swa_start * steps_per_epoch)
+        floor = cfg.swa_lr / cfg.lr
+
+        def swa_factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            if step >= anneal_end:
+                return floor
+            cos = 0.5 * (1 + math.cos(math.pi * (step - warm) / (anneal_end - warm)))
+            return floor + (1 - floor) * cos
+
+        return swa_factor
 
     def factor(step: int) -> float:
         if cfg.schedule == "constant":
@@ -172,6 +198,7 @@ def fit(
     labels = torch.from_numpy(train.labels)
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    swa = AveragedModel(model) if cfg.swa_start is not None else None
     if resume and state_path is not None and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)  # our own file
         model.load_state_dict(state["model"])
@@ -180,6 +207,8 @@ def fit(
         gen.set_state(state["generator"])
         history = state["history"]
         start_epoch = state["epoch"]
+        if swa is not None and state.get("swa") is not None:
+            swa.load_state_dict(state["swa"])
         log.info("resumed %s from %s at epoch %d", desc, state_path, start_epoch)
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -216,15 +245,42 @@ def fit(
         }
         if val is not None:
             record["val_top1"] = round(top1(predict_torch(model, val.images, prep), val.labels), 5)
+        if swa is not None and cfg.swa_start is not None and epoch + 1 > cfg.swa_start:
+            swa.update_parameters(model)
+            record["swa_averaged"] = int(swa.n_averaged)
         history.append(record)
         log.info("%s epoch %s", desc, json.dumps(record))
         if log_path is not None:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
         if state_path is not None:
-            _save_state(state_path, model, opt, sched, gen, history, epoch + 1)
+            _save_state(state_path, model, opt, sched, gen, history, epoch + 1, swa)
+    if swa is not None and int(swa.n_averaged) > 0:
+        _adopt_average(model, swa, aug, batch, gen, prep)
+        if val is not None:
+            history[-1]["swa_val_top1"] = round(top1(predict_torch(model, val.images, prep), val.labels), 5)
+            log.info(
+                "%s SWA average of %d epochs: val top-1 %.4f", desc, int(swa.n_averaged), history[-1]["swa_val_top1"]
+            )
     model.eval()
     return history
+
+
+def _adopt_average(
+    model: nn.Module,
+    swa: AveragedModel,
+    aug: CropFlip,
+    batch: int,
+    gen: torch.Generator,
+    prep: Preprocessing,
+) -> None:
+    """Copy the averaged weights into ``model`` after recomputing BatchNorm statistics for them:
+    averaged weights need their own running mean/var, which one pass over the training set gives."""
+    n = aug.padded.shape[0]
+    perm = torch.randperm(n, generator=gen)
+    batches = (to_input(aug(perm[i : i + batch], gen), prep) for i in range(0, n - batch + 1, batch))
+    update_bn(batches, swa)
+    model.load_state_dict(swa.module.state_dict())
 
 
 def _save_state(
@@ -235,6 +291,7 @@ def _save_state(
     gen: torch.Generator,
     history: list[dict[str, Any]],
     epoch: int,
+    swa: AveragedModel | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -246,6 +303,7 @@ def _save_state(
             "generator": gen.get_state(),
             "history": history,
             "epoch": epoch,
+            "swa": swa.state_dict() if swa is not None else None,
         },
         tmp,
     )
@@ -273,9 +331,15 @@ def train_command(
     work_dir: Path | None = None,
     resume: bool = False,
     init: Path | None = None,
+    teacher: Path | None = None,
+    kd_temperature: float = 4.0,
+    kd_alpha: float = 0.9,
 ) -> dict[str, Any]:
     """``edgeloop train``: train (from scratch, or on from ``init``'s weights, e.g. a second cosine
-    cycle), write ``out`` (checkpoint) and its JSON model card with every training stage recorded."""
+    cycle), write ``out`` (checkpoint) and its JSON model card with every training stage recorded.
+
+    With ``teacher``, the loss is knowledge distillation from that checkpoint (any architecture
+    over the same classes) instead of plain cross-entropy."""
     from host import card, checkpoint, models
     from host.stats import count_macs, count_params
 
@@ -296,6 +360,26 @@ def train_command(
             old = card.read_card(prior)
             stages = old.get("stages") or [{k: old.get(k) for k in ("command", "epochs", "config", "wall_time_s")}]
         log.info("continuing from %s (%d earlier stage(s))", init, len(stages))
+    hooks = None
+    distillation: dict[str, Any] | None = None
+    if teacher is not None:
+        from host.compress.distill import distill_loss
+
+        t_ckpt = checkpoint.load(teacher)
+        if t_ckpt.classes != train.classes:
+            raise EdgeloopError(f"teacher {teacher} was trained on other classes: {t_ckpt.classes}")
+        t_model = t_ckpt.build()
+        if cfg.channels_last:
+            t_model = channels_last(t_model)
+        hooks = Hooks(loss_fn=distill_loss(t_model, kd_temperature, kd_alpha, cfg.label_smoothing))
+        distillation = {
+            "teacher": str(teacher),
+            "teacher_arch": t_ckpt.arch,
+            "teacher_top1": t_ckpt.metrics.get("top1"),
+            "temperature": kd_temperature,
+            "alpha": kd_alpha,
+        }
+        log.info("distilling from %s (%s, top-1 %s)", teacher, t_ckpt.arch, t_ckpt.metrics.get("top1"))
     work_dir = work_dir or Path(".edgeloop") / "runs" / out.stem
     log_path = out.with_suffix(".train.jsonl")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,6 +391,7 @@ def train_command(
         cfg,
         prep,
         val=val,
+        hooks=hooks,
         state_path=work_dir / "train_state.pt",
         log_path=log_path,
         resume=resume,
@@ -321,7 +406,15 @@ def train_command(
     ckpt = checkpoint.from_model(model, arch, train.classes, prep, metrics)
     checkpoint.save(ckpt, out)
     wall = round(time.perf_counter() - t0, 1)
-    stages.append({"command": card.invocation(), "epochs": cfg.epochs, "config": cfg.model_dump(), "wall_time_s": wall})
+    stage: dict[str, Any] = {
+        "command": card.invocation(),
+        "epochs": cfg.epochs,
+        "config": cfg.model_dump(),
+        "wall_time_s": wall,
+    }
+    if distillation is not None:
+        stage["distillation"] = distillation
+    stages.append(stage)
     info: dict[str, Any] = {
         "name": out.stem,
         "arch": arch,

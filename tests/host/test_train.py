@@ -5,11 +5,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from host import checkpoint, models
 from host.train import CropFlip, TrainConfig, fit, train_command
 from shared import datasets
+from shared.errors import EdgeloopError
 from shared.imaging import Preprocessing
 
 
@@ -103,3 +105,56 @@ def test_second_stage_from_init_records_both_stages(golden_dir: Path, tmp_path: 
     assert info["epochs"] == 2 and len(info["stages"]) == 2
     assert info["stages"][1]["config"]["lr"] == 0.01
     assert not torch.equal(first, checkpoint.load(out).state_dict["fc.bias"])  # it trained on from stage 1
+
+
+def test_swa_schedule_anneals_to_swa_lr_then_holds() -> None:
+    from host.train import _lr_lambda
+
+    cfg = TrainConfig(epochs=10, lr=0.1, warmup_epochs=1, swa_start=6, swa_lr=0.01)
+    f = _lr_lambda(cfg, steps_per_epoch=10)
+    assert f(9) == 1.0  # end of warm-up: peak
+    assert 0.1 < f(30) < 1.0  # annealing
+    assert all(abs(f(s) - 0.1) < 1e-12 for s in range(60, 100))  # swa_lr / lr, held
+    with pytest.raises(ValueError, match="swa_start"):
+        TrainConfig(epochs=5, swa_start=5)
+
+
+def test_swa_result_is_the_average_of_the_averaged_epochs(golden_dir: Path) -> None:
+    from host.train import Hooks
+
+    data = datasets.load_labelled(golden_dir, limit=50)
+    cfg = TrainConfig(epochs=4, batch_size=50, lr=0.05, warmup_epochs=0, bf16=False, swa_start=1, swa_lr=0.02)
+    snapshots: list[torch.Tensor] = []
+
+    def snap(model: torch.nn.Module) -> None:  # one step per epoch: after_step sees each epoch's end
+        snapshots.append(dict(model.named_parameters())["fc.weight"].detach().clone())
+
+    torch.manual_seed(0)
+    m = models.build("resnet20")
+    hist = fit(m, data, cfg, Preprocessing(), hooks=Hooks(after_step=snap))
+    assert [h.get("swa_averaged") for h in hist] == [None, 1, 2, 3]
+    final = dict(m.named_parameters())["fc.weight"]
+    torch.testing.assert_close(final, torch.stack(snapshots[1:]).mean(0))
+    assert not torch.equal(final, snapshots[-1])
+    # BatchNorm statistics were recomputed for the averaged weights (not left at the last epoch's)
+    assert int(m.state_dict()["bn1.num_batches_tracked"]) == 1  # one pass of one batch
+
+
+def test_train_with_teacher_distils_and_records_it(golden_dir: Path, tmp_path: Path) -> None:
+    teacher = tmp_path / "t.pt"
+    cfg = TrainConfig(epochs=1, batch_size=50, bf16=False)
+    train_command("resnet20", str(golden_dir), teacher, cfg, val_data=str(golden_dir), work_dir=tmp_path / "w1")
+    info = train_command("resnet20", str(golden_dir), tmp_path / "s.pt", cfg, work_dir=tmp_path / "w2",
+                         teacher=teacher, kd_temperature=3.0, kd_alpha=0.5)  # fmt: skip
+    kd = info["stages"][-1]["distillation"]
+    assert kd["teacher"] == str(teacher) and kd["temperature"] == 3.0 and kd["alpha"] == 0.5
+    assert kd["teacher_arch"] == "resnet20" and 0 <= kd["teacher_top1"] <= 1
+
+
+def test_teacher_over_other_classes_is_refused(golden_dir: Path, tmp_path: Path) -> None:
+    ckpt = checkpoint.load(Path("host/zoo/resnet20.pt"))
+    other = tmp_path / "other.pt"
+    bad = checkpoint.Checkpoint("resnet20", tuple(reversed(ckpt.classes)), ckpt.preprocessing, ckpt.state_dict)
+    checkpoint.save(bad, other)
+    with pytest.raises(EdgeloopError, match="other classes"):
+        train_command("resnet20", str(golden_dir), tmp_path / "s.pt", TrainConfig(epochs=1), teacher=other)
