@@ -63,7 +63,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["cosine", "onecycle", "constant"])
     p.add_argument("--seed", type=int)
     p.add_argument(
-        "--no-bf16", dest="bf16", action="store_false", default=None, help="train in FP32 instead of bfloat16 autocast"
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bfloat16 autocast (default: on only where the CPU has AMX; --no-bf16 forces FP32)",
     )
     p.set_defaults(handler=_cmd_train)
 

@@ -114,7 +114,8 @@ def _balanced_indices(labels: Any, n: int) -> Any:
     return np.asarray(sorted(take))
 
 
-def _train_config(step: TrainKnobs, seed: int, bf16: bool = True) -> TrainConfig:
+def _train_config(step: TrainKnobs, seed: int, bf16: bool | None = None) -> TrainConfig:
+    extra = {} if bf16 is None else {"bf16": bf16}  # None: TrainConfig's per-CPU default
     return TrainConfig(
         epochs=step.epochs,
         lr=step.lr,
@@ -122,13 +123,18 @@ def _train_config(step: TrainKnobs, seed: int, bf16: bool = True) -> TrainConfig
         batch_size=step.batch_size,
         warmup_epochs=step.warmup_epochs,
         seed=seed,
-        bf16=bf16,
         label_smoothing=0.1,
+        **extra,
     )
 
 
 def _fit(
-    ctx: Context, model: nn.Module, step: TrainKnobs, hooks: Hooks | None = None, desc: str = "", bf16: bool = True
+    ctx: Context,
+    model: nn.Module,
+    step: TrainKnobs,
+    hooks: Hooks | None = None,
+    desc: str = "",
+    bf16: bool | None = None,
 ) -> list[dict[str, Any]]:
     cfg = _train_config(step, ctx.recipe.seed, bf16)
     log_path = ctx.out / f"{ctx.name}.train.jsonl"

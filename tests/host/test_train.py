@@ -158,3 +158,19 @@ def test_teacher_over_other_classes_is_refused(golden_dir: Path, tmp_path: Path)
     checkpoint.save(bad, other)
     with pytest.raises(EdgeloopError, match="other classes"):
         train_command("resnet20", str(golden_dir), tmp_path / "s.pt", TrainConfig(epochs=1), teacher=other)
+
+
+@pytest.mark.parametrize(
+    ("isa", "expected"), [(["avx512f", "avx512_bf16"], False), (["avx512_bf16", "amx_bf16"], True)]
+)
+def test_bf16_defaults_on_only_with_amx(monkeypatch: pytest.MonkeyPatch, isa: list[str], expected: bool) -> None:
+    from device import sysinfo
+    from host import train
+
+    monkeypatch.setattr(sysinfo, "machine", lambda: {"isa": isa})
+    train.fast_bf16.cache_clear()
+    try:
+        assert TrainConfig().bf16 is expected
+        assert TrainConfig(bf16=not expected).bf16 is (not expected)  # an explicit choice wins
+    finally:
+        train.fast_bf16.cache_clear()
