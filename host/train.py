@@ -82,6 +82,8 @@ class TrainConfig(BaseModel):
     def _swa_inside_run(self) -> TrainConfig:
         if self.swa_start is not None and self.swa_start >= self.epochs:
             raise ValueError(f"swa_start ({self.swa_start}) must be below epochs ({self.epochs})")
+        if self.swa_start is not None and self.schedule != "cosine":
+            raise ValueError("SWA anneals with the cosine schedule; use schedule 'cosine' with swa_start")
         return self
 
 
@@ -362,6 +364,7 @@ def train_command(
 
     prep = Preprocessing()
     t0 = time.perf_counter()
+    t_ckpt = checkpoint.load(teacher) if teacher is not None else None  # a bad path fails before decoding
     train = load_split(data, None, "train")
     val = load_split(val_data, train.classes, "val") if val_data else None
     log.info("training %s on %d images (%d classes)", arch, len(train), len(train.classes))
@@ -379,10 +382,9 @@ def train_command(
         log.info("continuing from %s (%d earlier stage(s))", init, len(stages))
     hooks = None
     distillation: dict[str, Any] | None = None
-    if teacher is not None:
+    if t_ckpt is not None:
         from host.compress.distill import distill_loss
 
-        t_ckpt = checkpoint.load(teacher)
         if t_ckpt.classes != train.classes:
             raise EdgeloopError(f"teacher {teacher} was trained on other classes: {t_ckpt.classes}")
         t_model = t_ckpt.build()

@@ -117,6 +117,8 @@ def test_swa_schedule_anneals_to_swa_lr_then_holds() -> None:
     assert all(abs(f(s) - 0.1) < 1e-12 for s in range(60, 100))  # swa_lr / lr, held
     with pytest.raises(ValueError, match="swa_start"):
         TrainConfig(epochs=5, swa_start=5)
+    with pytest.raises(ValueError, match="cosine"):
+        TrainConfig(epochs=5, swa_start=2, schedule="onecycle")
 
 
 def test_swa_result_is_the_average_of_the_averaged_epochs(golden_dir: Path) -> None:
@@ -152,7 +154,7 @@ def test_train_with_teacher_distils_and_records_it(golden_dir: Path, tmp_path: P
 
 
 def test_teacher_over_other_classes_is_refused(golden_dir: Path, tmp_path: Path) -> None:
-    ckpt = checkpoint.load(Path("host/zoo/resnet20.pt"))
+    ckpt = checkpoint.load(Path(__file__).resolve().parents[2] / "host" / "zoo" / "resnet20.pt")
     other = tmp_path / "other.pt"
     bad = checkpoint.Checkpoint("resnet20", tuple(reversed(ckpt.classes)), ckpt.preprocessing, ckpt.state_dict)
     checkpoint.save(bad, other)
