@@ -1,14 +1,24 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from device import bench
+from device.runtimes.base import Runtime
 from device.runtimes.onnxruntime import OnnxRuntimeRuntime
 from shared import datasets, imaging
 from shared.modelmeta import read_meta
+
+
+@pytest.fixture
+def fp32_runtime(zoo_onnx: Path, tmp_path: Path) -> Iterator[Runtime]:
+    """The zoo baseline built and loaded on ONNX Runtime (FP32)."""
+    with OnnxRuntimeRuntime() as rt:
+        rt.load(rt.build(zoo_onnx, "fp32", tmp_path))
+        yield rt
 
 
 def test_latency_stats() -> None:
@@ -18,16 +28,13 @@ def test_latency_stats() -> None:
         bench.latency_stats([])
 
 
-def test_evaluate_agrees_with_plain_inference(zoo_onnx: Path, golden_dir: Path, tmp_path: Path) -> None:
-    meta = read_meta(zoo_onnx)
-    samples = datasets.list_samples(golden_dir)
-    with OnnxRuntimeRuntime() as rt:
-        rt.load(rt.build(zoo_onnx, "fp32", tmp_path))
-        ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing, batch=32, workers=2)
-        data = datasets.load_labelled(golden_dir, classes=meta.classes)
-        logits = rt.infer(imaging.preprocess_batch(data.images, meta.preprocessing))
-        lat = bench.measure_latency(rt, batch=1, warmup=2, iterations=10)
-        thr = bench.measure_throughput(rt, batch=16, min_seconds=0.1)
+def test_evaluate_agrees_with_plain_inference(zoo_onnx: Path, golden_dir: Path, fp32_runtime: Runtime) -> None:
+    meta, rt = read_meta(zoo_onnx), fp32_runtime
+    ev = bench.evaluate(rt, datasets.list_samples(golden_dir), meta.classes, meta.preprocessing, batch=32, workers=2)
+    data = datasets.load_labelled(golden_dir, classes=meta.classes)
+    logits = rt.infer(imaging.preprocess_batch(data.images, meta.preprocessing))
+    lat = bench.measure_latency(rt, batch=1, warmup=2, iterations=10)
+    thr = bench.measure_throughput(rt, batch=16, min_seconds=0.1)
     assert ev.n_images == 200
     assert ev.top1 == pytest.approx(float((logits.argmax(1) == data.labels).mean()))
     np.testing.assert_array_equal(ev.predictions, logits.argmax(1))
@@ -94,14 +101,12 @@ def test_bench_cli_json_contract(zoo_onnx: Path, golden_dir: Path) -> None:
     assert r["profile_batch"] == 32 and all(x["output_shape"][0] == 32 for x in r["layers"] if x["output_shape"])
 
 
-def test_raw_vs_end_to_end_alternates_rounds(zoo_onnx: Path, golden_dir: Path, tmp_path: Path) -> None:
-    meta = read_meta(zoo_onnx)
+def test_raw_vs_end_to_end_alternates_rounds(zoo_onnx: Path, golden_dir: Path, fp32_runtime: Runtime) -> None:
+    meta, rt = read_meta(zoo_onnx), fp32_runtime
     samples = datasets.list_samples(golden_dir)
-    with OnnxRuntimeRuntime() as rt:
-        rt.load(rt.build(zoo_onnx, "fp32", tmp_path))
-        both = bench.raw_vs_end_to_end(rt, samples, meta.classes, meta.preprocessing, batch=50, rounds=3)
-        with pytest.raises(ValueError):
-            bench.raw_vs_end_to_end(rt, samples, meta.classes, meta.preprocessing, rounds=0)
+    both = bench.raw_vs_end_to_end(rt, samples, meta.classes, meta.preprocessing, batch=50, rounds=3)
+    with pytest.raises(ValueError):
+        bench.raw_vs_end_to_end(rt, samples, meta.classes, meta.preprocessing, rounds=0)
     assert len(both.raw_ips) == len(both.end_to_end_ips) == 3
     assert both.evaluation.n_images == 200
     assert both.ratio == pytest.approx(both.end_to_end_median / both.raw_median)
