@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import statistics
 import threading
 import time
 import urllib.request
@@ -299,7 +300,7 @@ class Agent:
             lat = bench.measure_latency(
                 rt, batch=settings.batch, warmup=settings.warmup, iterations=settings.iterations
             )
-            thr = bench.measure_throughput(rt, batch=settings.throughput_batch, min_seconds=1.0)
+            raw = bench.throughput_rounds(rt, batch=settings.throughput_batch, rounds=settings.throughput_rounds)
             top1 = n_images = e2e = None
             if settings.evaluate and self.config.eval_dir is not None:
                 samples = datasets.list_samples(self.config.eval_dir)
@@ -320,7 +321,7 @@ class Agent:
                 batch=settings.batch,
                 iterations=settings.iterations,
                 latency_ms=LatencyStats(**lat.latency_ms),
-                raw_throughput_ips=thr.ips,
+                raw_throughput_ips=statistics.median(raw),
                 top1=top1,
                 n_images=n_images,
                 end_to_end_throughput_ips=e2e,

@@ -114,6 +114,17 @@ def measure_throughput(
     return ThroughputResult(batch, n * batch, elapsed)
 
 
+def throughput_rounds(runtime: Runtime, batch: int = 256, rounds: int = 3, min_seconds: float = 0.5) -> list[float]:
+    """Raw throughput (img/s) measured ``rounds`` times back to back; report their median.
+
+    One figure from a shared CPU or a Jetson changing clocks can be off by tens of percent;
+    the median of a few short rounds costs the same time and is far steadier.
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    return [measure_throughput(runtime, batch=batch, min_seconds=min_seconds).ips for _ in range(rounds)]
+
+
 def _decode_batch(
     chunk: list[tuple[Sample, int]], members: dict[str, bytes], prep: Preprocessing
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float]:

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -119,7 +120,12 @@ def bench_command(
             "throughput_batch": min(throughput_batch, engine.max_batch),
         }
         if data is None:
-            result["raw_throughput_ips"] = bench.measure_throughput(rt, batch=throughput_batch).ips
+            raw = bench.throughput_rounds(rt, batch=throughput_batch, rounds=rounds, min_seconds=1.0)
+            result.update(
+                raw_throughput_ips=statistics.median(raw),
+                raw_throughput_rounds=[round(v, 1) for v in raw],
+                rounds=rounds,
+            )
         else:  # raw throughput in rounds alternating with the evaluations it is compared with
             samples = datasets.list_samples(data)
             if limit:
@@ -245,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds",
         type=int,
         default=3,
-        help="with --data: alternate evaluation and raw-throughput rounds this many times and compare medians",
+        help=(
+            "raw-throughput rounds, reported as their median; "
+            "with --data they alternate with evaluations and the medians are compared"
+        ),
     )
     b.add_argument("--runtime", choices=["auto", "onnxruntime", "tensorrt"], default="auto")
     b.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per core)")

@@ -188,6 +188,7 @@ class BenchSettings(WireModel):
     iterations: int = Field(200, ge=1, le=100000)
     batch: int = Field(1, ge=1, le=4096)
     throughput_batch: int = Field(64, ge=1, le=4096)
+    throughput_rounds: int = Field(3, ge=1, le=20, description="raw throughput rounds; the report has their median")
     evaluate: bool = Field(True, description="also measure top-1 on the device's labelled eval set")
     eval_limit: int | None = Field(None, ge=1, description="evaluate on at most this many images")
 

@@ -110,3 +110,10 @@ def test_raw_vs_end_to_end_alternates_rounds(zoo_onnx: Path, golden_dir: Path, f
     assert len(both.raw_ips) == len(both.end_to_end_ips) == 3
     assert both.evaluation.n_images == 200
     assert both.ratio == pytest.approx(both.end_to_end_median / both.raw_median)
+
+
+def test_throughput_rounds_measures_every_round(fp32_runtime: Runtime) -> None:
+    raw = bench.throughput_rounds(fp32_runtime, batch=16, rounds=3, min_seconds=0.05)
+    assert len(raw) == 3 and all(v > 0 for v in raw)
+    with pytest.raises(ValueError, match="rounds"):
+        bench.throughput_rounds(fp32_runtime, rounds=0)

@@ -18,7 +18,7 @@ from tests.helpers import Mosquitto, Recorder
 
 pytestmark = pytest.mark.e2e
 
-FAST = p.BenchSettings(warmup=2, iterations=20, throughput_batch=16, eval_limit=50)
+FAST = p.BenchSettings(warmup=2, iterations=20, throughput_batch=16, throughput_rounds=2, eval_limit=50)
 
 
 def _wait_status(rec: Recorder, state: str, timeout: float = 30) -> p.DeviceStatus:
