@@ -125,7 +125,7 @@ def http_server(directory: Path) -> Iterator[str]:
     def handler(*args: object, **kwargs: object) -> _QuietHandler:
         return _QuietHandler(*args, directory=str(directory), **kwargs)  # type: ignore[arg-type]
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # type: ignore[arg-type]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -179,7 +179,7 @@ def range_server(directory: Path) -> Iterator[tuple[str, list[str]]]:
     def factory(*args: object, **kwargs: object) -> Handler:
         return Handler(*args, directory=str(directory), **kwargs)  # type: ignore[arg-type]
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), factory)  # type: ignore[arg-type]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), factory)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def test_input_checks(zoo_onnx: Path, tmp_path: Path) -> None:
             rt.infer(np.zeros((1, 3, 32, 32), np.float32))
         rt.load(rt.build(zoo_onnx, "fp32", tmp_path))
         with pytest.raises(EngineError, match="float32"):
-            rt.infer(np.zeros((1, 3, 32, 32), np.float64))  # type: ignore[arg-type]
+            rt.infer(np.zeros((1, 3, 32, 32), np.float64))
         with pytest.raises(EngineError, match="shape"):
             rt.infer(np.zeros((1, 3, 64, 64), np.float32))
         with pytest.raises(EngineError, match="batch size"):
@@ -95,7 +96,7 @@ def test_profile_layers_covers_every_conv(zoo_onnx: Path, tmp_path: Path) -> Non
 def test_layer_times_drop_the_warm_up_call() -> None:
     from device.runtimes.onnxruntime import layer_times
 
-    def ev(name: str, dur: float) -> dict[str, object]:
+    def ev(name: str, dur: float) -> dict[str, Any]:
         args = {"op_name": "Conv", "output_type_shape": [{"float": [1, 16, 32, 32]}]}
         return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "args": args}
 

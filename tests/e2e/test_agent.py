@@ -33,7 +33,7 @@ def _wait_status(rec: Recorder, state: str, timeout: float = 30) -> p.DeviceStat
 
 
 def _deploy(rec: Recorder, m: ReleaseManifest, served: str, device: str = "dev-1", **kw: object) -> p.DeployCommand:
-    cmd = p.DeployCommand(device_id=device, manifest=m, base_url=served, rollout_id="r1", bench=FAST, **kw)  # type: ignore[arg-type]
+    cmd = p.DeployCommand(device_id=device, manifest=m, base_url=served, rollout_id="r1", bench=FAST, **kw)
     rec.publish(p.command_topic("lab", device), p.encode(cmd))
     return cmd
 
@@ -122,7 +122,7 @@ def test_bad_input_gives_events_and_the_agent_keeps_running(
     # still alive, still running the good release: a benchmark command is answered for it
     rec.publish(topic, p.encode(p.BenchmarkCommand(device_id="dev-1", bench=FAST)))
     rec.wait_for("/report/benchmark", count=2, timeout=120)
-    assert _reports(rec, "benchmark")[-1].release == good.ref  # type: ignore[union-attr]
+    assert _reports(rec, "benchmark")[-1].release == good.ref
     assert agent.alive
     assert agent.terminate() == 0
     rec.close()

@@ -19,8 +19,10 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if isinstance(m, torch.nn.BatchNorm2d):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
+            mean, var = m.running_mean, m.running_var
+            assert mean is not None and var is not None  # BatchNorm2d tracks running stats by default
+            mean.uniform_(-0.1, 0.1)
+            var.uniform_(0.5, 2.0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     checkpoint.save(checkpoint.from_model(model, "resnet20", CIFAR10_CLASSES, Preprocessing(), {"top1": 0.1}), path)
     return path

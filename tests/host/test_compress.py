@@ -77,9 +77,10 @@ def test_slimming_regularizer_adds_l1_subgradient(tiny_ckpt: Path) -> None:
     hook = prune.slimming_regularizer(model, 1e-3)
     model(torch.randn(4, 3, 32, 32)).sum().backward()
     bn = model.bn1
-    before = bn.weight.grad.clone()  # type: ignore[union-attr]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and bn.weight.grad is not None
+    before = bn.weight.grad.clone()
     hook(model)
-    torch.testing.assert_close(bn.weight.grad - before, 1e-3 * torch.sign(bn.weight.detach()))  # type: ignore[operator]
+    torch.testing.assert_close(bn.weight.grad - before, 1e-3 * torch.sign(bn.weight.detach()))
     with pytest.raises(EdgeloopError):
         prune.slimming_regularizer(model, 0.0)
 

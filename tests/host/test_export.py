@@ -40,7 +40,9 @@ def test_export_refuses_a_model_that_fails_parity(tiny_ckpt: Path, tmp_path: Pat
     model = ck.build()
     other = ck.build()
     with torch.no_grad():
-        other.fc.bias.add_(1.0 + torch.arange(10.0))  # a different model than the reference
+        fc = other.fc
+        assert isinstance(fc, torch.nn.Linear)
+        fc.bias.add_(1.0 + torch.arange(10.0))  # a different model than the reference
     out = tmp_path / "bad.onnx"
     with pytest.raises(EdgeloopError, match="refusing to write"):
         export_verified(other, out, ModelMeta(ck.classes, ck.preprocessing), reference=model)

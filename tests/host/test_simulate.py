@@ -44,9 +44,10 @@ def test_simulated_fleet_rollout(drop: float, expected: str, make_release: MakeR
         for d in fleet.devices:
             d.model.accuracy_drop_points = drop
         rid = srv.controller.create(v2, "sim", RolloutConfig(waves=["1", "25%", "100%"], max_accuracy_drop=1.0))
-        _until(lambda: srv.store.rollout(rid)["state"] in ("completed", "rolled_back"))  # type: ignore[index]
+        _until(lambda: (srv.store.rollout(rid) or {}).get("state") in ("completed", "rolled_back"))
         r = srv.store.rollout(rid)
-        assert r is not None and r["state"] == expected, r["reason"]
+        assert r is not None
+        assert r["state"] == expected, r["reason"]
         want = "2.0.0" if expected == "completed" else "1.0.0"
         _until(lambda: {d["release_version"] for d in srv.store.devices("sim")} == {want})
         if expected == "rolled_back":

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -77,7 +78,7 @@ def test_rollout_state_round_trip(store: Store) -> None:
     store.add_release(m)  # idempotent
     assert store.release("r20", "1.0.0") == m
     rid = f"ro-{uuid.uuid4().hex[:8]}"
-    members = [
+    members: list[list[dict[str, Any]]] = [
         [{"device_id": "d1", "previous_name": None, "previous_version": None, "was_online": True}],
         [{"device_id": "d2", "previous_name": "r20", "previous_version": "0.9", "was_online": False}],
     ]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from host.release import ReleaseStore
 from host.server import HostServer, ServeConfig
 from host.web.app import MAX_UPLOAD
 from shared import protocol as p
@@ -22,13 +23,13 @@ from tests.helpers import REPO, free_port
 
 @pytest.fixture
 def server(
-    make_release: MakeRelease, zoo_onnx: Path, store: object, tmp_path: Path
+    make_release: MakeRelease, zoo_onnx: Path, store: ReleaseStore, tmp_path: Path
 ) -> Iterator[tuple[HostServer, ReleaseManifest]]:
     m = make_release(zoo_onnx, "1.0.0")
     cfg = ServeConfig(
         releases=store.root,
         store_url=str(tmp_path / "h.sqlite"),
-        port=free_port(),  # type: ignore[attr-defined]
+        port=free_port(),
         embedded_broker=True,
         embedded_broker_port=free_port(),
     )

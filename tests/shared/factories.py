@@ -13,7 +13,7 @@ def model_info(**kw: object) -> p.ModelInfo:
         "source_top1": 0.91,
     }
     data.update(kw)
-    return p.ModelInfo(**data)  # type: ignore[arg-type]
+    return p.ModelInfo(**data)
 
 
 def manifest(version: str = "1.0.0", **kw: object) -> p.ReleaseManifest:
@@ -24,7 +24,7 @@ def manifest(version: str = "1.0.0", **kw: object) -> p.ReleaseManifest:
         "artifacts": (p.Artifact(name="m.onnx", url="artifacts/m.onnx", sha256="a" * 64, size=10, precision="fp32"),),
     }
     data.update(kw)
-    return p.ReleaseManifest(**data)  # type: ignore[arg-type]
+    return p.ReleaseManifest(**data)
 
 
 def benchmark_report(device: str = "d1", **kw: object) -> p.BenchmarkReport:
@@ -33,4 +33,4 @@ def benchmark_report(device: str = "d1", **kw: object) -> p.BenchmarkReport:
         "latency_ms": p.LatencyStats(p50=1, p90=2, p99=3, max=4, mean=1.5), "raw_throughput_ips": 500.0,
     }  # fmt: skip
     data.update(kw)
-    return p.BenchmarkReport(**data)  # type: ignore[arg-type]
+    return p.BenchmarkReport(**data)

@@ -88,7 +88,7 @@ def test_import_cifar_python_batches(tmp_path: Path) -> None:
     assert counts == {"train": 6, "test": 3}
     test = datasets.load_labelled(tmp_path / "out" / "test")
     assert test.classes == ("apple", "bee", "cup")
-    first = np.asarray(batches["test_batch"][b"data"])[0].reshape(3, 32, 32).transpose(1, 2, 0)  # type: ignore[index]
+    first = np.asarray(batches["test_batch"][b"data"])[0].reshape(3, 32, 32).transpose(1, 2, 0)
     np.testing.assert_array_equal(test.images[0], first)  # PNG is lossless: pixels survive exactly
 
 
