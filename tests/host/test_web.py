@@ -96,13 +96,23 @@ def test_uploads_are_checked(server: tuple[HostServer, ReleaseManifest], golden_
 
 
 def _chunked_upload_status(port: int, headers: dict[str, str], size: int, data: bytes = b"") -> int:
+    """POST a chunked body (no Content-Length). An oversized one is sent without its terminating chunk:
+    the server must answer once it has read past the limit, and the client writes nothing after that
+    which could race the server's 413 and close."""
     import http.client
 
     body = data or b"\xff" * size
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
-        conn.request("POST", "/api/v1/upload", body=chunks, headers=headers, encode_chunked=True)
+        conn.putrequest("POST", "/api/v1/upload")
+        for k, v in {**headers, "Transfer-Encoding": "chunked"}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        for i in range(0, len(body), 65536):
+            part = body[i : i + 65536]
+            conn.send(b"%X\r\n%b\r\n" % (len(part), part))
+        if len(body) <= MAX_UPLOAD:
+            conn.send(b"0\r\n\r\n")
         return conn.getresponse().status
     finally:
         conn.close()
