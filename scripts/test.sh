@@ -3,7 +3,7 @@
 #   ./scripts/test.sh [pytest args]        (root, or a user with sudo)
 # Installs Mosquitto (real MQTT broker), PostgreSQL (store tests) and Chromium (dashboard test)
 # from apt, a virtualenv with the CPU build of torch and edgeloop[host,dev], starts PostgreSQL,
-# and runs pytest (everything but tests marked slow; GPU tests skip where no GPU exists).
+# runs ruff and mypy, then pytest (everything but tests marked slow; GPU tests skip where no GPU exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -35,6 +35,11 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/pip install -q --disable-pip-version-check -e ".[host,device,dev]"
+
+# lint and types first (seconds; mypy ~30 s cold): what does not pass them does not land
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 
 export EDGELOOP_REQUIRE_BROKER=1
 exec .venv/bin/python -m pytest -m "not slow" -q "$@"

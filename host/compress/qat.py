@@ -126,7 +126,9 @@ def set_exporting(qmodel: nn.Module, on: bool = True) -> None:
 
 
 def learned_ranges(qmodel: nn.Module) -> dict[str, float]:
-    return {n: round(float(m.scale.abs()) * QMAX, 5) for n, m in qmodel.named_modules() if isinstance(m, _QuantIO)}
+    return {
+        n: round(float(m.scale.detach().abs()) * QMAX, 5) for n, m in qmodel.named_modules() if isinstance(m, _QuantIO)
+    }
 
 
 def to_u8_activations(model: Any) -> int:
