@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from device.sysinfo import machine
+from host import card
 
 SHIFT = 4
 
@@ -62,16 +63,16 @@ def degrade(src: Path, out: Path, quality: int = 75) -> dict[str, Any]:
 
 
 def _run(checkpoint: Path) -> dict[str, Any]:
-    card = json.loads(checkpoint.with_suffix(".json").read_text())
-    log_path = checkpoint.with_name(card.get("training_log") or "")
+    info = json.loads(card.card_path(checkpoint).read_text())
+    log_path = checkpoint.with_name(info.get("training_log") or "")
     history = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
     return {
         "checkpoint": str(checkpoint),
-        "train_data": card.get("train_data"),
-        "top1": card["metrics"]["top1"],
-        "test_data": card["metrics"].get("dataset"),
-        "epochs": card.get("epochs"),
-        "command": card.get("command"),
+        "train_data": info.get("train_data"),
+        "top1": info["metrics"]["top1"],
+        "test_data": info["metrics"].get("dataset"),
+        "epochs": info.get("epochs"),
+        "command": info.get("command"),
         "val_top1_by_epoch": [r.get("val_top1") for r in history],
     }
 
