@@ -118,7 +118,7 @@ def throughput_rounds(runtime: Runtime, batch: int = 256, rounds: int = 3, min_s
     """Raw throughput (img/s) measured ``rounds`` times back to back; report their median.
 
     One figure from a shared CPU or a Jetson changing clocks can be off by tens of percent;
-    the median of a few short rounds costs the same time and is far steadier.
+    the median of a few short rounds costs little more time and is far steadier.
     """
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
