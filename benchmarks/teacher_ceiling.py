@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,10 +30,8 @@ from shared.datasets import load_labelled
 DEFAULT = [REPO / "host" / "zoo" / "resnet20.pt", REPO / "benchmarks" / "baseline-kd-swa" / "resnet20.pt"]
 
 
-def _softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def _probs(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
 
 def main() -> None:
@@ -51,8 +50,8 @@ def main() -> None:
     probs, probs_tta = [], []
     for path, ck in zip(args.checkpoints, ckpts, strict=True):
         model = ck.build()
-        p = _softmax(predict_torch(model, data.images, ck.preprocessing))
-        pf = _softmax(predict_torch(model, flipped, ck.preprocessing))
+        p = _probs(predict_torch(model, data.images, ck.preprocessing))
+        pf = _probs(predict_torch(model, flipped, ck.preprocessing))
         name = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
         rows[name] = top1(p, data.labels)
         rows[f"{name} + flip TTA"] = top1(p + pf, data.labels)
