@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from device.sysinfo import machine
-from host import card
+from host.factory import card
 
 SHIFT = 4
 

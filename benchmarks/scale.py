@@ -32,8 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from host.client import ApiClient
-from host.release import ReleaseStore, create_release
+from host.fleet.client import ApiClient
+from host.fleet.release import ReleaseStore, create_release
 from shared import signing
 from tests.helpers import Mosquitto, free_port, wait_port
 

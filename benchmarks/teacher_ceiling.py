@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from device.sysinfo import machine
-from host import checkpoint
-from host.evaluate import predict_torch, top1
+from host.factory import checkpoint
+from host.factory.evaluate import predict_torch, top1
 from shared.datasets import load_labelled
 
 DEFAULT = [REPO / "host" / "zoo" / "resnet20.pt", REPO / "benchmarks" / "baseline-kd-swa" / "resnet20.pt"]

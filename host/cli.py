@@ -18,7 +18,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from host.train import TrainConfig, train_command
+    from host.factory.train import TrainConfig, train_command
 
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields and v is not None}
     cfg = TrainConfig(**overrides)
@@ -72,7 +72,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from host.evaluate import evaluate_command
+    from host.factory.evaluate import evaluate_command
     from host.table import print_table
 
     r = evaluate_command(
@@ -110,7 +110,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from host.export import export_command
+    from host.factory.export import export_command
 
     parity = export_command(
         Path(args.checkpoint),
@@ -155,8 +155,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from host.compress.pipeline import compress
-    from host.compress.recipe import builtin_recipes, load_recipe
+    from host.factory.compress.pipeline import compress
+    from host.factory.compress.recipe import builtin_recipes, load_recipe
 
     recipe_path = Path(args.recipe)
     if not recipe_path.exists() and args.recipe in builtin_recipes():
@@ -170,7 +170,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _add_compress(sub: argparse._SubParsersAction) -> None:
-    from host.compress.recipe import builtin_recipes
+    from host.factory.compress.recipe import builtin_recipes
 
     p = sub.add_parser("compress", help="run a compression recipe on a checkpoint")
     p.add_argument(
@@ -186,7 +186,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from host.report import build_report, print_report, write_report
+    from host.factory.report import build_report, print_report, write_report
 
     build_dir = Path(args.build_dir)
     report = build_report(
@@ -244,7 +244,7 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_release_create(args: argparse.Namespace) -> int:
-    from host.release import ReleaseStore, create_release
+    from host.fleet.release import ReleaseStore, create_release
 
     if args.sign_key is None and not args.unsigned:
         raise EdgeloopError("pass --sign-key KEY (make one with `edgeloop keys generate`) or --unsigned")
@@ -282,7 +282,7 @@ def _cmd_release_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_release_list(args: argparse.Namespace) -> int:
-    from host.release import ReleaseStore
+    from host.fleet.release import ReleaseStore
     from host.table import print_table
 
     ms = ReleaseStore(args.store).all()
@@ -335,7 +335,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from host.server import HostServer, ServeConfig
+    from host.fleet.server import HostServer, ServeConfig
 
     cfg = ServeConfig(
         releases=Path(args.releases),
@@ -409,8 +409,8 @@ def _rollout_table(r: dict[str, Any]) -> None:
 def _cmd_rollout(args: argparse.Namespace) -> int:
     import time
 
-    from host.client import ApiClient
-    from host.rollout import RolloutConfig, parse_duration
+    from host.fleet.client import ApiClient
+    from host.fleet.rollout import RolloutConfig, parse_duration
 
     api = ApiClient(args.server)
     if args.rollout_command == "start":
@@ -484,7 +484,7 @@ def _add_rollout(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fleet_status(args: argparse.Namespace) -> int:
-    from host.client import ApiClient
+    from host.fleet.client import ApiClient
     from host.table import print_table
 
     devices = ApiClient(args.server).get("/api/v1/fleet" + (f"?fleet={args.fleet}" if args.fleet else ""))
@@ -527,7 +527,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from host.simulate import MAX_DEVICES_PER_PROCESS, run_shard, run_sharded
+    from host.fleet.simulate import MAX_DEVICES_PER_PROCESS, run_shard, run_sharded
 
     processes = args.processes or max(1, math.ceil(args.devices / MAX_DEVICES_PER_PROCESS))
     stop = threading.Event()

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from host.release import ReleaseStore, create_release
-from host.rollout import RolloutConfig
-from host.server import HostServer, ServeConfig
+from host.fleet.release import ReleaseStore, create_release
+from host.fleet.rollout import RolloutConfig
+from host.fleet.server import HostServer, ServeConfig
 from shared import signing
 from shared.errors import EdgeloopError
 from shared.protocol import BenchSettings

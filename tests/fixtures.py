@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host.release import ReleaseStore, create_release
+from host.fleet.release import ReleaseStore, create_release
 from shared import signing
 from shared.protocol import ReleaseManifest
 from tests.helpers import range_server
@@ -26,8 +26,8 @@ def random_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained ResNet-20 (about 10% top-1): fails any self-test."""
     import torch
 
-    from host import checkpoint, models
-    from host.export import export_command
+    from host.factory import checkpoint, models
+    from host.factory.export import export_command
     from shared.datasets import CIFAR10_CLASSES
     from shared.imaging import Preprocessing
 

@@ -11,7 +11,7 @@ from device.activation import ActivationError, EngineManager
 from device.builder import EngineCache
 from device.config import AgentConfig, load_config
 from device.state import AgentState
-from host.release import ReleaseStore
+from host.fleet.release import ReleaseStore
 from shared.protocol import ReleaseManifest
 from tests.fixtures import MakeRelease
 

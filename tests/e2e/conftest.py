@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from host.client import ApiClient
-from host.release import ReleaseStore
+from host.fleet.client import ApiClient
+from host.fleet.release import ReleaseStore
 from tests.helpers import REPO, Mosquitto, agent_env, free_port
 
 
@@ -142,7 +142,7 @@ class ServeProcess:
             self.proc.wait(timeout=30)
 
     def api(self) -> object:
-        from host.client import ApiClient
+        from host.fleet.client import ApiClient
 
         return ApiClient(self.url)
 

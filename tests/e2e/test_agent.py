@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host.release import ReleaseStore
+from host.fleet.release import ReleaseStore
 from shared import protocol as p
 from shared.protocol import ReleaseManifest
 from tests.e2e.conftest import StartAgent

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from host.release import golden_top1
+from host.fleet.release import golden_top1
 from shared.modelmeta import read_meta
 from tests.e2e.conftest import wait
 from tests.fixtures import MakeRelease

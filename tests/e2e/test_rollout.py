@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from host.client import ApiClient
-from host.release import golden_top1
+from host.fleet.client import ApiClient
+from host.fleet.release import golden_top1
 from shared import protocol as p
 from shared.modelmeta import read_meta
 from tests.e2e.conftest import DEVICES, wait

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from host import checkpoint, models
+from host.factory import checkpoint, models
 from shared.datasets import CIFAR10_CLASSES
 from shared.imaging import Preprocessing
 

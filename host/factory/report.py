@@ -1,0 +1,267 @@
+"""``edgeloop report``: every variant of a build directory evaluated on the same data in one run.
+
+Accuracy (top-1 and change vs the baseline), size (ONNX bytes and gzip bytes), params, MACs,
+ONNX Runtime CPU latency (batch 1) and throughput (batch 256), and speed-ups against the baseline
+FP32 ONNX and PyTorch eager FP32. Throughput is measured in interleaved rounds (every model once
+per round, median over rounds) so that machine noise hits all models alike. Writes JSON and a PNG
+of accuracy against throughput with the Pareto front.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared import datasets
+from shared.errors import EdgeloopError
+
+log = logging.getLogger(__name__)
+
+
+def _torch_eager_throughput(ckpt_path: Path, batch: int, seconds: float, threads: int) -> float:
+    import torch
+
+    from host.factory import checkpoint
+
+    torch.set_num_threads(threads or (os.cpu_count() or 1))
+    model = checkpoint.load(ckpt_path).build().eval()
+    x = torch.randn(batch, 3, 32, 32)
+    with torch.inference_mode():
+        for _ in range(2):
+            model(x)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds or n < 3:
+            model(x)
+            n += 1
+        return n * batch / (time.perf_counter() - t0)
+
+
+def _notes(card: dict[str, Any]) -> list[str]:
+    out = []
+    for step in card.get("steps", []):
+        if step.get("type") == "finetune" and step.get("top1_without_distill") is not None:
+            out.append(
+                f"distillation: {100 * step['top1_with_distill']:.2f}% with KD vs "
+                f"{100 * step['top1_without_distill']:.2f}% without, same student and epochs"
+            )
+        if step.get("type") in ("unstructured", "sparse24") and step.get("note"):
+            out.append(step["note"])
+        if step.get("type") == "sparse24":
+            holds = step.get("pattern_holds", {})
+            out.append(f"2:4 check: {sum(holds.values())}/{len(holds)} eligible layers follow the pattern")
+    return out
+
+
+def _card_for(onnx_path: Path) -> dict[str, Any]:
+    from host.fleet.release import _card_for as find
+
+    return find(onnx_path.parent, onnx_path)
+
+
+def build_report(
+    build_dir: Path,
+    data: str,
+    baseline_onnx: Path,
+    baseline_pt: Path | None = None,
+    threads: int = 0,
+    limit: int | None = None,
+    rounds: int = 3,
+    seconds: float = 2.0,
+    latency_iterations: int = 300,
+) -> dict[str, Any]:
+    import onnx
+
+    from device import bench
+    from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
+    from host.factory.compress.sparsity import gzip_size
+    from host.factory.onnx_stats import onnx_params_macs
+    from shared.modelmeta import read_meta
+
+    files = sorted(build_dir.glob("*.onnx"))
+    same_name = [f for f in files if f.name == baseline_onnx.name]
+    if same_name:  # the build directory holds its own copy of the baseline: use that one
+        baseline_onnx = same_name[0]
+    else:
+        files.insert(0, baseline_onnx)
+    if not files:
+        raise EdgeloopError(f"no .onnx files in {build_dir}")
+    samples = datasets.list_samples(data)
+    if limit:
+        samples = datasets.balanced_subset(samples, limit)
+    rows: dict[str, dict[str, Any]] = {}
+    runtimes: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for i, f in enumerate(files):
+                meta = read_meta(f)
+                blob = f.read_bytes()
+                params, macs = onnx_params_macs(onnx.load_from_string(blob))
+                rt = OnnxRuntimeRuntime(OnnxRuntimeConfig(intra_op_threads=threads))
+                rt.load(rt.build(f, meta.precision, Path(tmp) / str(i)))  # type: ignore[arg-type]
+                runtimes[f.name] = rt
+                ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing)
+                lat = bench.measure_latency(rt, batch=1, warmup=30, iterations=latency_iterations)
+                card = _card_for(f)
+                rows[f.name] = {
+                    "file": f.name,
+                    "precision": meta.precision,
+                    "flavour": meta.extra.get("runtime", "any"),
+                    "onnx_bytes": len(blob),
+                    "gzip_bytes": gzip_size(blob),
+                    "params": params,
+                    "macs": macs,
+                    "top1": ev.top1,
+                    "n_images": ev.n_images,
+                    "latency_ms": lat.latency_ms,
+                    "notes": _notes(card)
+                    if f.suffix == ".onnx" and not f.stem.endswith(("-int8", "-int8-trt", "-fp16"))
+                    else [],
+                }
+                log.info("%s: top-1 %.2f%%, p50 %.3f ms", f.name, 100 * ev.top1, lat.latency_ms["p50"])
+            samples_by_model: dict[str, list[float]] = {n: [] for n in rows}
+            torch_samples: list[float] = []
+            for r in range(rounds):  # interleaved: every model once per round
+                for name, rt in runtimes.items():
+                    samples_by_model[name].append(bench.measure_throughput(rt, batch=256, min_seconds=seconds).ips)
+                if baseline_pt is not None:
+                    torch_samples.append(_torch_eager_throughput(baseline_pt, 256, seconds, threads))
+                log.info("throughput round %d/%d done", r + 1, rounds)
+        finally:
+            for rt in runtimes.values():
+                rt.close()
+    base = rows[baseline_onnx.name]
+    base_thr = statistics.median(samples_by_model[baseline_onnx.name])
+    torch_thr = statistics.median(torch_samples) if torch_samples else None
+    for name, row in rows.items():
+        thr = statistics.median(samples_by_model[name])
+        row.update(
+            throughput_ips=thr,
+            throughput_rounds=[round(v, 1) for v in samples_by_model[name]],
+            top1_delta_points=100 * (row["top1"] - base["top1"]),
+            speedup_vs_baseline_onnx=thr / base_thr,
+            speedup_vs_torch_eager=thr / torch_thr if torch_thr else None,
+        )
+    import onnxruntime
+
+    from device.sysinfo import machine
+
+    return {
+        "machine": {**machine(), "onnxruntime": onnxruntime.__version__},
+        "data": data,
+        "n_images": base["n_images"],
+        "baseline": baseline_onnx.name,
+        "torch_eager_fp32_throughput_ips": torch_thr,
+        "torch_eager_rounds": [round(v, 1) for v in torch_samples],
+        "threads": threads or os.cpu_count(),
+        "batch_throughput": 256,
+        "rounds": rounds,
+        "runtime": "onnxruntime CPUExecutionProvider",
+        "variants": list(rows.values()),
+    }
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated in (throughput up, accuracy up), sorted by throughput."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = report["variants"]
+    pts = [(r["throughput_ips"], 100 * r["top1"]) for r in v]
+    front = pareto_front(pts)
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    for r, (x, y) in zip(v, pts, strict=True):
+        ax.scatter(
+            x,
+            y,
+            s=40,
+            c="tab:blue" if r["precision"] == "fp32" else "tab:orange" if r["precision"] == "int8" else "tab:green",
+        )
+        ax.annotate(r["file"].removesuffix(".onnx"), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+    if report.get("torch_eager_fp32_throughput_ips"):
+        ax.axvline(report["torch_eager_fp32_throughput_ips"], color="gray", lw=0.8, ls=":", label="PyTorch eager FP32")
+    ax.set_xlabel(f"ONNX Runtime CPU throughput, batch 256, {report['threads']} threads (img/s)")
+    ax.set_ylabel(f"top-1 on {report['n_images']:,} images (%)")
+    ax.set_title("Accuracy vs throughput (blue FP32, orange INT8, green FP16)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from host.table import print_table
+
+    rows = [
+        (
+            r["file"],
+            r["onnx_bytes"],
+            r["gzip_bytes"],
+            r["params"],
+            r["macs"],
+            100 * r["top1"],
+            f"{r['top1_delta_points']:+.2f}",
+            r["latency_ms"]["p50"],
+            r["latency_ms"]["p99"],
+            r["throughput_ips"],
+            f"{r['speedup_vs_baseline_onnx']:.2f}x",
+            f"{r['speedup_vs_torch_eager']:.2f}x" if r["speedup_vs_torch_eager"] else None,
+        )
+        for r in report["variants"]
+    ]
+    print_table(
+        f"variants on {report['n_images']:,} images; ONNX Runtime CPU, {report['threads']} threads; "
+        f"baseline {report['baseline']}",
+        [
+            "model",
+            "ONNX B",
+            "gzip B",
+            "params",
+            "MACs",
+            "top-1 %",
+            "Δ pts",
+            "p50 ms",
+            "p99 ms",
+            "img/s @256",
+            "vs ONNX",
+            "vs torch",
+        ],
+        rows,
+    )
+    if report.get("torch_eager_fp32_throughput_ips"):
+        print(f"PyTorch eager FP32 baseline: {report['torch_eager_fp32_throughput_ips']:,.0f} img/s at batch 256")
+    if m := report.get("machine"):
+        isa = ", ".join(m["isa"]) or "no SIMD flags read"
+        print(
+            f"measured on: {m['cpu']} ({m['logical_cores']} logical cores; {isa}); onnxruntime {m['onnxruntime']}. "
+            "Speed-ups are ratios on this machine: VNNI/AMX decide INT8's gain."
+        )
+    for r in report["variants"]:
+        for note in r["notes"]:
+            print(f"- {r['file']}: {note}")
+
+
+def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> None:
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, png_path)

@@ -1,6 +1,0 @@
-"""CIFAR architectures behind an explicit registry."""
-
-from host.models import resnet as _resnet  # noqa: F401  (registers the ResNets)
-from host.models.registry import available, build, register
-
-__all__ = ["available", "build", "register"]

@@ -1,0 +1,57 @@
+"""The fleet simulator drives the real host: an injected accuracy drop is caught by the gate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from host.fleet.rollout import RolloutConfig
+from host.fleet.server import HostServer, ServeConfig
+from host.fleet.simulate import DeviceModel, SimFleet
+from shared.mqtt import BrokerSettings
+from tests.fixtures import MakeRelease
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _until(cond: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise TimeoutError
+
+
+@pytest.mark.parametrize(("drop", "expected"), [(0.0, "completed"), (3.0, "rolled_back")])
+def test_simulated_fleet_rollout(drop: float, expected: str, make_release: MakeRelease, zoo_onnx: Path,
+                                 store: object, tmp_path: Path) -> None:  # fmt: skip
+    v1 = make_release(zoo_onnx, "1.0.0", source_top1=0.9)
+    v2 = make_release(zoo_onnx, "2.0.0", source_top1=0.9)
+    srv = HostServer(ServeConfig(releases=store.root, store_url=str(tmp_path / "h.sqlite"), port=free_port(),  # type: ignore[attr-defined]
+                                 embedded_broker=True, embedded_broker_port=free_port(), tick_s=0.2))  # fmt: skip
+    srv.start()
+    fleet = SimFleet(8, BrokerSettings(port=srv.config.embedded_broker_port, protocol="3.1.1"), "sim",
+                     DeviceModel(accuracy_drop_points=0.0, accuracy_noise_points=0.0))  # fmt: skip
+    try:
+        fleet.start()
+        _until(lambda: len(srv.store.devices("sim")) == 8)
+        rid = srv.controller.create(v1, "sim", RolloutConfig(waves=["100%"]))
+        _until(lambda: srv.store.rollout(rid)["state"] == "completed")  # type: ignore[index]
+        for d in fleet.devices:
+            d.model.accuracy_drop_points = drop
+        rid = srv.controller.create(v2, "sim", RolloutConfig(waves=["1", "25%", "100%"], max_accuracy_drop=1.0))
+        _until(lambda: (srv.store.rollout(rid) or {}).get("state") in ("completed", "rolled_back"))
+        r = srv.store.rollout(rid)
+        assert r is not None
+        assert r["state"] == expected, r["reason"]
+        want = "2.0.0" if expected == "completed" else "1.0.0"
+        _until(lambda: {d["release_version"] for d in srv.store.devices("sim")} == {want})
+        if expected == "rolled_back":
+            assert [len([d for d in r["devices"] if d["state"] != "pending"])] == [1]  # only the canary was touched
+    finally:
+        fleet.stop()
+        srv.stop()
