@@ -36,10 +36,12 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/pip install -q --disable-pip-version-check -e ".[host,device,dev]"
 
-# lint and types first (seconds; mypy ~30 s cold): what does not pass them does not land
+# lint, types and layers first (seconds; mypy ~30 s cold): what does not pass them does not land
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# layer rules and the no-cycle check (import-linter contracts in pyproject.toml)
+.venv/bin/lint-imports --no-cache
 
 export EDGELOOP_REQUIRE_BROKER=1
 exec .venv/bin/python -m pytest -m "not slow" -q "$@"

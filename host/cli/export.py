@@ -1,0 +1,34 @@
+"""`edgeloop export`: a checkpoint to verified ONNX."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from host.factory.export import export_command
+
+    parity = export_command(
+        Path(args.checkpoint),
+        Path(args.out),
+        data=args.data,
+        atol=args.atol,
+        opset=args.opset,
+        fold=not args.no_fold_bn,
+        parity_limit=args.parity_images,
+    )
+    print(f"wrote {args.out}: {parity}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to verified ONNX")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--data", help="images for the parity check (default: the bundled golden set)")
+    p.add_argument("--atol", type=float, default=1e-3, help="max abs logit difference allowed")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization nodes")
+    p.add_argument("--parity-images", type=int, default=1000, help="how many images of --data the parity check uses")
+    p.set_defaults(handler=_cmd_export)

@@ -1,0 +1,88 @@
+"""`edgeloop release`: package and list signed releases."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from shared.errors import EdgeloopError
+
+
+def _cmd_release_create(args: argparse.Namespace) -> int:
+    from host.fleet.release import ReleaseStore, create_release
+
+    if args.sign_key is None and not args.unsigned:
+        raise EdgeloopError("pass --sign-key KEY (make one with `edgeloop keys generate`) or --unsigned")
+    m = create_release(
+        Path(args.build_dir),
+        args.name,
+        args.version,
+        ReleaseStore(args.store),
+        sign_key=args.sign_key,
+        include=args.include,
+        source_top1=args.source_top1,
+        notes=args.notes,
+    )
+    if args.json:
+        print(m.model_dump_json(indent=2))
+        return 0
+    from host.table import print_table
+
+    print_table(
+        f"release {m.ref} ({'signed, key ' + str(m.key_id) if m.signature else 'UNSIGNED'})",
+        ["artifact", "precision", "runtime", "bytes", "golden top-1 %", "sha256"],
+        [
+            (
+                a.name,
+                a.precision,
+                a.runtime,
+                a.size,
+                100 * a.golden_top1 if a.golden_top1 is not None else None,
+                a.sha256[:16],
+            )
+            for a in m.artifacts
+        ],
+    )
+    return 0
+
+
+def _cmd_release_list(args: argparse.Namespace) -> int:
+    from host.fleet.release import ReleaseStore
+    from host.table import print_table
+
+    ms = ReleaseStore(args.store).all()
+    print_table(
+        "releases",
+        ["release", "created", "artifacts", "source top-1 %", "signed"],
+        [
+            (
+                str(m.ref),
+                m.created_at.isoformat(timespec="seconds"),
+                len(m.artifacts),
+                100 * m.model.source_top1,
+                "yes" if m.signature else "no",
+            )
+            for m in ms
+        ],
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("release", help="package and list releases")
+    rsub = p.add_subparsers(dest="release_command", required=True)
+    c = rsub.add_parser("create", help="package the ONNX files of a build directory as a signed release")
+    c.add_argument("build_dir")
+    c.add_argument("--name", required=True)
+    c.add_argument("--version", required=True, help="dot-separated integers, e.g. 1.2.0")
+    c.add_argument("--sign-key", help="ed25519 private key (PEM)")
+    c.add_argument("--unsigned", action="store_true", help="allow an unsigned release (devices refuse it by default)")
+    c.add_argument("--store", default="releases", help="artifact store served by `edgeloop serve --releases`")
+    c.add_argument("--include", nargs="+", help="only these ONNX files of the build directory")
+    c.add_argument("--source-top1", type=float, help="source-model top-1 (0..1) if no model card says it")
+    c.add_argument("--notes", default="")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(handler=_cmd_release_create)
+    ls = rsub.add_parser("list", help="list releases in a store")
+    ls.add_argument("--store", default="releases")
+    ls.set_defaults(handler=_cmd_release_list)

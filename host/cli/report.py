@@ -1,0 +1,41 @@
+"""`edgeloop report`: compare every ONNX variant of a build directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from host.factory.report import build_report, print_report, write_report
+
+    build_dir = Path(args.build_dir)
+    report = build_report(
+        build_dir,
+        args.data,
+        Path(args.baseline),
+        Path(args.torch_baseline) if args.torch_baseline else None,
+        threads=args.threads,
+        limit=args.limit,
+        rounds=args.rounds,
+    )
+    json_path = Path(args.json_out or build_dir / "report.json")
+    png_path = Path(args.png or json_path.with_suffix(".png"))
+    write_report(report, json_path, png_path)
+    print_report(report)
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="compare every ONNX variant in a build directory (table, JSON, PNG)")
+    p.add_argument("build_dir")
+    p.add_argument("--data", required=True, help="labelled evaluation set (e.g. the 10,000-image test split)")
+    p.add_argument("--baseline", default="host/zoo/resnet20.onnx", help="FP32 ONNX the speed-ups refer to")
+    p.add_argument("--torch-baseline", default="host/zoo/resnet20.pt", help="checkpoint for PyTorch eager FP32")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / torch threads (0 = all cores)")
+    p.add_argument("--limit", type=int, help="evaluate on a class-balanced subset")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds (median is reported)")
+    p.add_argument("--json-out", help="default: BUILD_DIR/report.json")
+    p.add_argument("--png", help="default: next to the JSON")
+    p.set_defaults(handler=_cmd_report)
