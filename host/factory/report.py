@@ -61,7 +61,7 @@ def _notes(card: dict[str, Any]) -> list[str]:
 
 
 def _card_for(onnx_path: Path) -> dict[str, Any]:
-    from host.fleet.release import _card_for as find
+    from host.fleet.release import card_for as find
 
     return find(onnx_path.parent, onnx_path)
 

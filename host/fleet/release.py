@@ -105,7 +105,7 @@ def golden_top1(onnx_path: Path, meta: ModelMeta) -> float | None:
         return None
 
 
-def _card_for(build_dir: Path, onnx_path: Path) -> dict[str, Any]:
+def card_for(build_dir: Path, onnx_path: Path) -> dict[str, Any]:
     """The model card of an ONNX file: same stem, or the stem without precision suffixes."""
     stem = onnx_path.stem
     candidates = [stem]
@@ -163,7 +163,7 @@ def create_release(
             )
         )
         log.info("artifact %s: %s %s, %d bytes, sha256 %s", f.name, meta.precision, runtime, size, digest[:12])
-    card = _card_for(build_dir, files[0])
+    card = card_for(build_dir, files[0])
     metrics = card.get("metrics", {})
     src = source_top1 if source_top1 is not None else card.get("source_top1", metrics.get("top1"))
     if src is None:

@@ -1,0 +1,105 @@
+"""Releases: what a device is asked to run (the signed manifest and its artifacts)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from shared.errors import EdgeloopError
+from shared.protocol.base import Fraction, Id, Precision, Sha256, UtcDatetime, Version, WireModel, utcnow, version_key
+
+
+class ReleaseRef(WireModel):
+    name: Id
+    version: Version
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        return version_key(self.version)
+
+
+class PreprocessingSpec(WireModel):
+    """The model input, as shared.imaging.Preprocessing applies it."""
+
+    mean: tuple[float, float, float]
+    std: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+    size: int = Field(32, ge=8, le=1024)
+    layout: Literal["NCHW"] = "NCHW"
+    color: Literal["RGB"] = "RGB"
+
+
+class ModelInfo(WireModel):
+    arch: str = Field(max_length=64)
+    classes: tuple[Annotated[str, StringConstraints(min_length=1, max_length=64)], ...] = Field(min_length=2)
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    preprocessing: PreprocessingSpec
+    source_top1: Fraction = Field(description="top-1 of the source model on the host's test set")
+    params: int | None = Field(None, ge=0)
+    macs: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _shape_matches(self) -> ModelInfo:
+        if self.input_shape[1:] != (self.preprocessing.size, self.preprocessing.size):
+            raise ValueError("input_shape must match preprocessing.size")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("class names must be unique")
+        return self
+
+
+class Artifact(WireModel):
+    """One ONNX file of a release; devices pick the one meant for their runtime and precision."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
+    url: str = Field(description="absolute http(s) URL, or a path relative to the release's base URL")
+    sha256: Sha256
+    size: int = Field(gt=0)
+    precision: Precision
+    runtime: Literal["any", "onnxruntime", "tensorrt"] = "any"
+    sparsity: Literal["dense", "2:4"] = "dense"
+    calibration: Literal["none", "ptq", "qat"] = "none"
+    golden_top1: Fraction | None = Field(None, description="top-1 of this file on shared/samples (device self-test)")
+
+    @field_validator("url")
+    @classmethod
+    def _http_or_relative(cls, v: str) -> str:
+        if "://" in v and not v.startswith(("http://", "https://")):
+            raise ValueError("artifact URLs must be http(s)")
+        return v
+
+
+class ReleaseManifest(WireModel):
+    """What a release is. Signed (ed25519) over its canonical JSON without the signature fields."""
+
+    name: Id
+    version: Version
+    created_at: UtcDatetime = Field(default_factory=utcnow)
+    model: ModelInfo
+    artifacts: tuple[Artifact, ...] = Field(min_length=1)
+    recipe: str | None = Field(None, max_length=65536, description="the compression recipe used (TOML)")
+    notes: str = Field("", max_length=4096)
+    key_id: str | None = Field(None, max_length=64)
+    signature: str | None = Field(None, max_length=256, description="base64 ed25519 signature")
+
+    @property
+    def ref(self) -> ReleaseRef:
+        return ReleaseRef(name=self.name, version=self.version)
+
+    def artifact_for(self, runtime: str, precision: Precision | None = None) -> Artifact:
+        """The artifact a device should run: exact runtime match first, then a portable one."""
+        wanted = [a for a in self.artifacts if precision is None or a.precision == precision]
+        for candidate in ([a for a in wanted if a.runtime == runtime], [a for a in wanted if a.runtime == "any"]):
+            if candidate:
+                return candidate[0]
+        raise EdgeloopError(
+            f"release {self.ref} has no artifact for runtime {runtime!r}"
+            + (f" at precision {precision}" if precision else "")
+        )

@@ -1,0 +1,119 @@
+"""Device -> host: the retained status and the reports (a discriminated union on ``kind``)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import (
+    Field,
+    StringConstraints,
+)
+
+from shared.protocol.base import Fraction, Id, Message, NonNegFloat, Precision, WireModel
+from shared.protocol.releases import ReleaseRef
+
+
+class SystemInfo(WireModel):
+    """Health of the device. A source the device lacks is None (absent), never 0."""
+
+    cpu_percent: NonNegFloat | None = None
+    ram_used_mb: NonNegFloat | None = None
+    ram_total_mb: NonNegFloat | None = None
+    process_rss_mb: NonNegFloat | None = None
+    gpu_load_percent: NonNegFloat | None = None
+    gpu_mem_used_mb: NonNegFloat | None = None
+    temperatures_c: dict[str, float] | None = None
+    power_mw: dict[str, float] | None = None
+    clocks_locked: bool | None = None
+    nvpmodel: str | None = Field(None, max_length=64)
+    sources: tuple[str, ...] = Field((), description="which telemetry sources answered (psutil, tegrastats, ...)")
+
+
+class DeviceStatus(Message):
+    state: Literal["online", "offline", "busy"]
+    fleet: Id
+    release: ReleaseRef | None = None
+    previous_release: ReleaseRef | None = None
+    runtime: str | None = Field(None, max_length=64)
+    runtime_version: str | None = Field(None, max_length=64)
+    precision: Precision | None = None
+    accelerator: str = Field("cpu", max_length=128, description="GPU name, or 'cpu'")
+    gpu: bool = False
+    agent_version: str = Field("", max_length=32)
+    system: SystemInfo | None = None
+
+
+class LatencyStats(WireModel):
+    p50: NonNegFloat
+    p90: NonNegFloat
+    p99: NonNegFloat
+    max: NonNegFloat
+    mean: NonNegFloat
+
+
+class DeployReport(Message):
+    kind: Literal["deploy"] = "deploy"
+    rollout_id: Id | None = None
+    command_id: uuid.UUID | None = None
+    release: ReleaseRef
+    ok: bool
+    action: Literal["deploy", "rollback"] = "deploy"
+    error: str | None = Field(None, max_length=4096)
+    previous_release: ReleaseRef | None = None
+    artifact: str | None = None
+    runtime: str | None = None
+    runtime_version: str | None = None
+    precision: Precision | None = None
+    accelerator: str = "cpu"
+    cache_hit: bool = False
+    fetch_s: NonNegFloat | None = None
+    build_s: NonNegFloat | None = None
+    selftest_top1: Fraction | None = None
+
+
+class BenchmarkReport(Message):
+    kind: Literal["benchmark"] = "benchmark"
+    rollout_id: Id | None = None
+    command_id: uuid.UUID | None = None
+    release: ReleaseRef | None = None
+    runtime: str
+    runtime_version: str = ""
+    precision: Precision
+    accelerator: str = "cpu"
+    batch: int = Field(ge=1)
+    iterations: int = Field(ge=1)
+    latency_ms: LatencyStats
+    raw_throughput_ips: NonNegFloat
+    top1: Fraction | None = None
+    n_images: int | None = Field(None, ge=0)
+    end_to_end_throughput_ips: NonNegFloat | None = None
+    system: SystemInfo | None = None
+
+
+class CalibrationReport(Message):
+    kind: Literal["calibration"] = "calibration"
+    command_id: uuid.UUID | None = None
+    release: ReleaseRef
+    method: str
+    n_images: int = Field(ge=0)
+    top1_before: Fraction | None = None
+    top1_after: Fraction | None = None
+    promoted: bool = False
+    error: str | None = Field(None, max_length=4096)
+
+
+class EventReport(Message):
+    kind: Literal["event"] = "event"
+    level: Literal["info", "warning", "error"]
+    code: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]
+    message: str = Field(max_length=4096)
+    command_id: uuid.UUID | None = None
+    rollout_id: Id | None = None
+    release: ReleaseRef | None = None
+
+
+Report: TypeAlias = Annotated[
+    DeployReport | BenchmarkReport | CalibrationReport | EventReport, Field(discriminator="kind")
+]
+REPORT_KINDS = ("deploy", "benchmark", "calibration", "event")
