@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -22,12 +23,12 @@ from device.builder import EngineCache
 from device.config import AgentConfig
 from device.fetch import FetchError, fetch, resolve_url
 from device.runtimes import registry
-from device.runtimes.base import Engine, EngineError, Precision, Runtime, RuntimeUnavailableError
+from device.runtimes.base import Engine, EngineError, Runtime, RuntimeUnavailableError
 from device.state import AgentState, Slot
 from shared import signing
 from shared.errors import EdgeloopError
 from shared.imaging import Preprocessing
-from shared.protocol import Artifact, ReleaseManifest, ReleaseRef, version_key
+from shared.protocol import Artifact, Precision, ReleaseManifest, ReleaseRef, version_key
 
 log = logging.getLogger(__name__)
 
@@ -191,19 +192,7 @@ class EngineManager:
     ) -> Activation:
         artifact = self.choose(manifest, runtime, precision)
         t0 = time.perf_counter()
-        dest = self.state.artifact_path(artifact.sha256)
-        try:
-            url = resolve_url(artifact.url, base_url)
-            fetch(
-                url,
-                dest,
-                artifact.sha256,
-                artifact.size,
-                self.config.max_artifact_mb << 20,
-                timeout=self.config.http_timeout_s,
-            )
-        except FetchError as e:
-            raise ActivationError(e.code, str(e)) from e
+        dest = self._fetch(artifact, base_url)
         fetch_s = time.perf_counter() - t0
         try:
             engine, hit = self.cache.get_or_build(runtime, dest, artifact.sha256, artifact.precision)
@@ -215,16 +204,7 @@ class EngineManager:
                 "input_shape_mismatch",
                 f"engine input {engine.input_shape} differs from the manifest's {manifest.model.input_shape}",
             )
-        try:
-            top1 = selftest.golden_top1(runtime, manifest.model.classes, prep_of(manifest))
-        except EngineError as e:
-            raise ActivationError("selftest_failed", f"self-test could not run: {e}") from e
-        floor = selftest.threshold(artifact.golden_top1, self.config.selftest_tolerance, self.config.selftest_min_top1)
-        if top1 < floor:
-            raise ActivationError(
-                "selftest_failed",
-                f"self-test top-1 {100 * top1:.1f}% on the golden images is below {100 * floor:.1f}%",
-            )
+        top1 = self._selftest(runtime, manifest, artifact)
         slot = Slot(
             manifest.name,
             manifest.version,
@@ -233,13 +213,7 @@ class EngineManager:
             artifact.precision,
             _digest_of(engine, self.cache),
         )
-        self.state.store_manifest(manifest)
-        with self._lock:  # the swap: one state write + one assignment
-            old = self._runtime
-            self.state.activate(slot)
-            self._runtime, self._manifest = runtime, manifest
-        if old is not None:
-            old.close()
+        self._swap(runtime, manifest, slot)
         log.info("activated %s (%s, %s, %s)", manifest.ref, artifact.name, runtime.name, artifact.precision)
         return Activation(
             slot,
@@ -253,6 +227,46 @@ class EngineManager:
             top1,
             self.state.previous.ref if self.state.previous else None,
         )
+
+    def _fetch(self, artifact: Artifact, base_url: str | None) -> Path:
+        """Download (or resume) the artifact into the state dir, checking its size and sha256."""
+        dest = self.state.artifact_path(artifact.sha256)
+        try:
+            url = resolve_url(artifact.url, base_url)
+            fetch(
+                url,
+                dest,
+                artifact.sha256,
+                artifact.size,
+                self.config.max_artifact_mb << 20,
+                timeout=self.config.http_timeout_s,
+            )
+        except FetchError as e:
+            raise ActivationError(e.code, str(e)) from e
+        return dest
+
+    def _selftest(self, runtime: Runtime, manifest: ReleaseManifest, artifact: Artifact) -> float:
+        """Golden-set top-1 of the loaded engine; below the release's own figure (minus a tolerance) fails."""
+        try:
+            top1 = selftest.golden_top1(runtime, manifest.model.classes, prep_of(manifest))
+        except EngineError as e:
+            raise ActivationError("selftest_failed", f"self-test could not run: {e}") from e
+        floor = selftest.threshold(artifact.golden_top1, self.config.selftest_tolerance, self.config.selftest_min_top1)
+        if top1 < floor:
+            raise ActivationError(
+                "selftest_failed",
+                f"self-test top-1 {100 * top1:.1f}% on the golden images is below {100 * floor:.1f}%",
+            )
+        return top1
+
+    def _swap(self, runtime: Runtime, manifest: ReleaseManifest, slot: Slot) -> None:
+        self.state.store_manifest(manifest)
+        with self._lock:  # the swap: one state write + one assignment
+            old = self._runtime
+            self.state.activate(slot)
+            self._runtime, self._manifest = runtime, manifest
+        if old is not None:
+            old.close()
 
     def close(self) -> None:
         with self._lock:

@@ -17,7 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from device.runtimes.base import Engine, EngineError, Precision, Runtime
+from device.runtimes.base import Engine, EngineError, Runtime
+from shared.protocol import Precision
 
 log = logging.getLogger(__name__)
 

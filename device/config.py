@@ -10,10 +10,21 @@ import contextvars
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from device.runtimes.registry import AutoConfig, RuntimeConfig
+from device.runtimes import registry
+from device.runtimes.base import RuntimeConfig
+from device.runtimes.registry import AutoConfig
 from shared.errors import EdgeloopError
 from shared.mqtt import BrokerSettings
 from shared.protocol import Id
@@ -84,7 +95,11 @@ class AgentConfig(BaseSettings):
     eval_dir: Path | None = Field(None, description="labelled ImageFolder set for on-device accuracy")
     eval_limit: int | None = Field(None, ge=1, description="evaluate on at most this many images")
     field_dir: Path | None = Field(None, description="unlabelled field images (sample / recalibrate)")
-    runtime: RuntimeConfig = Field(default_factory=AutoConfig)
+    # validated through the runtime registry (the table's ``type`` picks the model); SerializeAsAny so that
+    # check-config prints every field of the backend's config, not only the base's ``type``
+    runtime: SerializeAsAny[RuntimeConfig] = Field(
+        default_factory=AutoConfig, description="inference backend: auto, or one registered runtime's table"
+    )
     trusted_keys: list[Path] = Field(default_factory=list, description="ed25519 public keys (PEM) of release signers")
     require_signature: bool = Field(True, description="refuse unsigned releases")
     max_artifact_mb: int = Field(512, ge=1, description="refuse artifacts larger than this")
@@ -92,6 +107,11 @@ class AgentConfig(BaseSettings):
     selftest_tolerance: float = Field(0.10, ge=0, le=1, description="allowed golden-set top-1 drop vs the release's")
     selftest_min_top1: float = Field(0.5, ge=0, le=1, description="golden-set floor when the release states none")
     status_interval_s: float = Field(30.0, ge=1, description="heartbeat with system telemetry")
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _runtime(cls, v: object) -> RuntimeConfig:
+        return registry.parse_config(v)
 
     @model_validator(mode="after")
     def _paths(self) -> AgentConfig:

@@ -1,6 +1,10 @@
-"""The one extension point for inference backends: ``Runtime``.
+"""The one extension point for inference backends: ``Runtime``, and the base of their config models.
 
-Modelled on Polygraphy's runners: public methods check state, validate inputs and time the call;
+Every backend is one folder, ``device/runtimes/<backend>/``, with the same files: ``config.py``
+(its ``RuntimeConfig`` subclass), ``loader.py`` (ONNX -> engine), ``runner.py`` (its ``Runtime``
+subclass, registered with ``@registry.register``) and ``util.py`` (lazy imports and helpers).
+
+Runtimes are modelled on Polygraphy's runners: public methods check state, validate inputs and time the call;
 subclasses implement the ``_*_impl`` methods. A runtime is a context manager, and device memory is
 released in ``close()`` / ``__exit__``, never in ``__del__``.
 
@@ -20,17 +24,42 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
 
 from shared.errors import EdgeloopError
+from shared.protocol import Precision
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "fp16", "int8"]
 F32 = npt.NDArray[np.float32]
+
+__all__ = [
+    "F32",
+    "Engine",
+    "EngineError",
+    "LayerTime",
+    "Precision",  # defined once, in shared.protocol; re-exported for the backends' signatures
+    "Runtime",
+    "RuntimeConfig",
+    "RuntimeUnavailableError",
+    "Timing",
+    "mean_after_warmup",
+]
+
+
+class RuntimeConfig(BaseModel):
+    """Base of every ``[runtime]`` table: ``type`` names the backend (or ``auto``); unknown fields are refused.
+
+    Subclasses narrow ``type`` to ``Literal["<name>"]`` and give every field a default and a description.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
 
 
 class RuntimeUnavailableError(EdgeloopError):
@@ -82,9 +111,14 @@ class Timing:
 
 
 class Runtime(ABC):
-    name: ClassVar[str]
+    """One inference backend. A subclass declares what the registry needs to find and choose it."""
 
-    def __init__(self) -> None:
+    name: ClassVar[str]  # the config's ``type`` and the engine record's ``runtime``
+    config_class: ClassVar[type[RuntimeConfig]]  # its ``[runtime]`` table, ``type: Literal[name]``
+    priority: ClassVar[int]  # ``auto`` tries the backends from the highest priority down
+
+    def __init__(self, config: RuntimeConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class.model_validate({})
         self._engine: Engine | None = None
         self._closed = False
         self.last_timing: Timing | None = None

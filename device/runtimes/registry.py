@@ -1,72 +1,138 @@
-"""Explicit registry of inference backends and the automatic choice between them.
+"""The registry of inference backends, the automatic choice between them, and the ``[runtime]`` table.
 
-Adding a backend = one module with a ``<Name>Config`` (``type: Literal[key]``) and a ``Runtime``
-subclass, plus one ``register`` line here and one member in ``RuntimeConfig``.
+A backend registers its ``Runtime`` subclass with ``@register``; the class declares its ``name``,
+its ``config_class`` (a ``RuntimeConfig`` with ``type: Literal[name]``, the Frigate pattern) and its
+``priority`` for ``auto``. Everything else reads the registry: ``create()`` looks the class up by the
+config's ``type``, ``auto`` tries the backends by priority with ``probe()``, the agent config validates
+its ``[runtime]`` table with ``parse_config()``, and the CLI's ``--runtime`` choices are ``names()``.
+``device/runtimes/__init__.py`` imports every backend package, so the registry is full whenever any
+of ``device.runtimes`` is imported.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, SerializeAsAny, ValidationError, model_serializer, model_validator
+from pydantic_core import ValidationError as CoreValidationError
 
-from device.runtimes.base import Runtime, RuntimeUnavailableError
-from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
-from device.runtimes.tensorrt import TensorRTConfig, TensorRTRuntime
+from device.runtimes.base import Runtime, RuntimeConfig, RuntimeUnavailableError
 
 log = logging.getLogger(__name__)
 
-
-class AutoConfig(BaseModel):
-    """Pick TensorRT when it imports and a CUDA device exists, else ONNX Runtime."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["auto"] = "auto"
-    tensorrt: TensorRTConfig = TensorRTConfig()
-    onnxruntime: OnnxRuntimeConfig = OnnxRuntimeConfig()
-
-
-RuntimeConfig = Annotated[AutoConfig | OnnxRuntimeConfig | TensorRTConfig, Field(discriminator="type")]
+AUTO = "auto"
+R = TypeVar("R", bound=type[Runtime])
 
 _RUNTIMES: dict[str, type[Runtime]] = {}
 
 
-def register(cls: type[Runtime]) -> type[Runtime]:
-    if cls.name in _RUNTIMES:
-        raise ValueError(f"runtime {cls.name!r} registered twice")
-    _RUNTIMES[cls.name] = cls
+def register(cls: R) -> R:
+    """Class decorator: add a backend. Its name must be new and match its config's ``type``."""
+    name = cls.name
+    if name in _RUNTIMES or name == AUTO:
+        raise ValueError(f"runtime {name!r} registered twice")
+    config_type = cls.config_class.model_fields["type"].default
+    if config_type != name:
+        raise ValueError(f"runtime {name!r}: its config {cls.config_class.__name__} has type {config_type!r}")
+    _RUNTIMES[name] = cls
     return cls
 
 
-register(TensorRTRuntime)
-register(OnnxRuntimeRuntime)
-
-
 def names() -> list[str]:
-    return list(_RUNTIMES)
+    """Registered backends in the order ``auto`` tries them (highest priority first)."""
+    return [cls.name for cls in sorted(_RUNTIMES.values(), key=lambda c: (-c.priority, c.name))]
 
 
 def runtime_class(name: str) -> type[Runtime]:
     try:
         return _RUNTIMES[name]
     except KeyError:
-        raise RuntimeUnavailableError(f"unknown runtime {name!r}; choose one of {', '.join(_RUNTIMES)}") from None
+        raise RuntimeUnavailableError(f"unknown runtime {name!r}; choose one of {', '.join(names())}") from None
 
 
-def create(config: AutoConfig | OnnxRuntimeConfig | TensorRTConfig | None = None) -> Runtime:
+def config_types() -> list[str]:
+    """Every value a ``[runtime]`` table's ``type`` may take."""
+    return [AUTO, *sorted(_RUNTIMES)]
+
+
+def parse_config(data: object) -> RuntimeConfig:
+    """Validate a ``[runtime]`` table through the registry: its ``type`` picks the config model."""
+    if isinstance(data, RuntimeConfig):
+        return data
+    if not isinstance(data, Mapping):
+        raise ValueError(f"expected a table with a `type` ({', '.join(config_types())}), got {type(data).__name__}")
+    kind = data.get("type")
+    if kind == AUTO:
+        return AutoConfig.model_validate(data)
+    if kind not in _RUNTIMES:
+        known = ", ".join(config_types())
+        what = f"unknown runtime type {kind!r}" if "type" in data else "the runtime table has no `type`"
+        raise ValueError(f"{what}; known types: {known}")
+    return _RUNTIMES[kind].config_class.model_validate(data)
+
+
+def _validate_backend(name: str, table: object) -> RuntimeConfig:
+    """One ``[runtime.<name>]`` sub-table of ``auto``; its errors keep their place (``<name>.<field>``)."""
+    try:
+        return _RUNTIMES[name].config_class.model_validate(table)
+    except ValidationError as e:
+        errors: list[Any] = [{**err, "loc": (name, *err["loc"])} for err in e.errors(include_url=False)]
+        raise CoreValidationError.from_exception_data(e.title, errors) from e
+
+
+class AutoConfig(RuntimeConfig):
+    """Try every registered backend by priority (TensorRT first, ONNX Runtime last); the first that can run wins.
+
+    Each backend may have its own sub-table (``[runtime.tensorrt]``, ``[runtime.onnxruntime]``), validated
+    by that backend's config model; the ones left out take their defaults.
+    """
+
+    type: Literal["auto"] = "auto"
+    backends: dict[str, SerializeAsAny[RuntimeConfig]] = Field(
+        default_factory=dict, description="each registered backend's config, by name"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_tables(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        tables = dict(data)
+        kind = tables.pop("type", AUTO)
+        unknown = [k for k in tables if k not in _RUNTIMES]
+        if unknown:
+            raise ValueError(f"unknown runtime {unknown[0]!r} under auto; known: {', '.join(names())}")
+        return {"type": kind, "backends": {n: _validate_backend(n, tables.get(n, {})) for n in names()}}
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+        """Dump as it is written: ``{"type": "auto", "<backend>": {...}, ...}``."""
+        dumped = handler(self)
+        return {"type": dumped["type"], **dumped["backends"]}
+
+    def backend(self, name: str) -> RuntimeConfig:
+        """The sub-table of one backend (its defaults if it registered after this config was read)."""
+        return self.backends.get(name) or runtime_class(name).config_class.model_validate({})
+
+
+def create(config: RuntimeConfig | None = None) -> Runtime:
     """Instantiate the configured backend; ``auto`` falls back from TensorRT to ONNX Runtime."""
     config = config or AutoConfig()
-    if isinstance(config, TensorRTConfig):
-        reason = TensorRTRuntime.probe()
+    if not isinstance(config, AutoConfig):
+        cls = runtime_class(config.type)
+        reason = cls.probe()
         if reason:
-            raise RuntimeUnavailableError(f"tensorrt was forced by the config but cannot run here: {reason}")
-        return TensorRTRuntime(config)
-    if isinstance(config, OnnxRuntimeConfig):
-        return OnnxRuntimeRuntime(config)
-    reason = TensorRTRuntime.probe()
-    if reason is None:
-        return TensorRTRuntime(config.tensorrt)
-    log.info("tensorrt unavailable (%s); using onnxruntime", reason.split(":")[0])
-    return OnnxRuntimeRuntime(config.onnxruntime)
+            raise RuntimeUnavailableError(f"{cls.name} was forced by the config but cannot run here: {reason}")
+        return cls(config)
+    skipped: list[tuple[str, str]] = []
+    for name in names():
+        cls = _RUNTIMES[name]
+        reason = cls.probe()
+        if reason is None:
+            for other, why in skipped:
+                log.info("%s unavailable (%s); using %s", other, why.split(":")[0], name)
+            return cls(config.backend(name))
+        skipped.append((name, reason))
+    raise RuntimeUnavailableError("no runtime can run here: " + "; ".join(f"{n}: {why}" for n, why in skipped))

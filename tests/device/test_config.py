@@ -7,7 +7,9 @@ import pytest
 from device.config import load_config
 from device.runtimes.onnxruntime import OnnxRuntimeConfig
 from device.runtimes.registry import AutoConfig
+from device.runtimes.tensorrt import TensorRTConfig
 from shared.errors import EdgeloopError
+from tests.device.fakes import FakeConfig, FakeRuntime
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -70,3 +72,32 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
     with pytest.raises(EdgeloopError):
         load_config(_write(tmp_path, "device_id = [unclosed"))
+
+
+def test_auto_keeps_its_per_backend_tables(tmp_path: Path) -> None:
+    text = '[runtime]\ntype = "auto"\n[runtime.tensorrt]\nworkspace_mb = 256\nsparse_weights = true\n'
+    cfg = load_config(_write(tmp_path, f'device_id = "d"\nrequire_signature = false\n{text}'))
+    assert isinstance(cfg.runtime, AutoConfig)
+    assert cfg.runtime.backend("tensorrt") == TensorRTConfig(workspace_mb=256, sparse_weights=True)
+    assert cfg.runtime.backend("onnxruntime") == OnnxRuntimeConfig()
+    with pytest.raises(EdgeloopError, match=r"runtime\.tensorrt\.workspace_mb"):
+        load_config(
+            None, device_id="d", require_signature=False, runtime={"type": "auto", "tensorrt": {"workspace_mb": 1}}
+        )
+
+
+def test_unknown_runtime_type_is_a_clear_error(tmp_path: Path) -> None:
+    text = 'device_id = "d"\nrequire_signature = false\n[runtime]\ntype = "openvino"\n'
+    with pytest.raises(EdgeloopError) as e:
+        load_config(_write(tmp_path, text))
+    assert "runtime: " in str(e.value)
+    assert "unknown runtime type 'openvino'; known types: auto, onnxruntime, tensorrt" in str(e.value)
+    with pytest.raises(EdgeloopError, match="unknown runtime 'openvino' under auto"):
+        load_config(None, device_id="d", require_signature=False, runtime={"type": "auto", "openvino": {}})
+
+
+def test_a_registered_backend_is_a_valid_runtime_table(fake_runtime: type[FakeRuntime]) -> None:
+    cfg = load_config(None, device_id="d", require_signature=False, runtime={"type": "fake", "classes": 3})
+    assert cfg.runtime == FakeConfig(classes=3)
+    with pytest.raises(EdgeloopError, match=r"runtime\.bogus: Extra inputs are not permitted"):
+        load_config(None, device_id="d", require_signature=False, runtime={"type": "fake", "bogus": 1})

@@ -13,9 +13,10 @@ from device.runtimes.onnxruntime import OnnxRuntimeRuntime
 from device.runtimes.tensorrt import TensorRTConfig, TensorRTRuntime
 from shared import datasets
 from shared.modelmeta import read_meta
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.gpu
-ZOO = Path(__file__).resolve().parents[2] / "host" / "zoo"
+ZOO = REPO / "host" / "zoo"
 
 
 def _ort_logits(model: Path, x: np.ndarray, tmp: Path) -> np.ndarray:
@@ -54,7 +55,7 @@ def test_fp16_onnx_builds_strongly_typed(tmp_path: Path) -> None:
         assert engine.info["strongly_typed"] is True
         rt.load(engine)
         meta = read_meta(model)
-        samples = datasets.list_samples(Path(__file__).resolve().parents[2] / "shared" / "samples")
+        samples = datasets.list_samples(REPO / "shared" / "samples")
         ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing, batch=50)
         assert ev.top1 > 0.7
 

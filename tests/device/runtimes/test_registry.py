@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import device.runtimes
+from device.runtimes import RuntimeUnavailableError, registry
+from device.runtimes.onnxruntime import OnnxRuntimeConfig
+from device.runtimes.tensorrt import TensorRTConfig, TensorRTRuntime
+from tests.device.fakes import FakeConfig, FakeRuntime
+from tests.helpers import REPO
+
+BACKEND_FILES = {"__init__.py", "config.py", "loader.py", "runner.py", "util.py"}
+
+
+def test_auto_falls_back_to_onnxruntime_without_a_gpu() -> None:
+    if TensorRTRuntime.probe() is None:
+        pytest.skip("a TensorRT GPU is present here")
+    with registry.create(registry.AutoConfig()) as rt:
+        assert rt.name == "onnxruntime"
+        assert rt.accelerator() == "cpu" and not rt.uses_gpu()
+    with pytest.raises(RuntimeUnavailableError, match="forced"):
+        registry.create(TensorRTConfig())
+
+
+def test_registry_is_explicit() -> None:
+    assert registry.names() == ["tensorrt", "onnxruntime"]
+    with pytest.raises(RuntimeUnavailableError):
+        registry.runtime_class("openvino")
+
+
+def test_every_backend_is_one_folder_of_the_same_files() -> None:
+    """A reader who knows one backend knows them all; and a backend folder nobody imports is caught."""
+    root = REPO / "device" / "runtimes"
+    folders = sorted(p.parent.name for p in root.glob("*/__init__.py"))
+    assert folders == sorted(registry.names())
+    for name in folders:
+        assert {p.name for p in (root / name).glob("*.py")} == BACKEND_FILES, name
+        cls = registry.runtime_class(name)
+        assert cls.__module__ == f"device.runtimes.{name}.runner"
+        assert cls.config_class.__module__ == f"device.runtimes.{name}.config"
+    assert sorted(m.__name__.rsplit(".", 1)[1] for m in device.runtimes.BACKENDS) == folders
+
+
+def test_a_registered_backend_is_created_from_its_config(fake_runtime: type[FakeRuntime], tmp_path: Path) -> None:
+    assert registry.names()[0] == "fake" and "fake" in registry.config_types()
+    config = registry.parse_config({"type": "fake", "classes": 3})
+    assert isinstance(config, FakeConfig)
+    with registry.create(config) as rt:
+        assert isinstance(rt, FakeRuntime) and rt.config.classes == 3
+
+
+def test_auto_tries_the_backends_by_priority(fake_runtime: type[FakeRuntime], monkeypatch: pytest.MonkeyPatch) -> None:
+    auto = registry.parse_config({"type": "auto", "fake": {"classes": 4}})
+    assert isinstance(auto, registry.AutoConfig) and set(auto.backends) == {"fake", "tensorrt", "onnxruntime"}
+    with registry.create(auto) as rt:
+        assert isinstance(rt, FakeRuntime) and rt.config.classes == 4  # its own sub-table
+    monkeypatch.setattr(FakeRuntime, "available", False)
+    with registry.create(auto) as rt:
+        assert rt.name == registry.names()[1 if TensorRTRuntime.probe() is None else 2]
+    with pytest.raises(RuntimeUnavailableError, match="forced"):
+        registry.create(FakeConfig())
+
+
+def test_auto_without_any_usable_backend_names_every_reason(
+    fake_runtime: type[FakeRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "_RUNTIMES", {"fake": FakeRuntime})
+    monkeypatch.setattr(FakeRuntime, "available", False)
+    with pytest.raises(RuntimeUnavailableError, match="no runtime can run here: fake: fake: switched off"):
+        registry.create()
+
+
+def test_auto_sub_tables_validate_through_the_registry() -> None:
+    auto = registry.parse_config({"type": "auto", "onnxruntime": {"intra_op_threads": 2}})
+    assert isinstance(auto, registry.AutoConfig)
+    ort = auto.backend("onnxruntime")
+    assert isinstance(ort, OnnxRuntimeConfig) and ort.intra_op_threads == 2
+    assert isinstance(auto.backend("tensorrt"), TensorRTConfig)  # left out: its defaults
+    # dumped as written: one sub-table per backend, every field
+    dumped = auto.model_dump()
+    assert list(dumped) == ["type", "tensorrt", "onnxruntime"]
+    assert dumped["onnxruntime"] == OnnxRuntimeConfig(intra_op_threads=2).model_dump()
+    with pytest.raises(ValueError, match="unknown runtime 'openvino' under auto; known: tensorrt, onnxruntime"):
+        registry.parse_config({"type": "auto", "openvino": {}})
+    with pytest.raises(ValueError, match=r"tensorrt\.max_batch"):
+        registry.parse_config({"type": "auto", "tensorrt": {"max_batch": 0}})
+
+
+def test_unknown_or_missing_type_names_the_known_types() -> None:
+    with pytest.raises(ValueError, match="unknown runtime type 'openvino'; known types: auto, onnxruntime, tensorrt"):
+        registry.parse_config({"type": "openvino"})
+    with pytest.raises(ValueError, match="no `type`; known types: auto, onnxruntime, tensorrt"):
+        registry.parse_config({"intra_op_threads": 2})
+
+
+def test_register_refuses_a_second_backend_of_the_same_name(fake_runtime: type[FakeRuntime]) -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(FakeRuntime)
+
+    class Mismatched(FakeRuntime):
+        name = "other"
+
+    with pytest.raises(ValueError, match="has type 'fake'"):
+        registry.register(Mismatched)
+
+
+def test_the_example_agent_config_runtime_table_validates() -> None:
+    """deploy/agent.toml: ``auto`` with a sub-table per backend, validated by each backend's model."""
+    table = tomllib.loads((REPO / "deploy" / "agent.toml").read_text())["runtime"]
+    auto = registry.parse_config(table)
+    assert isinstance(auto, registry.AutoConfig)
+    trt = auto.backend("tensorrt")
+    assert isinstance(trt, TensorRTConfig) and trt.sparse_weights and trt.max_batch == 64
