@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from host.fleet.release import ReleaseStore, create_release
-from host.fleet.rollout import RolloutConfig
+from host.fleet.rollout_config import RolloutConfig
 from host.fleet.server import HostServer, ServeConfig
+from host.fleet.store.records import TERMINAL, WAVE_FINISHED, RolloutDetail
 from shared import signing
 from shared.errors import EdgeloopError
-from shared.protocol import BenchSettings
+from shared.protocol import BenchSettings, ReleaseManifest
 from shared.samples import golden_dir
 
 log = logging.getLogger(__name__)
@@ -76,52 +77,42 @@ def _wait(predicate: Any, timeout: float, what: str, poll: float = 0.25) -> Any:
     raise EdgeloopError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def _run_rollout(server: HostServer, release: str, cfg: RolloutConfig, timeout: float) -> dict[str, Any]:
+def _print_finished_waves(r: RolloutDetail, seen: set[tuple[int, str]]) -> None:
+    for w in r.waves:
+        if w.state in WAVE_FINISHED and (w.wave, w.state) not in seen:
+            seen.add((w.wave, w.state))
+            detail = ", ".join(
+                f"{d.device_id} top-1 {100 * d.top1:.1f}% p99 {d.p99_ms or 0.0:.2f} ms"
+                if d.top1 is not None
+                else f"{d.device_id} {d.state}"
+                for d in r.members(w.wave)
+            )
+            print(f"    wave {w.wave + 1}/{len(r.waves)} {w.state}: {detail}")
+
+
+def _run_rollout(server: HostServer, release: str, cfg: RolloutConfig, timeout: float) -> RolloutDetail:
     manifest = server.release_store.resolve(release)
     rid = server.controller.create(manifest, "demo", cfg)
     print(f"  rollout {rid}: {manifest.ref} waves {cfg.waves}, gate top-1 >= source - {cfg.max_accuracy_drop} pts")
     seen: set[tuple[int, str]] = set()
 
-    def done() -> dict[str, Any] | None:
+    def done() -> RolloutDetail | None:
         r = server.store.rollout(rid)
         if r is None:
             return None
-        for w in r["waves"]:
-            if w["state"] in ("passed", "failed") and (w["wave"], w["state"]) not in seen:
-                seen.add((w["wave"], w["state"]))
-                devs = [d for d in r["devices"] if d["wave"] == w["wave"]]
-                detail = ", ".join(
-                    f"{d['device_id']} top-1 {100 * d['top1']:.1f}% p99 {d['p99_ms']:.2f} ms"
-                    if d["top1"] is not None
-                    else f"{d['device_id']} {d['state']}"
-                    for d in devs
-                )
-                print(f"    wave {w['wave'] + 1}/{len(r['waves'])} {w['state']}: {detail}")
-        return r if r["state"] in ("completed", "aborted", "rolled_back") else None
+        _print_finished_waves(r, seen)
+        return r if r.state in TERMINAL else None
 
-    return dict(_wait(done, timeout, f"rollout {rid}"))
+    result: RolloutDetail = _wait(done, timeout, f"rollout {rid}")
+    return result
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(
-    workdir: Path | None = None,
-    keep_running: bool = False,
-    devices: int = 3,
-    http_port: int | None = None,
-    max_accuracy_drop: float = 2.0,
-) -> int:
-    t0 = time.monotonic()
-    # SIGTERM (systemd, `kill`, a CI runner) must stop the agents too: run the cleanup below
-    signal.signal(signal.SIGTERM, _interrupt)
-    tmp = None
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="edgeloop-demo-")
-        workdir = Path(tmp.name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(f"edgeloop demo in {workdir}")
+def _releases(workdir: Path) -> tuple[ReleaseStore, ReleaseManifest, ReleaseManifest, Path]:
+    """The signed baseline (1.0.0) and slimmed (1.1.0) releases, made once per work directory."""
     priv, pub = workdir / "keys" / "release.key", workdir / "keys" / "release.pub"
     if not priv.exists():
         signing.generate_keypair(priv, pub)
@@ -151,11 +142,83 @@ def run_demo(
         f"  signed releases {base.ref} ({len(base.artifacts)} artifacts) and {slim.ref} ({len(slim.artifacts)}); "
         f"source top-1 {100 * base.model.source_top1:.2f}%"
     )
-    port = http_port or _free_port()
+    return store, base, slim, pub
+
+
+def _start_agents(
+    agents: list[subprocess.Popen[bytes]], workdir: Path, devices: int, broker_url: str, pub: Path
+) -> None:
+    """Start the agent processes, adding each to ``agents`` at once (so a failure still stops the others)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("EDGELOOP_DEVICE_ID", None)
+    for i in range(devices):
+        d = workdir / "devices" / f"jetson-{i + 1:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        _agent_config(d / "agent.toml", f"jetson-{i + 1:02d}", broker_url, d / "state", pub)
+        agents.append(
+            subprocess.Popen(  # noqa: S603  (our own interpreter and module, no user input)
+                [sys.executable, "-m", "device.cli", "run", "--config", str(d / "agent.toml")],
+                stdout=(d / "agent.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+
+
+def _stop_agents(agents: list[subprocess.Popen[bytes]]) -> None:
+    for a in agents:
+        a.send_signal(signal.SIGTERM)
+    for a in agents:
+        try:
+            a.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            a.kill()
+
+
+def _two_rollouts(
+    server: HostServer, base: ReleaseManifest, slim: ReleaseManifest, max_accuracy_drop: float
+) -> RolloutDetail:
+    """Install the baseline everywhere, then roll the compressed release out in gated waves."""
+    bench = BenchSettings(warmup=10, iterations=200, throughput_batch=64)
+    print("1) install the baseline on the whole fleet")
+    first = _run_rollout(
+        server,
+        str(base.ref),
+        RolloutConfig(waves=["100%"], max_accuracy_drop=max_accuracy_drop, bench=bench, wave_timeout_s=120),
+        150,
+    )
+    if first.state != "completed":
+        raise EdgeloopError(f"baseline install {first.state}: {first.reason}")
+    print("2) roll out the compressed release: canary -> 25% -> 100%, gated on device measurements")
+    return _run_rollout(
+        server,
+        str(slim.ref),
+        RolloutConfig(max_accuracy_drop=max_accuracy_drop, bench=bench, wave_timeout_s=120),
+        200,
+    )
+
+
+def run_demo(
+    workdir: Path | None = None,
+    keep_running: bool = False,
+    devices: int = 3,
+    http_port: int | None = None,
+    max_accuracy_drop: float = 2.0,
+) -> int:
+    t0 = time.monotonic()
+    # SIGTERM (systemd, `kill`, a CI runner) must stop the agents too: run the cleanup below
+    signal.signal(signal.SIGTERM, _interrupt)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgeloop-demo-")
+        workdir = Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"edgeloop demo in {workdir}")
+    store, base, slim, pub = _releases(workdir)
     cfg = ServeConfig(
         releases=store.root,
         store_url=str(workdir / "edgeloop.sqlite"),
-        port=port,
+        port=http_port or _free_port(),
         embedded_broker=True,
         embedded_broker_port=_free_port(),
         tick_s=0.3,
@@ -163,87 +226,52 @@ def run_demo(
     server = HostServer(cfg)
     server.start()
     agents: list[subprocess.Popen[bytes]] = []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("EDGELOOP_DEVICE_ID", None)
     try:
-        for i in range(devices):
-            d = workdir / "devices" / f"jetson-{i + 1:02d}"
-            d.mkdir(parents=True, exist_ok=True)
-            _agent_config(d / "agent.toml", f"jetson-{i + 1:02d}", cfg.broker_url, d / "state", pub)
-            agents.append(
-                subprocess.Popen(  # noqa: S603  (our own interpreter and module, no user input)
-                    [sys.executable, "-m", "device.cli", "run", "--config", str(d / "agent.toml")],
-                    stdout=(d / "agent.log").open("ab"),
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-            )
+        _start_agents(agents, workdir, devices, cfg.broker_url, pub)
         _wait(
-            lambda: len([x for x in server.store.devices("demo") if x["state"] == "online"]) >= devices,
+            lambda: len([x for x in server.store.devices("demo") if x.state == "online"]) >= devices,
             60,
             f"{devices} agents to come online",
         )
         print(f"  {devices} agents online (ONNX Runtime, golden set as local eval data); dashboard {cfg.base_url}")
-        bench = BenchSettings(warmup=10, iterations=200, throughput_batch=64)
-        print("1) install the baseline on the whole fleet")
-        first = _run_rollout(
-            server,
-            str(base.ref),
-            RolloutConfig(waves=["100%"], max_accuracy_drop=max_accuracy_drop, bench=bench, wave_timeout_s=120),
-            150,
-        )
-        if first["state"] != "completed":
-            raise EdgeloopError(f"baseline install {first['state']}: {first['reason']}")
-        print("2) roll out the compressed release: canary -> 25% -> 100%, gated on device measurements")
-        second = _run_rollout(
-            server,
-            str(slim.ref),
-            RolloutConfig(max_accuracy_drop=max_accuracy_drop, bench=bench, wave_timeout_s=120),
-            200,
-        )
+        second = _two_rollouts(server, base, slim, max_accuracy_drop)
         _summary(server, second)
         print(f"demo finished in {time.monotonic() - t0:.0f}s; dashboard: {cfg.base_url}")
         if keep_running:
             print("--keep-running: serving until Ctrl-C")
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
-        return 0 if second["state"] == "completed" else 1
+        return 0 if second.state == "completed" else 1
     finally:
-        for a in agents:
-            a.send_signal(signal.SIGTERM)
-        for a in agents:
-            try:
-                a.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                a.kill()
+        _stop_agents(agents)
         server.stop()
         if tmp is not None:
             tmp.cleanup()
 
 
-def _summary(server: HostServer, rollout: dict[str, Any]) -> None:
+def _summary(server: HostServer, rollout: RolloutDetail) -> None:
     from host.table import print_table
 
     rows = [
         (
-            b["device_id"],
-            f"{b['release_name']}@{b['release_version']}",
-            b["runtime"],
-            b["precision"],
-            b["p50_ms"],
-            b["p99_ms"],
-            b["throughput_ips"],
-            100 * b["top1"] if b["top1"] is not None else None,
-            b["n_images"],
+            b.device_id,
+            f"{b.release_name}@{b.release_version}",
+            b.runtime,
+            b.precision,
+            b.p50_ms,
+            b.p99_ms,
+            b.throughput_ips,
+            100 * b.top1 if b.top1 is not None else None,
+            b.n_images,
         )
         for b in server.store.benchmark_series("demo")
     ]
     print_table(
-        f"per-device measurements (rollout {rollout['id']}: {rollout['state']})",
+        f"per-device measurements (rollout {rollout.id}: {rollout.state})",
         ["device", "release", "runtime", "precision", "p50 ms", "p99 ms", "img/s", "top-1 %", "images"],
         rows,
     )
-    fleet = server.fleet("demo")
-    print("fleet now: " + ", ".join(f"{d['device_id']}={d['release']}" for d in fleet))
-    if rollout["reason"]:
-        print(f"reason: {rollout['reason']}")
+    fleet = server.store.fleet("demo")
+    print("fleet now: " + ", ".join(f"{d.device_id}={d.release}" for d in fleet))
+    if rollout.reason:
+        print(f"reason: {rollout.reason}")

@@ -40,7 +40,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     import time
 
     from host.fleet.client import ApiClient
-    from host.fleet.rollout import RolloutConfig, parse_duration
+    from host.fleet.rollout_config import RolloutConfig, parse_duration
+    from host.fleet.store.records import TERMINAL
 
     api = ApiClient(args.server)
     if args.rollout_command == "start":
@@ -57,7 +58,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         )
         print(f"started rollout {r['id']}")
         if args.wait:
-            while r["state"] not in ("completed", "aborted", "rolled_back"):
+            while r["state"] not in TERMINAL:
                 time.sleep(1)
                 r = api.get(f"/api/v1/rollouts/{r['id']}")
             _rollout_table(r)

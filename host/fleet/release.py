@@ -12,6 +12,7 @@ here so that devices can self-test against it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,7 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from device.fetch import sha256_file
 from shared import datasets, signing
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
@@ -37,7 +37,8 @@ class ReleaseStore:
         self.releases = self.root / "releases"
 
     def add_artifact(self, path: Path) -> tuple[str, int]:
-        digest = sha256_file(path)
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
         self.artifacts.mkdir(parents=True, exist_ok=True)
         dest = self.artifacts / f"{digest}.onnx"
         if not dest.exists():
@@ -118,28 +119,18 @@ def card_for(build_dir: Path, onnx_path: Path) -> dict[str, Any]:
     return {}
 
 
-def create_release(
-    build_dir: str | Path,
-    name: str,
-    version: str,
-    store: ReleaseStore,
-    sign_key: str | Path | None = None,
-    include: list[str] | None = None,
-    source_top1: float | None = None,
-    notes: str = "",
-) -> ReleaseManifest:
-    """Package the ONNX files of ``build_dir`` (or just ``include``) as release ``name@version``."""
-    build_dir = Path(build_dir)
-    check_id(name, "release name")
-    version_key(version)
-    files = [build_dir / f for f in include] if include else sorted(build_dir.glob("*.onnx"))
-    if not files:
-        raise EdgeloopError(f"no .onnx files in {build_dir}")
+def _read_metas(files: list[Path]) -> dict[Path, ModelMeta]:
+    """The edgeloop metadata of every file; all of them must agree on classes and preprocessing."""
     metas = {f: read_meta(f) for f in files}
     first = metas[files[0]]
     for f, m in metas.items():
         if m.classes != first.classes or m.preprocessing != first.preprocessing:
             raise EdgeloopError(f"{f.name} has other classes or preprocessing than {files[0].name}")
+    return metas
+
+
+def _artifacts(files: list[Path], metas: dict[Path, ModelMeta], store: ReleaseStore) -> tuple[Artifact, ...]:
+    """Add each file to the artifact store; a release holds one artifact per (precision, runtime)."""
     artifacts = []
     seen: set[tuple[str, str]] = set()
     for f in files:
@@ -163,30 +154,55 @@ def create_release(
             )
         )
         log.info("artifact %s: %s %s, %d bytes, sha256 %s", f.name, meta.precision, runtime, size, digest[:12])
-    card = card_for(build_dir, files[0])
+    return tuple(artifacts)
+
+
+def _model_info(first: ModelMeta, card: dict[str, Any], source_top1: float | None, onnx_name: str) -> ModelInfo:
     metrics = card.get("metrics", {})
     src = source_top1 if source_top1 is not None else card.get("source_top1", metrics.get("top1"))
     if src is None:
-        raise EdgeloopError(
-            f"no model card with metrics.top1 next to {files[0].name}; pass --source-top1 (fraction 0..1)"
-        )
+        raise EdgeloopError(f"no model card with metrics.top1 next to {onnx_name}; pass --source-top1 (fraction 0..1)")
+    return ModelInfo(
+        arch=first.arch,
+        classes=first.classes,
+        input_shape=(3, first.preprocessing.size, first.preprocessing.size),
+        preprocessing=PreprocessingSpec(
+            mean=first.preprocessing.mean, std=first.preprocessing.std, size=first.preprocessing.size
+        ),
+        source_top1=float(src),
+        params=card.get("params"),
+        macs=card.get("macs"),
+    )
+
+
+def create_release(
+    build_dir: str | Path,
+    name: str,
+    version: str,
+    store: ReleaseStore,
+    sign_key: str | Path | None = None,
+    include: list[str] | None = None,
+    source_top1: float | None = None,
+    notes: str = "",
+) -> ReleaseManifest:
+    """Package the ONNX files of ``build_dir`` (or just ``include``) as release ``name@version``."""
+    build_dir = Path(build_dir)
+    check_id(name, "release name")
+    version_key(version)
+    files = [build_dir / f for f in include] if include else sorted(build_dir.glob("*.onnx"))
+    if not files:
+        raise EdgeloopError(f"no .onnx files in {build_dir}")
+    metas = _read_metas(files)
+    artifacts = _artifacts(files, metas, store)
+    card = card_for(build_dir, files[0])
+    model = _model_info(metas[files[0]], card, source_top1, files[0].name)
     recipe_file = build_dir / "recipe.toml"
     manifest = ReleaseManifest(
         name=name,
         version=version,
         notes=notes,
-        model=ModelInfo(
-            arch=first.arch,
-            classes=first.classes,
-            input_shape=(3, first.preprocessing.size, first.preprocessing.size),
-            preprocessing=PreprocessingSpec(
-                mean=first.preprocessing.mean, std=first.preprocessing.std, size=first.preprocessing.size
-            ),
-            source_top1=float(src),
-            params=card.get("params"),
-            macs=card.get("macs"),
-        ),
-        artifacts=tuple(artifacts),
+        model=model,
+        artifacts=artifacts,
         recipe=recipe_file.read_text() if recipe_file.is_file() else card.get("recipe"),
     )
     if sign_key is not None:

@@ -8,14 +8,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from host.fleet.broker import EmbeddedBroker
 from host.fleet.ingest import Ingest, IngestProcess
 from host.fleet.release import ReleaseStore
 from host.fleet.rollout import RolloutController
 from host.fleet.store import Store
+from host.fleet.web.app import create_app
 from shared.errors import EdgeloopError
 from shared.mqtt import BrokerSettings, MqttSession
+
+if TYPE_CHECKING:
+    import uvicorn  # imported when the HTTP server starts
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +49,12 @@ class ServeConfig:
 
 
 class HostServer:
+    """The host process; it is also what the web app needs from it (``host.fleet.web.deps.FleetHost``)."""
+
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.broker: Any = None
+        self.broker: EmbeddedBroker | None = None
         if config.embedded_broker:
-            from host.fleet.broker import EmbeddedBroker
-
             self.broker = EmbeddedBroker(port=config.embedded_broker_port)
             config.broker_url = self.broker.url
             config.broker_protocol = "3.1.1"
@@ -78,7 +83,7 @@ class HostServer:
         ]
         self.publisher = MqttSession(self._broker_settings(), client_id=f"edgeloop-host-{config.port}")
         self.controller = RolloutController(self.store, self._publish, config.base_url, config.tick_s)
-        self._http: Any = None
+        self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 
     def _broker_settings(self) -> BrokerSettings:
@@ -89,6 +94,9 @@ class HostServer:
             username=c.broker_username,
             password=c.broker_password,
         )
+
+    def broker_connected(self) -> bool:
+        return self.publisher.connected.is_set()
 
     def _publish(self, topic: str, payload: bytes) -> bool:
         if not self.publisher.connected.is_set():
@@ -124,8 +132,6 @@ class HostServer:
     def _start_http(self) -> None:
         import uvicorn
 
-        from host.fleet.web.app import create_app
-
         config = uvicorn.Config(
             create_app(self),
             host=self.config.host,
@@ -156,31 +162,3 @@ class HostServer:
             self.broker.stop()
         self.store.close()
         log.info("host stopped")
-
-    # -- views used by the API, the CLI and the dashboard ---------------------------------------
-    def fleet(self, fleet: str | None = None) -> list[dict[str, Any]]:
-        latest = self.store.latest_benchmarks(fleet)
-        out = []
-        for d in self.store.devices(fleet):
-            b = latest.get((d["fleet"], d["device_id"]), {})
-            out.append(
-                {
-                    "fleet": d["fleet"],
-                    "device_id": d["device_id"],
-                    "state": d["state"],
-                    "release": f"{d['release_name']}@{d['release_version']}" if d["release_name"] else None,
-                    "runtime": d["runtime"],
-                    "precision": d["precision"],
-                    "accelerator": d["accelerator"],
-                    "gpu": d["gpu"],
-                    "p50_ms": b.get("p50_ms"),
-                    "p99_ms": b.get("p99_ms"),
-                    "top1": b.get("top1"),
-                    "benchmark_release": f"{b['release_name']}@{b['release_version']}"
-                    if b.get("release_name")
-                    else None,
-                    "last_seen": d["last_seen"].isoformat() if d["last_seen"] else None,
-                    "system": d["system"],
-                }
-            )
-        return out

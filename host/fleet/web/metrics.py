@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-if TYPE_CHECKING:
-    from host.fleet.server import HostServer
+from host.fleet.store import Store
+from host.fleet.web.deps import IngestWorker
 
 
 class FleetCollector:
-    def __init__(self, server: HostServer) -> None:
-        self.server = server
+    def __init__(self, store: Store, ingests: Sequence[IngestWorker]) -> None:
+        self.store = store
+        self.ingests = ingests
 
     def collect(self) -> Iterator[Metric]:
-        s = self.server
         up = GaugeMetricFamily(
             "edgeloop_device_online", "1 when the device's last status is online", labels=["fleet", "device"]
         )
@@ -37,19 +36,20 @@ class FleetCollector:
             "last measured top-1 on the device's eval set",
             labels=["fleet", "device", "release"],
         )
-        for d in s.fleet():
-            up.add_metric([d["fleet"], d["device_id"]], 1.0 if d["state"] != "offline" else 0.0)
-            rel = d["benchmark_release"] or ""
-            if d["p50_ms"] is not None:
-                p50.add_metric([d["fleet"], d["device_id"], rel], d["p50_ms"])
-                p99.add_metric([d["fleet"], d["device_id"], rel], d["p99_ms"])
-            if d["top1"] is not None:
-                acc.add_metric([d["fleet"], d["device_id"], rel], d["top1"])
+        for d in self.store.fleet():
+            up.add_metric([d.fleet, d.device_id], 1.0 if d.state != "offline" else 0.0)
+            rel = d.benchmark_release or ""
+            if d.p50_ms is not None:
+                p50.add_metric([d.fleet, d.device_id, rel], d.p50_ms)
+                if d.p99_ms is not None:
+                    p99.add_metric([d.fleet, d.device_id, rel], d.p99_ms)
+            if d.top1 is not None:
+                acc.add_metric([d.fleet, d.device_id, rel], d.top1)
         yield from (up, p50, p99, acc)
         rollouts = GaugeMetricFamily("edgeloop_rollouts", "rollouts by state", labels=["state"])
         counts: dict[str, int] = {}
-        for r in s.store.rollouts():
-            counts[r["state"]] = counts.get(r["state"], 0) + 1
+        for r in self.store.rollouts():
+            counts[r.state] = counts.get(r.state, 0) + 1
         for state, n in counts.items():
             rollouts.add_metric([state], n)
         yield rollouts
@@ -60,14 +60,14 @@ class FleetCollector:
         written = CounterMetricFamily(
             "edgeloop_ingest_reports_written", "reports written to the store", labels=["worker"]
         )
-        for i, ing in enumerate(s.ingests):
+        for i, ing in enumerate(self.ingests):
             received.add_metric([str(i)], ing.stats.received)
             invalid.add_metric([str(i)], ing.stats.invalid)
             written.add_metric([str(i)], ing.stats.written)
         yield from (received, invalid, written)
 
 
-def render(server: HostServer) -> tuple[bytes, str]:
+def render(store: Store, ingests: Sequence[IngestWorker]) -> tuple[bytes, str]:
     registry = CollectorRegistry()
-    registry.register(FleetCollector(server))
+    registry.register(FleetCollector(store, ingests))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -78,7 +78,7 @@ def test_single_worker_on_the_embedded_broker(tmp_path: Path) -> None:
         for _ in range(20):
             dev.publish(p.report_topic("lab", "dev-x", "benchmark"), p.encode(benchmark_report("dev-x")))
         _wait(lambda: store.count_reports() == 20 and store.devices("lab"))
-        assert store.devices("lab")[0]["state"] == "online"
+        assert store.devices("lab")[0].state == "online"
         dev.stop()
         ing.stop()
         store.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from host.fleet.rollout import RolloutConfig
+from host.fleet.rollout_config import RolloutConfig
 from host.fleet.server import HostServer, ServeConfig
 from host.fleet.simulate import DeviceModel, SimFleet
 from shared.mqtt import BrokerSettings
@@ -40,18 +40,18 @@ def test_simulated_fleet_rollout(drop: float, expected: str, make_release: MakeR
         fleet.start()
         _until(lambda: len(srv.store.devices("sim")) == 8)
         rid = srv.controller.create(v1, "sim", RolloutConfig(waves=["100%"]))
-        _until(lambda: srv.store.rollout(rid)["state"] == "completed")  # type: ignore[index]
+        _until(lambda: (r := srv.store.rollout(rid)) is not None and r.state == "completed")
         for d in fleet.devices:
             d.model.accuracy_drop_points = drop
         rid = srv.controller.create(v2, "sim", RolloutConfig(waves=["1", "25%", "100%"], max_accuracy_drop=1.0))
-        _until(lambda: (srv.store.rollout(rid) or {}).get("state") in ("completed", "rolled_back"))
+        _until(lambda: (r := srv.store.rollout(rid)) is not None and r.state in ("completed", "rolled_back"))
         r = srv.store.rollout(rid)
         assert r is not None
-        assert r["state"] == expected, r["reason"]
+        assert r.state == expected, r.reason
         want = "2.0.0" if expected == "completed" else "1.0.0"
-        _until(lambda: {d["release_version"] for d in srv.store.devices("sim")} == {want})
+        _until(lambda: {d.release_version for d in srv.store.devices("sim")} == {want})
         if expected == "rolled_back":
-            assert [len([d for d in r["devices"] if d["state"] != "pending"])] == [1]  # only the canary was touched
+            assert [len([d for d in r.devices if d.state != "pending"])] == [1]  # only the canary was touched
     finally:
         fleet.stop()
         srv.stop()

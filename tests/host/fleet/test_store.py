@@ -6,12 +6,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from host.fleet.rollout_config import RolloutConfig
 from host.fleet.store import Store, metadata
+from host.fleet.store.records import RolloutMember
 from shared import protocol as p
 from tests.shared.factories import benchmark_report, manifest
 
@@ -59,8 +60,8 @@ def test_reports_are_idempotent_on_message_id(store: Store) -> None:
     assert store.add_reports([("lab", a), ("lab", ev)]) == 0  # redelivered: nothing new
     assert store.count_reports() == 3 and store.count_reports("benchmark") == 2
     series = store.benchmark_series("lab")
-    assert len(series) == 2 and series[0]["p99_ms"] == 3.0
-    assert store.events()[0]["code"] == "artifact_sha256_mismatch"
+    assert len(series) == 2 and series[0].p99_ms == 3.0
+    assert store.events()[0].report.code == "artifact_sha256_mismatch"
 
 
 def test_device_status_upsert_and_last_will(store: Store) -> None:
@@ -68,8 +69,8 @@ def test_device_status_upsert_and_last_will(store: Store) -> None:
     store.upsert_status(p.DeviceStatus(device_id="d1", fleet="lab", state="online", release=ref, runtime="onnxruntime"))
     store.upsert_status(p.DeviceStatus(device_id="d1", fleet="lab", state="offline"))  # the Last Will
     (d,) = store.devices("lab")
-    assert d["state"] == "offline" and d["release_name"] == "r20" and d["runtime"] == "onnxruntime"
-    assert d["last_seen"].tzinfo is not None
+    assert d.state == "offline" and d.release_name == "r20" and d.runtime == "onnxruntime"
+    assert d.last_seen.tzinfo is not None
 
 
 def test_rollout_state_round_trip(store: Store) -> None:
@@ -78,22 +79,22 @@ def test_rollout_state_round_trip(store: Store) -> None:
     store.add_release(m)  # idempotent
     assert store.release("r20", "1.0.0") == m
     rid = f"ro-{uuid.uuid4().hex[:8]}"
-    members: list[list[dict[str, Any]]] = [
-        [{"device_id": "d1", "previous_name": None, "previous_version": None, "was_online": True}],
-        [{"device_id": "d2", "previous_name": "r20", "previous_version": "0.9", "was_online": False}],
+    members = [
+        [RolloutMember(device_id="d1", previous_name=None, previous_version=None, was_online=True)],
+        [RolloutMember(device_id="d2", previous_name="r20", previous_version="0.9", was_online=False)],
     ]
-    store.create_rollout(rid, m, "lab", {"waves": ["1", "100%"]}, members)
+    store.create_rollout(rid, m, "lab", RolloutConfig(waves=["1", "100%"]), members)
     store.update_wave(rid, 0, state="sent")
     store.update_rollout_device(rid, "d1", state="sent", command_id="c1", command="{}", published=True)
     r = store.rollout(rid)
-    assert r is not None and r["state"] == "running" and r["config"] == {"waves": ["1", "100%"]}
-    assert [w["state"] for w in r["waves"]] == ["sent", "pending"]
-    assert [(d["device_id"], d["state"], d["was_online"]) for d in r["devices"]] == [
+    assert r is not None and r.state == "running" and r.config == RolloutConfig(waves=["1", "100%"])
+    assert [w.state for w in r.waves] == ["sent", "pending"]
+    assert [(d.device_id, d.state, d.was_online) for d in r.devices] == [
         ("d1", "sent", True),
         ("d2", "pending", False),
     ]
     store.add_reports([("lab", _bench(rollout_id=rid, command_id=uuid.uuid4()))])
-    assert len(store.rollout_reports(rid, "benchmark")) == 1
+    assert len(store.rollout_reports(rid, p.BenchmarkReport)) == 1
 
 
 def test_latest_benchmark_per_device(store: Store) -> None:
@@ -102,4 +103,4 @@ def test_latest_benchmark_per_device(store: Store) -> None:
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     store.add_reports([("lab", _bench(sent_at=t0)), ("lab", _bench(sent_at=t0 + dt.timedelta(minutes=1), top1=0.5))])
     latest = store.latest_benchmarks("lab")
-    assert latest[("lab", "d1")]["top1"] == 0.5
+    assert latest[("lab", "d1")].top1 == 0.5

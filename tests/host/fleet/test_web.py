@@ -14,7 +14,7 @@ import pytest
 
 from host.fleet.release import ReleaseStore
 from host.fleet.server import HostServer, ServeConfig
-from host.fleet.web.app import MAX_UPLOAD
+from host.fleet.web.upload import MAX_UPLOAD
 from shared import protocol as p
 from shared.protocol import ReleaseManifest
 from tests.fixtures import MakeRelease

@@ -1,0 +1,28 @@
+"""Fleet telemetry and rollout state: SQLAlchemy Core over SQLite (default, WAL) or PostgreSQL.
+
+The modules, by job: ``schema`` (tables and the migrations that create and upgrade them),
+``records`` (the typed records the store hands back, and every state defined once), ``base`` (the
+engine, migrations, the writer lock) and one module of queries per table group: ``devices``,
+``releases``, ``reports``, ``rollouts``. ``Store`` joins the query groups into one object.
+"""
+
+from __future__ import annotations
+
+from host.fleet.store.base import now
+from host.fleet.store.devices import DeviceQueries
+from host.fleet.store.records import FleetDevice
+from host.fleet.store.releases import ReleaseQueries
+from host.fleet.store.reports import ReportQueries
+from host.fleet.store.rollouts import RolloutQueries
+from host.fleet.store.schema import metadata
+
+__all__ = ["Store", "metadata", "now"]
+
+
+class Store(DeviceQueries, ReleaseQueries, ReportQueries, RolloutQueries):
+    """The one store object: every query group over one engine and one writer lock."""
+
+    def fleet(self, fleet: str | None = None) -> list[FleetDevice]:
+        """The fleet view (API, CLI, dashboard, /metrics): each device with its latest benchmark."""
+        latest = self.latest_benchmarks(fleet)
+        return [FleetDevice.of(d, latest.get((d.fleet, d.device_id))) for d in self.devices(fleet)]

@@ -1,0 +1,110 @@
+"""The store's connection: the engine (SQLite with WAL, or PostgreSQL), migrations, the writer lock."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from host.fleet.store.schema import MIGRATIONS, schema_version
+from shared.errors import EdgeloopError
+
+log = logging.getLogger(__name__)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def aware_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else aware(value)
+
+
+class Unset(enum.Enum):
+    """A keyword argument that was not given (``None`` is a value: it clears a column)."""
+
+    UNSET = enum.auto()
+
+
+UNSET = Unset.UNSET
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that were given, for an UPDATE of just those columns."""
+    return {k: v for k, v in values.items() if v is not UNSET}
+
+
+class StoreBase:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = self._make_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._lock = threading.Lock()  # SQLite allows one writer; serialise our own writers
+        self.migrate()
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        if "://" not in url:  # a bare path means SQLite
+            url = f"sqlite:///{Path(url).resolve()}"
+        try:
+            if url.startswith("sqlite"):
+                engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+                @sa.event.listens_for(engine, "connect")
+                def _pragmas(dbapi_conn: Any, record: Any) -> None:
+                    cur = dbapi_conn.cursor()
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute("PRAGMA synchronous=NORMAL")
+                    cur.execute("PRAGMA foreign_keys=ON")
+                    cur.close()
+
+                return engine
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+            return sa.create_engine(url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as e:
+            raise EdgeloopError(f"cannot open store {url!r}: {e}") from e
+
+    def migrate(self) -> int:
+        try:
+            with self.engine.begin() as conn:
+                schema_version.create(conn, checkfirst=True)
+                done = {r[0] for r in conn.execute(sa.select(schema_version.c.version))}
+                for i, step in enumerate(MIGRATIONS, 1):
+                    if i not in done:
+                        step(conn)
+                        conn.execute(schema_version.insert().values(version=i, applied_at=now()))
+                        log.info("store %s migrated to schema v%d", self.dialect, i)
+        except sa.exc.OperationalError as e:
+            raise EdgeloopError(f"cannot reach the store {self.engine.url!r}: {e.orig}") from e
+        return len(MIGRATIONS)
+
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0)
+
+    def _insert(self, table: sa.Table) -> Any:
+        """INSERT with the dialect's ON CONFLICT clauses (both SQLite and PostgreSQL have them)."""
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    def _write(self, *statements: Any) -> None:
+        """Run statements in one transaction, one writer at a time."""
+        with self._lock, self.engine.begin() as conn:
+            for stmt in statements:
+                conn.execute(stmt)
+
+    def close(self) -> None:
+        self.engine.dispose()

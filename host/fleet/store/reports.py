@@ -1,0 +1,154 @@
+"""Reports: written in batches, idempotent on ``message_id``; read back as the wire models they were.
+
+Report writes are INSERT ... ON CONFLICT DO NOTHING on ``message_id``, so redelivered MQTT messages
+and several ingest workers never duplicate a row. Benchmark reports are also flattened into the
+``benchmarks`` table, which the charts and the fleet view read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from host.fleet.store.base import StoreBase, aware, now
+from host.fleet.store.records import AnyReport, BenchmarkRecord, EventRecord, R, ReceivedReport
+from host.fleet.store.schema import benchmarks, reports
+from shared.protocol import BenchmarkReport, EventReport
+
+
+def _report_row(fleet: str, r: AnyReport, received: datetime) -> dict[str, Any]:
+    release = r.release
+    return {
+        "message_id": str(r.message_id),
+        "kind": r.kind,
+        "fleet": fleet,
+        "device_id": r.device_id,
+        "rollout_id": getattr(r, "rollout_id", None),
+        "command_id": str(r.command_id) if r.command_id else None,
+        "release_name": release.name if release else None,
+        "release_version": release.version if release else None,
+        "ok": getattr(r, "ok", None),
+        "sent_at": r.sent_at,
+        "received_at": received,
+        "payload": r.model_dump_json(),
+    }
+
+
+def _benchmark_row(fleet: str, r: BenchmarkReport) -> dict[str, Any]:
+    return {
+        "message_id": str(r.message_id),
+        "fleet": fleet,
+        "device_id": r.device_id,
+        "rollout_id": r.rollout_id,
+        "release_name": r.release.name if r.release else None,
+        "release_version": r.release.version if r.release else None,
+        "runtime": r.runtime,
+        "precision": r.precision,
+        "accelerator": r.accelerator,
+        "p50_ms": r.latency_ms.p50,
+        "p90_ms": r.latency_ms.p90,
+        "p99_ms": r.latency_ms.p99,
+        "top1": r.top1,
+        "n_images": r.n_images,
+        "throughput_ips": r.raw_throughput_ips,
+        "e2e_throughput_ips": r.end_to_end_throughput_ips,
+        "sent_at": r.sent_at,
+    }
+
+
+def _benchmark(row: Any) -> BenchmarkRecord:
+    m = dict(row._mapping)
+    m["sent_at"] = aware(m["sent_at"])
+    return BenchmarkRecord(**m)
+
+
+def _kind(model: type[AnyReport]) -> str:
+    return str(model.model_fields["kind"].default)
+
+
+class ReportQueries(StoreBase):
+    def add_reports(self, items: Sequence[tuple[str, AnyReport]]) -> int:
+        """Insert (fleet, report) pairs in one transaction; duplicates by message_id are skipped.
+
+        Returns how many were new.
+        """
+        if not items:
+            return 0
+        received = now()
+        rows = [_report_row(fleet, r, received) for fleet, r in items]
+        bench_rows = [_benchmark_row(fleet, r) for fleet, r in items if isinstance(r, BenchmarkReport)]
+        with self._lock, self.engine.begin() as conn:
+            res = conn.execute(
+                self._insert(reports)
+                .on_conflict_do_nothing(index_elements=["message_id"])
+                .returning(reports.c.message_id),
+                rows,
+            )
+            new = {r[0] for r in res}
+            fresh = [b for b in bench_rows if b["message_id"] in new]
+            if fresh:
+                conn.execute(self._insert(benchmarks).on_conflict_do_nothing(index_elements=["message_id"]), fresh)
+        return len(new)
+
+    def count_reports(self, kind: str | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(reports)
+        if kind:
+            q = q.where(reports.c.kind == kind)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def _received(self, model: type[R], *where: Any) -> list[ReceivedReport[R]]:
+        q = (
+            sa.select(reports.c.device_id, reports.c.command_id, reports.c.received_at, reports.c.payload)
+            .where(reports.c.kind == _kind(model), *where)
+            .order_by(reports.c.sent_at)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [ReceivedReport(r[0], r[1], aware(r[2]), model.model_validate_json(r[3])) for r in rows]
+
+    def rollout_reports(self, rollout_id: str, model: type[R]) -> list[ReceivedReport[R]]:
+        """Every report of one kind (``DeployReport``, ``BenchmarkReport``, ...) of a rollout, oldest first."""
+        return self._received(model, reports.c.rollout_id == rollout_id)
+
+    def reports_for_commands(self, command_ids: Iterable[str], model: type[R]) -> list[ReceivedReport[R]]:
+        """The reports of one kind that answer these commands, oldest first."""
+        ids = list(command_ids)
+        return self._received(model, reports.c.command_id.in_(ids)) if ids else []
+
+    def latest_benchmarks(self, fleet: str | None = None) -> dict[tuple[str, str], BenchmarkRecord]:
+        latest = sa.select(benchmarks.c.fleet, benchmarks.c.device_id, sa.func.max(benchmarks.c.sent_at).label("t"))
+        if fleet:
+            latest = latest.where(benchmarks.c.fleet == fleet)
+        sub = latest.group_by(benchmarks.c.fleet, benchmarks.c.device_id).subquery()
+        q = sa.select(benchmarks).join(
+            sub,
+            sa.and_(
+                benchmarks.c.fleet == sub.c.fleet,
+                benchmarks.c.device_id == sub.c.device_id,
+                benchmarks.c.sent_at == sub.c.t,
+            ),
+        )
+        with self.engine.connect() as conn:
+            return {(r.fleet, r.device_id): _benchmark(r) for r in conn.execute(q)}
+
+    def benchmark_series(self, fleet: str | None = None, limit: int = 5000) -> list[BenchmarkRecord]:
+        q = sa.select(benchmarks).order_by(benchmarks.c.sent_at.desc()).limit(limit)
+        if fleet:
+            q = q.where(benchmarks.c.fleet == fleet)
+        with self.engine.connect() as conn:
+            rows = [_benchmark(r) for r in conn.execute(q)]
+        return rows[::-1]
+
+    def events(self, limit: int = 100) -> list[EventRecord]:
+        q = (
+            sa.select(reports.c.fleet, reports.c.payload)
+            .where(reports.c.kind == "event")
+            .order_by(reports.c.sent_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [EventRecord(r[0], EventReport.model_validate_json(r[1])) for r in conn.execute(q)]

@@ -1,0 +1,151 @@
+"""The store's tables and the migrations that create and upgrade them.
+
+``MIGRATIONS`` is an ordered list of steps and ``schema_version`` records which have run, so a newer
+edgeloop upgrades an older store in place (the same idea as Alembic's revision chain, without a
+second tool for a dozen tables). A new step goes at the end; a step that has run never changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("fleet", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # records.DeviceState
+    sa.Column("release_name", sa.String(64)),
+    sa.Column("release_version", sa.String(32)),
+    sa.Column("previous_name", sa.String(64)),
+    sa.Column("previous_version", sa.String(32)),
+    sa.Column("runtime", sa.String(64)),
+    sa.Column("runtime_version", sa.String(64)),
+    sa.Column("precision", sa.String(8)),
+    sa.Column("accelerator", sa.String(128)),
+    sa.Column("gpu", sa.Boolean, nullable=False, default=False),
+    sa.Column("agent_version", sa.String(32)),
+    sa.Column("system", sa.JSON),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+)
+
+releases = sa.Table(
+    "releases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("manifest", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("release_name", sa.String(64), nullable=False),
+    sa.Column("release_version", sa.String(32), nullable=False),
+    sa.Column("fleet", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # records.RolloutState
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("current_wave", sa.Integer, nullable=False, default=0),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+rollout_waves = sa.Table(
+    "rollout_waves",
+    metadata,
+    sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.id"), primary_key=True),
+    sa.Column("wave", sa.Integer, primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # records.WaveState
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("deadline", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("summary", sa.JSON),
+)
+
+rollout_devices = sa.Table(
+    "rollout_devices",
+    metadata,
+    sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.id"), primary_key=True),
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # records.DeviceRolloutState
+    sa.Column("command_id", sa.String(36)),
+    sa.Column("command", sa.Text),  # the exact payload, so a resumed host re-sends the same message id
+    sa.Column("published", sa.Boolean, nullable=False, default=False),
+    sa.Column("previous_name", sa.String(64)),
+    sa.Column("previous_version", sa.String(32)),
+    sa.Column("was_online", sa.Boolean),
+    sa.Column("top1", sa.Float),
+    sa.Column("p99_ms", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("message_id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("fleet", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("rollout_id", sa.String(64)),
+    sa.Column("command_id", sa.String(36)),
+    sa.Column("release_name", sa.String(64)),
+    sa.Column("release_version", sa.String(32)),
+    sa.Column("ok", sa.Boolean),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Index("ix_reports_rollout", "rollout_id", "kind"),
+    sa.Index("ix_reports_device_time", "fleet", "device_id", "sent_at"),
+)
+
+benchmarks = sa.Table(
+    "benchmarks",
+    metadata,
+    sa.Column("message_id", sa.String(36), primary_key=True),
+    sa.Column("fleet", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("rollout_id", sa.String(64)),
+    sa.Column("release_name", sa.String(64)),
+    sa.Column("release_version", sa.String(32)),
+    sa.Column("runtime", sa.String(64)),
+    sa.Column("precision", sa.String(8)),
+    sa.Column("accelerator", sa.String(128)),
+    sa.Column("p50_ms", sa.Float),
+    sa.Column("p90_ms", sa.Float),
+    sa.Column("p99_ms", sa.Float),
+    sa.Column("top1", sa.Float),
+    sa.Column("n_images", sa.Integer),
+    sa.Column("throughput_ips", sa.Float),
+    sa.Column("e2e_throughput_ips", sa.Float),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_bench_time", "fleet", "sent_at"),
+)
+
+
+def _m1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[devices, releases, rollouts, rollout_waves, rollout_devices, reports, benchmarks])
+
+
+def _m2(conn: Connection) -> None:
+    # v2: events are queried by code on the dashboard
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_reports_kind_time ON reports (kind, sent_at)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2]

@@ -1,0 +1,28 @@
+"""The dashboard page and Prometheus /metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, Response
+
+from host.fleet.web.deps import FleetHost
+from host.fleet.web.metrics import render
+
+STATIC = Path(__file__).parent / "static"
+
+
+def router(host: FleetHost) -> APIRouter:
+    api = APIRouter()
+
+    @api.get("/metrics")
+    def metrics() -> Response:
+        body, content_type = render(host.store, host.ingests)
+        return Response(body, media_type=content_type)
+
+    @api.get("/")
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    return api

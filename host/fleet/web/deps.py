@@ -1,0 +1,44 @@
+"""What the web app needs from the host process, as a Protocol: ``HostServer`` provides it.
+
+The web side names only what it uses (the store, the release files, the controller, ingest counters,
+the upload folder, broker health), so it never imports the server that mounts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from host.fleet.ingest import IngestStats
+from host.fleet.release import ReleaseStore
+from host.fleet.rollout import RolloutController
+from host.fleet.store import Store
+
+
+class IngestWorker(Protocol):
+    @property
+    def stats(self) -> IngestStats: ...
+
+
+class FleetHost(Protocol):
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def release_store(self) -> ReleaseStore: ...
+
+    @property
+    def controller(self) -> RolloutController: ...
+
+    @property
+    def ingests(self) -> Sequence[IngestWorker]: ...
+
+    @property
+    def uploads(self) -> Path: ...
+
+    def broker_connected(self) -> bool: ...
+
+    def sync_releases(self) -> int:
+        """Copy the release files' manifests into the store; returns how many there are."""
+        ...

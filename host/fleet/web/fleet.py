@@ -1,0 +1,43 @@
+"""The fleet and telemetry API: health, devices, releases, benchmark series, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from host.fleet.web.deps import FleetHost
+from host.fleet.web.encode import event_json, record_json
+
+
+def router(host: FleetHost) -> APIRouter:
+    api = APIRouter(prefix="/api/v1")
+    store = host.store
+
+    @api.get("/health")
+    def health() -> dict[str, Any]:
+        return {
+            "ok": True,
+            "broker_connected": host.broker_connected(),
+            "ingest": [vars(i.stats) | {"seen_ids": None} for i in host.ingests],
+            "store": store.dialect,
+        }
+
+    @api.get("/fleet")
+    def fleet(fleet: str | None = None) -> list[dict[str, Any]]:
+        return [record_json(d) for d in store.fleet(fleet)]
+
+    @api.get("/releases")
+    def list_releases() -> list[dict[str, Any]]:
+        host.sync_releases()
+        return [m.model_dump(mode="json", exclude={"recipe"}) for m in store.releases()]
+
+    @api.get("/telemetry")
+    def telemetry(fleet: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
+        return [record_json(b) for b in store.benchmark_series(fleet, min(max(1, limit), 20000))]
+
+    @api.get("/events")
+    def events(limit: int = 100) -> list[dict[str, Any]]:
+        return [event_json(e) for e in store.events(min(max(1, limit), 1000))]
+
+    return api
