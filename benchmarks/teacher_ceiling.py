@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from device.sysinfo import machine
 from host.factory import checkpoint
-from host.factory.evaluate import predict_torch, top1
+from host.factory.predict import predict_torch, top1
 from shared.datasets import load_labelled
 
 DEFAULT = [REPO / "host" / "zoo" / "resnet20.pt", REPO / "benchmarks" / "baseline-kd-swa" / "resnet20.pt"]

@@ -1,4 +1,9 @@
-"""`edgeloop compress`: run a compression recipe on a checkpoint."""
+"""`edgeloop compress`: run a compression recipe on a checkpoint.
+
+The handler imports the pipeline when it runs, not at the top: it pulls in torch, and
+`edgeloop --help` (and every fleet command) must not wait for it or need it. The names of the
+built-in recipes come from a light module, so `--help` can list them.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
+from host.factory.compress.recipes import builtin_recipes
+
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     from host.factory.compress.pipeline import compress
-    from host.factory.compress.recipe import builtin_recipes, load_recipe
+    from host.factory.compress.recipe import load_recipe
 
     recipe_path = Path(args.recipe)
     if not recipe_path.exists() and args.recipe in builtin_recipes():
@@ -23,8 +30,6 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from host.factory.compress.recipe import builtin_recipes
-
     p = sub.add_parser("compress", help="run a compression recipe on a checkpoint")
     p.add_argument(
         "--recipe", required=True, help=f"recipe TOML file or a built-in name ({', '.join(builtin_recipes())})"

@@ -1,4 +1,8 @@
-"""`edgeloop data`: dataset tools."""
+"""`edgeloop data`: dataset tools.
+
+The handler imports ``shared.datasets`` when it runs, not at the top: it loads numpy, and
+`edgeloop --help` stays instant without it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`edgeloop evaluate`: accuracy, size and CPU speed of a checkpoint or ONNX file."""
+"""`edgeloop evaluate`: accuracy, size and CPU speed of a checkpoint or ONNX file.
+
+The handler imports the model factory (and the table printer) when it runs, not at the top: the
+factory pulls in torch, and `edgeloop --help` (and every fleet command) must not wait for it or need it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`edgeloop export`: a checkpoint to verified ONNX."""
+"""`edgeloop export`: a checkpoint to verified ONNX.
+
+The handler imports the model factory when it runs, not at the top: the factory pulls in torch,
+and `edgeloop --help` (and every fleet command) must not wait for it or need it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`edgeloop train`: train a CIFAR classifier from scratch (or on from a checkpoint)."""
+"""`edgeloop train`: train a CIFAR classifier from scratch (or on from a checkpoint).
+
+The handler imports the model factory when it runs, not at the top: the factory pulls in torch,
+and `edgeloop --help` (and every fleet command) must not wait for it or need it.
+"""
 
 from __future__ import annotations
 

@@ -21,11 +21,15 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from host.factory.evaluate import predict_torch
+from host.factory import checkpoint
+from host.factory.fold import fold_bn
+from host.factory.ort import ort_logits
+from host.factory.predict import predict_torch
 from shared import datasets
 from shared.errors import EdgeloopError
 from shared.imaging import Preprocessing
 from shared.modelmeta import ModelMeta, set_meta
+from shared.samples import golden_dir
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +103,6 @@ def finalize_onnx(path: Path, meta: ModelMeta) -> Any:
     return model
 
 
-def ort_logits(
-    path: Path, images_u8: npt.NDArray[np.uint8], prep: Preprocessing, batch: int = 256
-) -> npt.NDArray[np.float32]:
-    from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
-    from shared import imaging
-
-    with OnnxRuntimeRuntime(OnnxRuntimeConfig()) as rt, tempfile.TemporaryDirectory() as tmp:
-        rt.load(rt.build(path, "fp32", Path(tmp)))
-        out = [rt.infer(imaging.normalize(images_u8[i : i + batch], prep)) for i in range(0, len(images_u8), batch)]
-    return np.concatenate(out)
-
-
 def check_parity(model: nn.Module, onnx_path: Path, images_u8: npt.NDArray[np.uint8], prep: Preprocessing) -> Parity:
     ref = predict_torch(model, images_u8, prep)
     got = ort_logits(onnx_path, images_u8, prep)
@@ -123,8 +115,6 @@ def check_parity(model: nn.Module, onnx_path: Path, images_u8: npt.NDArray[np.ui
 
 def parity_images(data: str | None, limit: int = 1000) -> npt.NDArray[np.uint8]:
     """Real images for the parity check: ``data`` if given, else the bundled golden set."""
-    from shared.samples import golden_dir
-
     spec = data or str(golden_dir())
     return datasets.load_labelled(spec, limit=limit).images
 
@@ -176,9 +166,6 @@ def export_command(
     parity_limit: int = 1000,
 ) -> Parity:
     """``edgeloop export``: fold BN (default), export, check, and write only a verified file."""
-    from host.factory import checkpoint
-    from host.factory.compress.fold import fold_bn
-
     ckpt = checkpoint.load(checkpoint_path)
     model = ckpt.build()
     to_export = fold_bn(model) if fold else model

@@ -20,16 +20,24 @@ from typing import Any
 
 import numpy as np
 
+from device import bench
+from device.sysinfo import machine
+from host.factory import checkpoint
+from host.factory.compress.sparsity import gzip_size
+from host.factory.onnx_stats import onnx_params_macs
+from host.factory.ort import open_onnx
+from host.fleet.release import card_for
+from host.table import print_table
 from shared import datasets
+from shared.datasets import Sample
 from shared.errors import EdgeloopError
+from shared.modelmeta import ModelMeta, read_meta
 
 log = logging.getLogger(__name__)
 
 
 def _torch_eager_throughput(ckpt_path: Path, batch: int, seconds: float, threads: int) -> float:
     import torch
-
-    from host.factory import checkpoint
 
     torch.set_num_threads(threads or (os.cpu_count() or 1))
     model = checkpoint.load(ckpt_path).build().eval()
@@ -60,12 +68,6 @@ def _notes(card: dict[str, Any]) -> list[str]:
     return out
 
 
-def _card_for(onnx_path: Path) -> dict[str, Any]:
-    from host.fleet.release import card_for as find
-
-    return find(onnx_path.parent, onnx_path)
-
-
 def build_report(
     build_dir: Path,
     data: str,
@@ -77,22 +79,7 @@ def build_report(
     seconds: float = 2.0,
     latency_iterations: int = 300,
 ) -> dict[str, Any]:
-    import onnx
-
-    from device import bench
-    from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
-    from host.factory.compress.sparsity import gzip_size
-    from host.factory.onnx_stats import onnx_params_macs
-    from shared.modelmeta import read_meta
-
-    files = sorted(build_dir.glob("*.onnx"))
-    same_name = [f for f in files if f.name == baseline_onnx.name]
-    if same_name:  # the build directory holds its own copy of the baseline: use that one
-        baseline_onnx = same_name[0]
-    else:
-        files.insert(0, baseline_onnx)
-    if not files:
-        raise EdgeloopError(f"no .onnx files in {build_dir}")
+    files, baseline_onnx = _variant_files(build_dir, baseline_onnx)
     samples = datasets.list_samples(data)
     if limit:
         samples = datasets.balanced_subset(samples, limit)
@@ -102,56 +89,16 @@ def build_report(
         try:
             for i, f in enumerate(files):
                 meta = read_meta(f)
-                blob = f.read_bytes()
-                params, macs = onnx_params_macs(onnx.load_from_string(blob))
-                rt = OnnxRuntimeRuntime(OnnxRuntimeConfig(intra_op_threads=threads))
-                rt.load(rt.build(f, meta.precision, Path(tmp) / str(i)))  # type: ignore[arg-type]
-                runtimes[f.name] = rt
-                ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing)
-                lat = bench.measure_latency(rt, batch=1, warmup=30, iterations=latency_iterations)
-                card = _card_for(f)
-                rows[f.name] = {
-                    "file": f.name,
-                    "precision": meta.precision,
-                    "flavour": meta.extra.get("runtime", "any"),
-                    "onnx_bytes": len(blob),
-                    "gzip_bytes": gzip_size(blob),
-                    "params": params,
-                    "macs": macs,
-                    "top1": ev.top1,
-                    "n_images": ev.n_images,
-                    "latency_ms": lat.latency_ms,
-                    "notes": _notes(card)
-                    if f.suffix == ".onnx" and not f.stem.endswith(("-int8", "-int8-trt", "-fp16"))
-                    else [],
-                }
-                log.info("%s: top-1 %.2f%%, p50 %.3f ms", f.name, 100 * ev.top1, lat.latency_ms["p50"])
-            samples_by_model: dict[str, list[float]] = {n: [] for n in rows}
-            torch_samples: list[float] = []
-            for r in range(rounds):  # interleaved: every model once per round
-                for name, rt in runtimes.items():
-                    samples_by_model[name].append(bench.measure_throughput(rt, batch=256, min_seconds=seconds).ips)
-                if baseline_pt is not None:
-                    torch_samples.append(_torch_eager_throughput(baseline_pt, 256, seconds, threads))
-                log.info("throughput round %d/%d done", r + 1, rounds)
+                runtimes[f.name] = rt = open_onnx(f, meta.precision, Path(tmp) / str(i), threads)
+                rows[f.name] = _variant_row(f, meta, rt, samples, latency_iterations)
+            samples_by_model, torch_samples = _throughput_rounds(runtimes, baseline_pt, rounds, seconds, threads)
         finally:
             for rt in runtimes.values():
                 rt.close()
     base = rows[baseline_onnx.name]
-    base_thr = statistics.median(samples_by_model[baseline_onnx.name])
     torch_thr = statistics.median(torch_samples) if torch_samples else None
-    for name, row in rows.items():
-        thr = statistics.median(samples_by_model[name])
-        row.update(
-            throughput_ips=thr,
-            throughput_rounds=[round(v, 1) for v in samples_by_model[name]],
-            top1_delta_points=100 * (row["top1"] - base["top1"]),
-            speedup_vs_baseline_onnx=thr / base_thr,
-            speedup_vs_torch_eager=thr / torch_thr if torch_thr else None,
-        )
+    _add_speedups(rows, samples_by_model, baseline_onnx.name, torch_thr)
     import onnxruntime
-
-    from device.sysinfo import machine
 
     return {
         "machine": {**machine(), "onnxruntime": onnxruntime.__version__},
@@ -166,6 +113,74 @@ def build_report(
         "runtime": "onnxruntime CPUExecutionProvider",
         "variants": list(rows.values()),
     }
+
+
+def _variant_files(build_dir: Path, baseline_onnx: Path) -> tuple[list[Path], Path]:
+    """The ONNX files to compare, baseline included, and the baseline's path among them."""
+    files = sorted(build_dir.glob("*.onnx"))
+    same_name = [f for f in files if f.name == baseline_onnx.name]
+    if same_name:  # the build directory holds its own copy of the baseline: use that one
+        baseline_onnx = same_name[0]
+    else:
+        files.insert(0, baseline_onnx)
+    if not files:
+        raise EdgeloopError(f"no .onnx files in {build_dir}")
+    return files, baseline_onnx
+
+
+def _variant_row(f: Path, meta: ModelMeta, rt: Any, samples: list[Sample], latency_iterations: int) -> dict[str, Any]:
+    """Size, compute, accuracy and batch-1 latency of one ONNX file (throughput comes later)."""
+    import onnx
+
+    blob = f.read_bytes()
+    params, macs = onnx_params_macs(onnx.load_from_string(blob))
+    ev = bench.evaluate(rt, samples, meta.classes, meta.preprocessing)
+    lat = bench.measure_latency(rt, batch=1, warmup=30, iterations=latency_iterations)
+    log.info("%s: top-1 %.2f%%, p50 %.3f ms", f.name, 100 * ev.top1, lat.latency_ms["p50"])
+    has_card = f.suffix == ".onnx" and not f.stem.endswith(("-int8", "-int8-trt", "-fp16"))
+    return {
+        "file": f.name,
+        "precision": meta.precision,
+        "flavour": meta.extra.get("runtime", "any"),
+        "onnx_bytes": len(blob),
+        "gzip_bytes": gzip_size(blob),
+        "params": params,
+        "macs": macs,
+        "top1": ev.top1,
+        "n_images": ev.n_images,
+        "latency_ms": lat.latency_ms,
+        "notes": _notes(card_for(f.parent, f)) if has_card else [],
+    }
+
+
+def _throughput_rounds(
+    runtimes: dict[str, Any], baseline_pt: Path | None, rounds: int, seconds: float, threads: int
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Batch-256 throughput of every model (and PyTorch eager), interleaved: every model once per round."""
+    samples_by_model: dict[str, list[float]] = {n: [] for n in runtimes}
+    torch_samples: list[float] = []
+    for r in range(rounds):
+        for name, rt in runtimes.items():
+            samples_by_model[name].append(bench.measure_throughput(rt, batch=256, min_seconds=seconds).ips)
+        if baseline_pt is not None:
+            torch_samples.append(_torch_eager_throughput(baseline_pt, 256, seconds, threads))
+        log.info("throughput round %d/%d done", r + 1, rounds)
+    return samples_by_model, torch_samples
+
+
+def _add_speedups(
+    rows: dict[str, dict[str, Any]], samples: dict[str, list[float]], baseline: str, torch_thr: float | None
+) -> None:
+    base_thr = statistics.median(samples[baseline])
+    for name, row in rows.items():
+        thr = statistics.median(samples[name])
+        row.update(
+            throughput_ips=thr,
+            throughput_rounds=[round(v, 1) for v in samples[name]],
+            top1_delta_points=100 * (row["top1"] - rows[baseline]["top1"]),
+            speedup_vs_baseline_onnx=thr / base_thr,
+            speedup_vs_torch_eager=thr / torch_thr if torch_thr else None,
+        )
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -211,8 +226,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from host.table import print_table
-
     rows = [
         (
             r["file"],

@@ -71,7 +71,7 @@ def test_preprocessing_from_dict_validates() -> None:
 
 def test_host_training_input_equals_shared_definition() -> None:
     torch = pytest.importorskip("torch")
-    from host.factory.evaluate import to_input
+    from host.factory.predict import to_input
 
     rng = np.random.default_rng(1)
     imgs = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)

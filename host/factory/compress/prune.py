@@ -85,35 +85,23 @@ def prune_channels(
         raise EdgeloopError("target_macs_reduction must be between 0 and 1")
     model.eval()
     model = contiguous(model)
-    importance = (
-        tp.importance.BNScaleImportance() if criterion == "bn_scale" else tp.importance.MagnitudeImportance(p=1)
-    )
     before_widths = _widths(model)
     macs0, params0 = count_macs(model, input_size), count_params(model)
     target = (1 - target_macs_reduction) * macs0
-    pruner = tp.pruner.MetaPruner(
-        model,
-        _example(input_size),
-        importance=importance,
-        global_pruning=True,
-        pruning_ratio=0.95,
-        max_pruning_ratio=max_layer_ratio,
-        iterative_steps=steps,
-        round_to=round_to,
-        ignored_layers=_classifier_layers(model),
-    )
-    macs = macs0
-    done = 0
-    for _ in range(steps):
-        if macs <= target:
-            break
-        pruner.step()
-        done += 1
-        macs = count_macs(model, input_size)
-    after_widths = _widths(model)
-    channels = {n: [before_widths[n], w] for n, w in after_widths.items()}
+    pruner = _pruner(model, criterion, round_to, max_layer_ratio, steps, input_size)
+    macs, done = _step_until(pruner, model, target, macs0, steps, input_size)
+    channels = {n: [before_widths[n], w] for n, w in _widths(model).items()}
     reduction = 1 - macs / macs0
-    record: dict[str, Any] = {
+    changed = {n: f"{a}->{b}" for n, (a, b) in channels.items() if a != b}
+    log.info("pruned (%s): MACs %d -> %d (-%.1f%%); channels %s", criterion, macs0, macs, 100 * reduction, changed)
+    if macs > target:
+        log.warning(
+            "pruning stopped at -%.1f%% MACs (target -%.1f%%): per-layer cap %.0f%% reached",
+            100 * reduction,
+            100 * target_macs_reduction,
+            100 * max_layer_ratio,
+        )
+    return {
         "criterion": criterion,
         "round_to": round_to,
         "pruner_steps": done,
@@ -124,20 +112,37 @@ def prune_channels(
         "params_after": count_params(model),
         "channels": channels,
     }
-    changed = {n: f"{a}->{b}" for n, (a, b) in channels.items() if a != b}
-    log.info(
-        "pruned (%s): MACs %d -> %d (-%.1f%%); channels %s",
-        criterion,
-        macs0,
-        macs,
-        100 * reduction,
-        changed,
+
+
+def _pruner(
+    model: nn.Module, criterion: Criterion, round_to: int, max_layer_ratio: float, steps: int, input_size: int
+) -> tp.pruner.MetaPruner:
+    """Torch-Pruning's global pruner, ranking channels by ``criterion`` across all layers."""
+    importance = (
+        tp.importance.BNScaleImportance() if criterion == "bn_scale" else tp.importance.MagnitudeImportance(p=1)
     )
-    if macs > target:
-        log.warning(
-            "pruning stopped at -%.1f%% MACs (target -%.1f%%): per-layer cap %.0f%% reached",
-            100 * reduction,
-            100 * target_macs_reduction,
-            100 * max_layer_ratio,
-        )
-    return record
+    return tp.pruner.MetaPruner(
+        model,
+        _example(input_size),
+        importance=importance,
+        global_pruning=True,
+        pruning_ratio=0.95,
+        max_pruning_ratio=max_layer_ratio,
+        iterative_steps=steps,
+        round_to=round_to,
+        ignored_layers=_classifier_layers(model),
+    )
+
+
+def _step_until(
+    pruner: tp.pruner.MetaPruner, model: nn.Module, target: float, macs: int, steps: int, input_size: int
+) -> tuple[int, int]:
+    """Take pruner steps until the model's MACs reach ``target``; returns (MACs, steps taken)."""
+    done = 0
+    for _ in range(steps):
+        if macs <= target:
+            break
+        pruner.step()
+        done += 1
+        macs = count_macs(model, input_size)
+    return macs, done

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from host.factory.evaluate import to_input
+from host.factory.predict import to_input
 from shared.imaging import Preprocessing
 
 log = logging.getLogger(__name__)

@@ -79,7 +79,7 @@ def quantize_ptq(
 ) -> dict[str, Any]:
     """Write an INT8 Q/DQ ONNX of ``fp32_onnx``; returns a record incl. the calibrated ranges."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(calib_images) == 0:
@@ -88,17 +88,7 @@ def quantize_ptq(
     meta = get_meta(src, str(fp32_onnx))
     input_name = src.graph.input[0].name
     exclude = list(keep_float) + (_edge_nodes(src) if keep_edges_float else [])
-    cal_method = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[method]
     symmetric_act = flavour == "tensorrt"
-    extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": symmetric_act}
-    if flavour == "tensorrt":
-        extra["QuantizeBias"] = False  # TensorRT takes float biases and quantizes them itself
-    if method == "percentile":
-        extra["CalibPercentile"] = percentile
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         # shape inference + graph clean-up first, as ONNX Runtime recommends before quantizing
@@ -111,33 +101,12 @@ def quantize_ptq(
             per_channel=True,
             activation_type=QuantType.QInt8 if symmetric_act else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=cal_method,
+            calibrate_method=_calibration_method(method),
             nodes_to_exclude=exclude,
-            extra_options=extra,
+            extra_options=_quantizer_options(flavour, method, percentile),
         )
-    q = onnx.load(str(out))
-    extra_meta = {
-        **meta.extra,
-        "runtime": flavour,
-        "calibration": "ptq",
-        "calibration_method": method,
-        "calibration_images": str(len(calib_images)),
-    }
-    set_meta(q, ModelMeta(meta.classes, meta.preprocessing, meta.arch, "int8", extra_meta))
-    onnx.checker.check_model(q)
-    onnx.save(q, str(out))
-    ranges = activation_ranges(q)
-    for name, (lo, hi) in list(ranges.items())[:100]:
-        log.debug("calibrated %s: [%.4f, %.4f]", name, lo, hi)
-    log.info(
-        "PTQ %s (%s, %d images): %d activation tensors quantized, %d nodes kept float%s",
-        flavour,
-        method,
-        len(calib_images),
-        len(ranges),
-        len(exclude),
-        f" ({', '.join(exclude)})" if exclude else "",
-    )
+    ranges = activation_ranges(_tag_int8(out, meta, flavour, method, len(calib_images)))
+    _log_ranges(ranges, flavour, method, len(calib_images), exclude)
     return {
         "flavour": flavour,
         "method": method,
@@ -145,6 +114,60 @@ def quantize_ptq(
         "kept_float": exclude,
         "ranges": {k: [round(a, 5), round(b, 5)] for k, (a, b) in ranges.items()},
     }
+
+
+def _tag_int8(out: Path, meta: ModelMeta, flavour: Flavour, method: Method, n_images: int) -> Any:
+    """Record in ``out`` that it is INT8 for ``flavour`` and how it was calibrated; check and return it."""
+    import onnx
+
+    q = onnx.load(str(out))
+    extra_meta = {
+        **meta.extra,
+        "runtime": flavour,
+        "calibration": "ptq",
+        "calibration_method": method,
+        "calibration_images": str(n_images),
+    }
+    set_meta(q, ModelMeta(meta.classes, meta.preprocessing, meta.arch, "int8", extra_meta))
+    onnx.checker.check_model(q)
+    onnx.save(q, str(out))
+    return q
+
+
+def _calibration_method(method: Method) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+
+
+def _quantizer_options(flavour: Flavour, method: Method, percentile: float) -> dict[str, Any]:
+    """``quantize_static``'s extra options: the symmetry of each flavour, and the percentile."""
+    extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": flavour == "tensorrt"}
+    if flavour == "tensorrt":
+        extra["QuantizeBias"] = False  # TensorRT takes float biases and quantizes them itself
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    return extra
+
+
+def _log_ranges(
+    ranges: dict[str, tuple[float, float]], flavour: Flavour, method: Method, n_images: int, kept: list[str]
+) -> None:
+    for name, (lo, hi) in list(ranges.items())[:100]:
+        log.debug("calibrated %s: [%.4f, %.4f]", name, lo, hi)
+    log.info(
+        "PTQ %s (%s, %d images): %d activation tensors quantized, %d nodes kept float%s",
+        flavour,
+        method,
+        n_images,
+        len(ranges),
+        len(kept),
+        f" ({', '.join(kept)})" if kept else "",
+    )
 
 
 def activation_ranges(model: Any) -> dict[str, tuple[float, float]]:

@@ -11,12 +11,14 @@ from onnx import numpy_helper
 
 from host.factory import checkpoint
 from host.factory.compress import prune, qat, quantize, sparsity
-from host.factory.compress.distill import distill_loss
-from host.factory.compress.fold import count_bn, fold_bn
 from host.factory.compress.pipeline import compress, split_data
-from host.factory.compress.recipe import Recipe, builtin_recipes, load_recipe
-from host.factory.export import export_command, ort_logits
+from host.factory.compress.recipe import Recipe, load_recipe
+from host.factory.compress.recipes import builtin_recipes
+from host.factory.export import export_command
+from host.factory.fold import count_bn, fold_bn
+from host.factory.ort import ort_logits
 from host.factory.stats import count_macs, count_params
+from host.factory.train.losses import distill_loss
 from shared import datasets
 from shared.errors import EdgeloopError
 from shared.modelmeta import read_meta
@@ -125,7 +127,7 @@ def test_masks_hold_through_finetuning(tiny_ckpt: Path, golden_dir: Path) -> Non
 
 
 def test_bn_folding_parity(tiny_ckpt: Path, golden_dir: Path) -> None:
-    from host.factory.evaluate import predict_torch
+    from host.factory.predict import predict_torch
 
     ck = checkpoint.load(tiny_ckpt)
     model = ck.build()

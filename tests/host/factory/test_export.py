@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from host.factory import checkpoint
-from host.factory.export import export_command, export_verified, ort_logits
+from host.factory.export import export_command, export_verified
 from host.factory.onnx_stats import onnx_params_macs
+from host.factory.ort import ort_logits
 from shared import datasets
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
@@ -50,7 +51,7 @@ def test_export_refuses_a_model_that_fails_parity(tiny_ckpt: Path, tmp_path: Pat
 
 
 def test_onnx_params_and_macs_match_torch(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from host.factory.compress.fold import fold_bn
+    from host.factory.fold import fold_bn
     from host.factory.stats import count_macs, count_params
 
     out = tmp_path / "m.onnx"

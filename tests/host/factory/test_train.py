@@ -108,10 +108,10 @@ def test_second_stage_from_init_records_both_stages(golden_dir: Path, tmp_path: 
 
 
 def test_swa_schedule_anneals_to_swa_lr_then_holds() -> None:
-    from host.factory.train import _lr_lambda
+    from host.factory.train.schedule import lr_lambda
 
     cfg = TrainConfig(epochs=10, lr=0.1, warmup_epochs=1, swa_start=6, swa_lr=0.01)
-    f = _lr_lambda(cfg, steps_per_epoch=10)
+    f = lr_lambda(cfg, steps_per_epoch=10)
     assert f(9) == 1.0  # end of warm-up: peak
     assert 0.1 < f(30) < 1.0  # annealing
     assert all(abs(f(s) - 0.1) < 1e-12 for s in range(60, 100))  # swa_lr / lr, held
