@@ -261,7 +261,7 @@ def import_cifar_python(archive: str | Path, out_dir: str | Path) -> dict[str, i
     The official distribution is a set of pickled dicts; only the known batch members are read, and
     only plain containers (dict/list/bytes/ndarray) are allowed to be unpickled.
     """
-    cv2 = imaging._cv2()
+    cv2 = imaging.opencv()
     archive, out = Path(archive), Path(out_dir)
     if not archive.is_file():
         raise EdgeloopError(f"CIFAR archive not found: {archive}")

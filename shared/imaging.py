@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,7 +48,8 @@ class Preprocessing:
         return cls(mean=mean, std=std, size=int(size))
 
 
-def _cv2():  # type: ignore[no-untyped-def]
+def opencv() -> Any:
+    """OpenCV, set up for our use (threads: one; we parallelise across images ourselves)."""
     # Imported lazily so that `import shared` stays cheap for tools that never touch pixels.
     import cv2
 
@@ -55,12 +57,35 @@ def _cv2():  # type: ignore[no-untyped-def]
     return cv2
 
 
-def decode(data: bytes | bytearray | memoryview) -> U8Image:
-    """Decode encoded image bytes (JPEG/PNG/...) to an HxWx3 RGB uint8 array."""
-    cv2 = _cv2()
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def truncation(data: bytes | bytearray | memoryview) -> str | None:
+    """Why a JPEG or PNG is cut short, or None when its end marker is there (other formats: None).
+
+    OpenCV decodes a truncated JPEG to a partly grey image with only a warning on stderr, so a
+    server that must refuse broken uploads checks the end marker itself: JPEG's EOI (FF D9, allowing
+    for a little trailing padding) and PNG's IEND chunk.
+    """
+    head, tail = bytes(data[:8]), bytes(data[-64:])
+    if head[:2] == b"\xff\xd8":
+        return None if b"\xff\xd9" in tail else "the JPEG ends before its end-of-image marker (truncated)"
+    if head == _PNG_SIGNATURE:
+        return None if b"IEND" in tail[-16:] else "the PNG ends before its IEND chunk (truncated)"
+    return None
+
+
+def decode(data: bytes | bytearray | memoryview, strict: bool = False) -> U8Image:
+    """Decode encoded image bytes (JPEG/PNG/...) to an HxWx3 RGB uint8 array.
+
+    ``strict`` also refuses a JPEG or PNG that is cut short (see ``truncation``).
+    """
+    cv2 = opencv()
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise EdgeloopError("cannot decode an empty image")
+    if strict and (why := truncation(data)) is not None:
+        raise EdgeloopError(why)
     rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
     if img is None:
@@ -87,7 +112,7 @@ def resize(rgb: U8Image, size: int) -> U8Image:
     """Resize to size x size when needed (INTER_AREA shrinks without aliasing)."""
     if rgb.shape[0] == size and rgb.shape[1] == size:
         return rgb
-    cv2 = _cv2()
+    cv2 = opencv()
     interp = cv2.INTER_AREA if rgb.shape[0] > size else cv2.INTER_LINEAR
     out: U8Image = cv2.resize(rgb, (size, size), interpolation=interp)
     return out

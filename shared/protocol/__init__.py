@@ -37,17 +37,27 @@ from shared.protocol.commands import (
     RollbackCommand,
     SampleCommand,
 )
-from shared.protocol.releases import Artifact, ModelInfo, PreprocessingSpec, ReleaseManifest, ReleaseRef
+from shared.protocol.releases import (
+    Artifact,
+    DriftReference,
+    ModelInfo,
+    PreprocessingSpec,
+    ReleaseManifest,
+    ReleaseRef,
+)
 from shared.protocol.reports import (
     REPORT_KINDS,
     BenchmarkReport,
     CalibrationReport,
+    ClassificationResult,
     DeployReport,
     DeviceStatus,
+    DriftStats,
     EventReport,
     LatencyStats,
     Report,
     SystemInfo,
+    TelemetryReport,
 )
 from shared.protocol.topics import (
     Topic,
@@ -56,6 +66,7 @@ from shared.protocol.topics import (
     parse_topic,
     report_filter,
     report_topic,
+    result_topic,
     status_filter,
     status_topic,
 )
@@ -71,10 +82,13 @@ __all__ = [
     "BenchmarkCommand",
     "BenchmarkReport",
     "CalibrationReport",
+    "ClassificationResult",
     "Command",
     "DeployCommand",
     "DeployReport",
     "DeviceStatus",
+    "DriftReference",
+    "DriftStats",
     "EventReport",
     "Fraction",
     "Id",
@@ -93,6 +107,7 @@ __all__ = [
     "SampleCommand",
     "Sha256",
     "SystemInfo",
+    "TelemetryReport",
     "Topic",
     "UtcDatetime",
     "Version",
@@ -106,6 +121,7 @@ __all__ = [
     "parse_topic",
     "report_filter",
     "report_topic",
+    "result_topic",
     "status_filter",
     "status_topic",
     "utcnow",

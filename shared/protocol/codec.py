@@ -18,7 +18,15 @@ from shared.protocol.commands import (
     RollbackCommand,
     SampleCommand,
 )
-from shared.protocol.reports import BenchmarkReport, CalibrationReport, DeployReport, DeviceStatus, EventReport, Report
+from shared.protocol.reports import (
+    BenchmarkReport,
+    CalibrationReport,
+    DeployReport,
+    DeviceStatus,
+    EventReport,
+    Report,
+    TelemetryReport,
+)
 
 _command_adapter: TypeAdapter[Any] = TypeAdapter(Command)
 _report_adapter: TypeAdapter[Any] = TypeAdapter(Report)
@@ -42,7 +50,9 @@ def decode_command(
     return cmd
 
 
-def decode_report(payload: bytes | str) -> DeployReport | BenchmarkReport | CalibrationReport | EventReport:
+def decode_report(
+    payload: bytes | str,
+) -> DeployReport | BenchmarkReport | CalibrationReport | TelemetryReport | EventReport:
     try:
         report: Any = _report_adapter.validate_json(payload)
     except ValidationError as e:

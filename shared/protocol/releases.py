@@ -11,6 +11,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.drift import Summary
 from shared.errors import EdgeloopError
 from shared.protocol.base import Fraction, Id, Precision, Sha256, UtcDatetime, Version, WireModel, utcnow, version_key
 
@@ -37,6 +38,35 @@ class PreprocessingSpec(WireModel):
     color: Literal["RGB"] = "RGB"
 
 
+class DriftReference(WireModel):
+    """What the release's calibration images look like to its FP32 model (``shared.drift.Summary``).
+
+    Devices compare what they serve with it; the same figures sit in the ONNX metadata, so a
+    standalone ``edgeloop-agent serve`` has them too.
+    """
+
+    n_images: int = Field(ge=1, le=10_000_000)
+    channel_mean: tuple[Fraction, Fraction, Fraction]
+    channel_std: tuple[Fraction, Fraction, Fraction]
+    confidence_hist: tuple[Fraction, ...] = Field(min_length=2, max_length=64)
+    class_hist: tuple[Fraction, ...] = Field(min_length=2, max_length=1000)
+    source: str = Field("", max_length=256, description="which images the figures come from")
+
+    def summary(self) -> Summary:
+        return Summary(self.n_images, self.channel_mean, self.channel_std, self.confidence_hist, self.class_hist)
+
+    @classmethod
+    def from_summary(cls, s: Summary, source: str = "") -> DriftReference:
+        return cls(
+            n_images=s.n_images,
+            channel_mean=s.channel_mean,
+            channel_std=s.channel_std,
+            confidence_hist=s.confidence_hist,
+            class_hist=s.class_hist,
+            source=source[:256],
+        )
+
+
 class ModelInfo(WireModel):
     arch: str = Field(max_length=64)
     classes: tuple[Annotated[str, StringConstraints(min_length=1, max_length=64)], ...] = Field(min_length=2)
@@ -45,6 +75,7 @@ class ModelInfo(WireModel):
     source_top1: Fraction = Field(description="top-1 of the source model on the host's test set")
     params: int | None = Field(None, ge=0)
     macs: int | None = Field(None, ge=0)
+    reference: DriftReference | None = Field(None, description="drift reference statistics (None: no drift score)")
 
     @model_validator(mode="after")
     def _shape_matches(self) -> ModelInfo:
@@ -52,6 +83,8 @@ class ModelInfo(WireModel):
             raise ValueError("input_shape must match preprocessing.size")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("class names must be unique")
+        if self.reference is not None and len(self.reference.class_hist) != len(self.classes):
+            raise ValueError("reference.class_hist must have one entry per class")
         return self
 
 

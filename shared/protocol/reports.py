@@ -103,6 +103,38 @@ class CalibrationReport(Message):
     error: str | None = Field(None, max_length=4096)
 
 
+class DriftStats(WireModel):
+    """The drift score of a window of served images against the release's reference (shared.drift)."""
+
+    score: NonNegFloat = Field(le=1e6)
+    threshold: NonNegFloat = Field(le=1e6)
+    drifted: bool
+    n_images: int = Field(ge=0, le=10_000_000, description="images in the window the score was taken on")
+    psi_confidence: NonNegFloat = Field(le=1e6)
+    psi_class: NonNegFloat = Field(le=1e6)
+    channel_shift: NonNegFloat = Field(le=1e6, description="mean |channel-mean shift| in reference std units")
+
+
+class TelemetryReport(Message):
+    """What the device served in the last window (``telemetry_interval_s``): the field's view of a release."""
+
+    kind: Literal["telemetry"] = "telemetry"
+    release: ReleaseRef | None = None
+    runtime: str | None = Field(None, max_length=64)
+    precision: Precision | None = None
+    window_s: NonNegFloat = Field(le=86400)
+    requests: int = Field(ge=0, le=10**12)
+    errors: dict[
+        Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")], Annotated[int, Field(ge=0, le=10**12)]
+    ] = Field(default_factory=dict, max_length=32, description="failed requests by kind")
+    throughput_ips: NonNegFloat = Field(le=1e9)
+    latency_ms: LatencyStats | None = Field(None, description="None when nothing was served in the window")
+    mean_batch: NonNegFloat = Field(0.0, le=1e6)
+    mean_queue_depth: NonNegFloat = Field(0.0, le=1e9)
+    max_queue_depth: int = Field(0, ge=0, le=10**9)
+    drift: DriftStats | None = None
+
+
 class EventReport(Message):
     kind: Literal["event"] = "event"
     level: Literal["info", "warning", "error"]
@@ -114,6 +146,19 @@ class EventReport(Message):
 
 
 Report: TypeAlias = Annotated[
-    DeployReport | BenchmarkReport | CalibrationReport | EventReport, Field(discriminator="kind")
+    DeployReport | BenchmarkReport | CalibrationReport | TelemetryReport | EventReport, Field(discriminator="kind")
 ]
-REPORT_KINDS = ("deploy", "benchmark", "calibration", "event")
+REPORT_KINDS = ("deploy", "benchmark", "calibration", "telemetry", "event")
+
+
+class ClassificationResult(Message):
+    """One served frame's answer, for local consumers (topic ``.../result``, QoS 0, frame sources only)."""
+
+    source: str = Field(max_length=256, description="camera, video file, RTSP URL or watched folder")
+    frame: int = Field(ge=0, le=10**15, description="frame counter of the source")
+    label: str = Field(max_length=64)
+    index: int = Field(ge=0, le=100_000)
+    confidence: Fraction
+    top: tuple[tuple[Annotated[str, StringConstraints(max_length=64)], Fraction], ...] = Field(max_length=10)
+    latency_ms: NonNegFloat = Field(le=1e7)
+    release: str | None = Field(None, max_length=160, description="name@version of the engine that answered")

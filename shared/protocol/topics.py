@@ -24,6 +24,11 @@ def command_topic(fleet: str, device: str) -> str:
     return f"{TOPIC_ROOT}/{check_id(fleet, 'fleet')}/{check_id(device, 'device')}/cmd"
 
 
+def result_topic(fleet: str, device: str) -> str:
+    """Classification results of frame sources, for applications on the device's network (QoS 0)."""
+    return f"{TOPIC_ROOT}/{check_id(fleet, 'fleet')}/{check_id(device, 'device')}/result"
+
+
 def report_topic(fleet: str, device: str, kind: str) -> str:
     if kind not in REPORT_KINDS:
         raise ProtocolError(f"report kind {kind!r} is not one of {REPORT_KINDS}")
@@ -46,7 +51,7 @@ def status_filter(fleet: str | None = None) -> str:
 class Topic:
     fleet: str
     device: str
-    channel: Literal["status", "cmd", "report"]
+    channel: Literal["status", "cmd", "report", "result"]
     kind: str | None = None
 
 
@@ -56,7 +61,7 @@ def parse_topic(topic: str) -> Topic:
     if parts[:2] != root or len(parts) < 5:
         raise ProtocolError(f"not an edgeloop topic: {topic!r}")
     fleet, device, channel = check_id(parts[2], "fleet"), check_id(parts[3], "device"), parts[4]
-    if channel in ("status", "cmd") and len(parts) == 5:
+    if channel in ("status", "cmd", "result") and len(parts) == 5:
         return Topic(fleet, device, channel)  # type: ignore[arg-type]
     if channel == "report" and len(parts) == 6 and parts[5] in REPORT_KINDS:
         return Topic(fleet, device, "report", parts[5])
