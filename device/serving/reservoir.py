@@ -4,7 +4,9 @@ Algorithm R (Vitter's reservoir sampling): the i-th served image replaces a rand
 ``capacity`` slots with probability capacity / i, so at any time the slots are a uniform sample of
 everything served since the reservoir was made, whatever the traffic. Each slot is one file, and no
 image larger than the disk cap divided by the capacity is kept, so the reservoir never exceeds its
-cap. Files are written by a thread of its own: the batcher only draws a random number.
+cap. Files are written by a thread of its own: the batcher only draws a random number and notes
+the bytes for the slot (a newer image for the same slot replaces one not yet written, exactly as
+Algorithm R would), so a burst never drops a replacement and the sample stays uniform.
 
 ``sample`` and ``recalibrate`` draw from it (``files()``).
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import random
 import threading
 from pathlib import Path
@@ -47,8 +48,9 @@ class Reservoir:
         self._lock = threading.Lock()
         self.seen = self._load_seen()
         self.skipped_large = 0
-        self.dropped = 0  # writes the writer thread could not keep up with
-        self._writes: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=256)
+        self._pending: dict[int, bytes] = {}
+        self._wake = threading.Event()
+        self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name="reservoir", daemon=True)
         self._writer.start()
 
@@ -66,11 +68,9 @@ class Reservoir:
         with self._lock:
             self.seen += 1
             slot = self.seen - 1 if self.seen <= self.capacity else self._rng.randrange(self.seen)
-        if slot < self.capacity:
-            try:
-                self._writes.put_nowait((slot, data))
-            except queue.Full:
-                self.dropped += 1
+            if slot < self.capacity:
+                self._pending[slot] = data
+        self._wake.set()
 
     def __call__(self, batch: Batch) -> None:
         """Batch observer: offer every served image that came with its encoded bytes."""
@@ -81,22 +81,43 @@ class Reservoir:
     def files(self) -> list[Path]:
         return sorted(p for p in self.dir.glob("slot-*") if p.is_file() and not p.name.endswith(".tmp"))
 
+    def idle(self) -> bool:
+        """True when every kept image is on disk."""
+        with self._lock:
+            return not self._pending
+
     def _write_loop(self) -> None:
         while True:
-            item = self._writes.get()
-            if item is None:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            for slot, data in batch.items():
+                self._write(slot, data)
+            if self._closing and self.idle():
                 return
-            slot, data = item
-            try:
-                for old in self.dir.glob(f"slot-{slot:06d}.*"):
-                    old.unlink()
-                tmp = self.dir / f"slot-{slot:06d}.tmp"
-                tmp.write_bytes(data)
-                os.replace(tmp, self.dir / f"slot-{slot:06d}{_suffix(data)}")
-                (self.dir / _STATE).write_text(json.dumps({"seen": self.seen, "capacity": self.capacity}))
-            except OSError as e:  # a full disk must not stop serving
-                log.warning("reservoir write failed: %s", e)
+
+    def _write(self, slot: int, data: bytes) -> None:
+        try:
+            for old in self.dir.glob(f"slot-{slot:06d}.*"):
+                old.unlink()
+            tmp = self.dir / f"slot-{slot:06d}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, self.dir / f"slot-{slot:06d}{_suffix(data)}")
+            self._save_state()
+        except OSError as e:  # a full disk must not stop serving
+            log.warning("reservoir write failed: %s", e)
+
+    def _save_state(self) -> None:
+        tmp = self.dir / f"{_STATE}.tmp"
+        tmp.write_text(json.dumps({"seen": self.seen, "capacity": self.capacity}))
+        os.replace(tmp, self.dir / _STATE)
 
     def close(self, timeout: float = 5.0) -> None:
-        self._writes.put(None)
+        self._closing = True
+        self._wake.set()
         self._writer.join(timeout)
+        try:
+            self._save_state()  # `seen` also counts the images that were not kept
+        except OSError as e:
+            log.warning("cannot save the reservoir state: %s", e)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared import drift
+
+
+def _stats(rng: np.random.Generator, n: int, brightness: float = 0.45, sure: float = 0.95, classes: int = 10):
+    means = np.clip(rng.normal(brightness, 0.08, (n, 3)), 0, 1).astype(np.float32)
+    conf = np.clip(rng.normal(sure, 0.05, n), 0, 1).astype(np.float32)
+    pred = rng.integers(0, classes, n)
+    return means, conf, pred
+
+
+def test_psi_is_zero_for_equal_and_grows_with_difference() -> None:
+    a = (0.25, 0.25, 0.25, 0.25)
+    assert drift.psi(a, a) == pytest.approx(0.0, abs=1e-9)
+    small = drift.psi(a, (0.3, 0.2, 0.25, 0.25))
+    large = drift.psi(a, (0.7, 0.1, 0.1, 0.1))
+    assert 0 < small < large
+    with pytest.raises(ValueError):
+        drift.psi(a, (0.5, 0.5))
+
+
+def test_a_sample_of_the_same_data_does_not_drift() -> None:
+    rng = np.random.default_rng(0)
+    ref = drift.summarize(*_stats(rng, 2000), n_classes=10)
+    window = drift.summarize(*_stats(rng, 500), n_classes=10)
+    s = drift.score(ref, window)
+    assert s.score < drift.DEFAULT_THRESHOLD / 2 and s.n_images == 500
+
+
+@pytest.mark.parametrize(
+    ("what", "kwargs"),
+    [("darker", {"brightness": 0.2}), ("less sure", {"sure": 0.6}), ("one class", {"classes": 1})],
+)
+def test_each_part_alone_flags_a_shift(what: str, kwargs: dict[str, float]) -> None:
+    rng = np.random.default_rng(1)
+    ref = drift.summarize(*_stats(rng, 2000), n_classes=10)
+    window = drift.summarize(*_stats(rng, 500, **kwargs), n_classes=10)  # type: ignore[arg-type]
+    assert drift.score(ref, window).score >= drift.DEFAULT_THRESHOLD, what
+
+
+def test_channel_means_and_confidences() -> None:
+    images = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    images[1, ..., 0] = 255
+    m = drift.channel_means(images)
+    assert m.shape == (2, 3) and m[1, 0] == pytest.approx(1.0) and m[0].sum() == 0
+    conf, pred = drift.confidences(np.array([[0.1, 0.9], [0.7, 0.3]], dtype=np.float32))
+    assert list(pred) == [1, 0] and conf[0] == pytest.approx(0.9)
+    with pytest.raises(ValueError):
+        drift.channel_means(np.zeros((4, 4, 3), dtype=np.uint8))
+    with pytest.raises(ValueError):
+        drift.summarize(m[:0], conf[:0], pred[:0], n_classes=2)
