@@ -1,20 +1,23 @@
 """Drift statistics: the one definition the host (reference, at release time) and the device (what it
 serves) both compute, so that the two can be compared.
 
-Per image the statistics are: the mean of each RGB channel (pixels in [0, 1]), the model's confidence
-(max softmax) and its predicted class. A set of images is summarised by the mean and spread of the
-channel means, a histogram of the confidences over fixed bins, and the predicted-class histogram.
+Per image the statistics are: the mean of each RGB channel (pixels in [0, 1]), its detail (the mean
+absolute Laplacian of its grey levels, in [0, 1]: sensor noise raises it, blur lowers it), the
+model's confidence (max softmax) and its predicted class. A set of images is summarised by the mean
+and spread of the channel means and of the detail, a histogram of the confidences over fixed bins,
+and the predicted-class histogram.
 
-The drift score compares a window of served images with the reference. It has three parts, each
+The drift score compares a window of served images with the reference. It has four parts, each
 divided by the level at which it alone should raise an alarm:
 
 * PSI of the confidence histogram (population stability index; 0.25 is the usual "significant
   shift" level): a model that suddenly hesitates, or is sure where it was not, sees other data;
 * PSI of the predicted-class histogram (0.25): the scene mix or the model's reading of it moved;
 * the standardised shift of the channel means, |mean_window - mean_ref| / std_ref averaged over the
-  three channels (0.5, a "medium" effect size): the light, exposure or colour of the input changed.
+  three channels (0.5, a "medium" effect size): the light, exposure or colour of the input changed;
+* the standardised shift of the detail (0.5): the input got noisier or softer.
 
-``score`` is the largest of the three ratios; the default threshold 1.0 therefore means "one part
+``score`` is the largest of the four ratios; the default threshold 1.0 therefore means "one part
 reached its alarm level". PSI is a standard, hand-computed formula (a dozen lines): no maintained
 library offers it for pre-binned histograms without pulling in a monitoring framework.
 """
@@ -42,6 +45,8 @@ class Summary:
     n_images: int
     channel_mean: tuple[float, float, float]
     channel_std: tuple[float, float, float]
+    detail_mean: float
+    detail_std: float
     confidence_hist: tuple[float, ...]  # fractions over CONFIDENCE_EDGES bins
     class_hist: tuple[float, ...]  # fractions per class, model order
 
@@ -52,6 +57,7 @@ class DriftScore:
     psi_confidence: float
     psi_class: float
     channel_shift: float
+    detail_shift: float
     n_images: int
 
 
@@ -60,6 +66,16 @@ def channel_means(images_u8: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     if images_u8.ndim != 4 or images_u8.shape[-1] != 3:
         raise ValueError(f"expected N x H x W x 3 images, got shape {images_u8.shape}")
     return (images_u8.mean(axis=(1, 2), dtype=np.float64) / 255.0).astype(np.float32)
+
+
+def detail(images_u8: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """N x H x W x 3 uint8 -> N per-image mean |4-neighbour Laplacian| of the grey image, in [0, 1]."""
+    if images_u8.ndim != 4 or images_u8.shape[-1] != 3 or min(images_u8.shape[1:3]) < 3:
+        raise ValueError(f"expected N x H x W x 3 images of at least 3x3, got shape {images_u8.shape}")
+    g = images_u8.astype(np.float32).mean(axis=3) / 255.0
+    lap = 4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
+    out: npt.NDArray[np.float32] = np.abs(lap).mean(axis=(1, 2)).astype(np.float32)
+    return out
 
 
 def confidences(probs: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -74,9 +90,13 @@ def _hist(values: npt.NDArray[np.float32], edges: Sequence[float]) -> tuple[floa
 
 
 def summarize(
-    means: npt.NDArray[np.float32], conf: npt.NDArray[np.float32], pred: npt.NDArray[np.int64], n_classes: int
+    means: npt.NDArray[np.float32],
+    details: npt.NDArray[np.float32],
+    conf: npt.NDArray[np.float32],
+    pred: npt.NDArray[np.int64],
+    n_classes: int,
 ) -> Summary:
-    """Summary of per-image statistics (rows of ``channel_means`` and ``confidences``)."""
+    """Summary of per-image statistics (``channel_means``, ``detail`` and ``confidences``)."""
     n = len(conf)
     if n == 0:
         raise ValueError("cannot summarise an empty set of images")
@@ -87,6 +107,8 @@ def summarize(
         n_images=n,
         channel_mean=(float(m[0]), float(m[1]), float(m[2])),
         channel_std=(float(s[0]), float(s[1]), float(s[2])),
+        detail_mean=float(details.mean()),
+        detail_std=float(details.std()),
         confidence_hist=_hist(conf, CONFIDENCE_EDGES),
         class_hist=tuple(float(c) / n for c in counts),
     )
@@ -109,5 +131,12 @@ def score(reference: Summary, window: Summary) -> DriftScore:
     ref_std = np.maximum(np.asarray(reference.channel_std), 1e-3)  # a constant-colour reference has none
     delta = np.abs(np.asarray(window.channel_mean) - np.asarray(reference.channel_mean))
     shift = float(np.mean(delta / ref_std))
-    combined = max(p_conf / PSI_ALARM, p_class / PSI_ALARM, shift / SHIFT_ALARM)
-    return DriftScore(combined, p_conf, p_class, shift, window.n_images)
+    texture = abs(window.detail_mean - reference.detail_mean) / max(reference.detail_std, 1e-4)
+    combined = max(p_conf / PSI_ALARM, p_class / PSI_ALARM, shift / SHIFT_ALARM, texture / SHIFT_ALARM)
+    return DriftScore(combined, p_conf, p_class, shift, texture, window.n_images)
+
+
+def summarize_images(images_u8: npt.NDArray[np.uint8], probs: npt.NDArray[np.float32], n_classes: int) -> Summary:
+    """Summary of images and the model's softmax outputs for them."""
+    conf, pred = confidences(probs)
+    return summarize(channel_means(images_u8), detail(images_u8), conf, pred, n_classes)

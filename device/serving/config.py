@@ -45,6 +45,7 @@ class DirectorySource(_Section):
     path: Path
     fps: float = Field(10.0, gt=0, le=1000, description="at most this many files per second")
     delete_after: bool = Field(False, description="remove a file once it has been classified")
+    settle_s: float = Field(0.5, ge=0, le=3600, description="a file is read once unchanged this long")
 
 
 SourceConfig = Annotated[VideoSource | DirectorySource, Field(discriminator="type")]

@@ -22,6 +22,7 @@ class DriftMonitor:
         self._reference: Summary | None = None
         self._n_classes = 0
         self._means = np.zeros((window, 3), dtype=np.float32)
+        self._detail = np.zeros(window, dtype=np.float32)
         self._conf = np.zeros(window, dtype=np.float32)
         self._pred = np.zeros(window, dtype=np.int64)
         self._count = 0  # images seen since the last reset (the ring holds min(count, window))
@@ -35,13 +36,14 @@ class DriftMonitor:
         """Batch observer: add what was served."""
         if batch.model.reference is not self._reference:
             self.reset(batch.model.reference, len(batch.model.classes))
-        means = drift.channel_means(batch.images)
-        conf, pred = drift.confidences(batch.probs)
-        n = min(len(conf), self.window)
-        means, conf, pred = means[-n:], conf[-n:], pred[-n:]
+        n = min(len(batch.images), self.window)
+        images, probs = batch.images[-n:], batch.probs[-n:]
+        means, details = drift.channel_means(images), drift.detail(images)
+        conf, pred = drift.confidences(probs)
         with self._lock:
             slots = (self._count + np.arange(n)) % self.window
-            self._means[slots], self._conf[slots], self._pred[slots] = means, conf, pred
+            self._means[slots], self._detail[slots] = means, details
+            self._conf[slots], self._pred[slots] = conf, pred
             self._count += n
 
     def stats(self) -> DriftStats | None:
@@ -50,7 +52,7 @@ class DriftMonitor:
             reference, n = self._reference, min(self._count, self.window)
             if reference is None or n < self.min_images:
                 return None
-            window = drift.summarize(self._means[:n], self._conf[:n], self._pred[:n], self._n_classes)
+            window = drift.summarize(self._means[:n], self._detail[:n], self._conf[:n], self._pred[:n], self._n_classes)
         s = drift.score(reference, window)
         return DriftStats(
             score=s.score,
@@ -60,4 +62,5 @@ class DriftMonitor:
             psi_confidence=s.psi_confidence,
             psi_class=s.psi_class,
             channel_shift=s.channel_shift,
+            detail_shift=s.detail_shift,
         )

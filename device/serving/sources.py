@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,14 +142,25 @@ class DirectoryFrameSource(FrameSource):
     def name(self) -> str:
         return str(self.config.path)
 
+    def _settled(self) -> list[Path]:
+        """New image files not written to for ``settle_s`` (a copy still in progress is not read)."""
+        now = time.time()
+        out = []
+        for p in self.config.path.glob("*"):
+            if p.suffix.lower() not in datasets.IMAGE_SUFFIXES or p in self._done:
+                continue
+            try:
+                st = p.stat()
+            except OSError:  # gone between glob and stat
+                continue
+            if st.st_size > 0 and now - st.st_mtime >= self.config.settle_s:
+                out.append(p)
+        return sorted(out)
+
     def frames_iter(self) -> Iterator[tuple[U8Image, bytes | None]]:
         while not self._stop.is_set():
             self._done = {p for p in self._done if p.exists()}  # forget files that went away
-            new = sorted(
-                p
-                for p in self.config.path.glob("*")
-                if p.suffix.lower() in datasets.IMAGE_SUFFIXES and p not in self._done and p.is_file()
-            )
+            new = self._settled()
             for path in new:
                 self._done.add(path)
                 try:

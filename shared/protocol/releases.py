@@ -48,12 +48,22 @@ class DriftReference(WireModel):
     n_images: int = Field(ge=1, le=10_000_000)
     channel_mean: tuple[Fraction, Fraction, Fraction]
     channel_std: tuple[Fraction, Fraction, Fraction]
+    detail_mean: Fraction
+    detail_std: Fraction
     confidence_hist: tuple[Fraction, ...] = Field(min_length=2, max_length=64)
     class_hist: tuple[Fraction, ...] = Field(min_length=2, max_length=1000)
     source: str = Field("", max_length=256, description="which images the figures come from")
 
     def summary(self) -> Summary:
-        return Summary(self.n_images, self.channel_mean, self.channel_std, self.confidence_hist, self.class_hist)
+        return Summary(
+            self.n_images,
+            self.channel_mean,
+            self.channel_std,
+            self.detail_mean,
+            self.detail_std,
+            self.confidence_hist,
+            self.class_hist,
+        )
 
     @classmethod
     def from_summary(cls, s: Summary, source: str = "") -> DriftReference:
@@ -61,6 +71,8 @@ class DriftReference(WireModel):
             n_images=s.n_images,
             channel_mean=s.channel_mean,
             channel_std=s.channel_std,
+            detail_mean=s.detail_mean,
+            detail_std=s.detail_std,
             confidence_hist=s.confidence_hist,
             class_hist=s.class_hist,
             source=source[:256],

@@ -113,6 +113,7 @@ class DriftStats(WireModel):
     psi_confidence: NonNegFloat = Field(le=1e6)
     psi_class: NonNegFloat = Field(le=1e6)
     channel_shift: NonNegFloat = Field(le=1e6, description="mean |channel-mean shift| in reference std units")
+    detail_shift: NonNegFloat = Field(le=1e6, description="|detail (Laplacian) shift| in reference std units")
 
 
 class TelemetryReport(Message):

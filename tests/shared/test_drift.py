@@ -6,11 +6,19 @@ import pytest
 from shared import drift
 
 
-def _stats(rng: np.random.Generator, n: int, brightness: float = 0.45, sure: float = 0.95, classes: int = 10):
+def _stats(
+    rng: np.random.Generator,
+    n: int,
+    brightness: float = 0.45,
+    sure: float = 0.95,
+    classes: int = 10,
+    sharp: float = 0.1,
+):
     means = np.clip(rng.normal(brightness, 0.08, (n, 3)), 0, 1).astype(np.float32)
+    details = np.clip(rng.normal(sharp, 0.02, n), 0, 1).astype(np.float32)
     conf = np.clip(rng.normal(sure, 0.05, n), 0, 1).astype(np.float32)
     pred = rng.integers(0, classes, n)
-    return means, conf, pred
+    return means, details, conf, pred
 
 
 def test_psi_is_zero_for_equal_and_grows_with_difference() -> None:
@@ -33,7 +41,12 @@ def test_a_sample_of_the_same_data_does_not_drift() -> None:
 
 @pytest.mark.parametrize(
     ("what", "kwargs"),
-    [("darker", {"brightness": 0.2}), ("less sure", {"sure": 0.6}), ("one class", {"classes": 1})],
+    [
+        ("darker", {"brightness": 0.2}),
+        ("less sure", {"sure": 0.6}),
+        ("one class", {"classes": 1}),
+        ("noisier", {"sharp": 0.13}),
+    ],
 )
 def test_each_part_alone_flags_a_shift(what: str, kwargs: dict[str, float]) -> None:
     rng = np.random.default_rng(1)
@@ -52,4 +65,12 @@ def test_channel_means_and_confidences() -> None:
     with pytest.raises(ValueError):
         drift.channel_means(np.zeros((4, 4, 3), dtype=np.uint8))
     with pytest.raises(ValueError):
-        drift.summarize(m[:0], conf[:0], pred[:0], n_classes=2)
+        drift.summarize(m[:0], conf[:0], conf[:0], pred[:0], n_classes=2)
+
+
+def test_detail_sees_noise_and_blur() -> None:
+    rng = np.random.default_rng(0)
+    smooth = np.tile(np.linspace(0, 255, 16, dtype=np.float32), (16, 1))[None, ..., None].repeat(3, axis=3)
+    noisy = np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255)
+    d = drift.detail(np.concatenate([smooth, noisy]).astype(np.uint8))
+    assert d[0] < 0.01 < d[1]
