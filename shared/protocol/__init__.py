@@ -47,6 +47,7 @@ from shared.protocol.releases import (
 )
 from shared.protocol.reports import (
     REPORT_KINDS,
+    AnyReport,
     BenchmarkReport,
     CalibrationReport,
     ClassificationResult,
@@ -77,6 +78,7 @@ __all__ = [
     "REPORT_KINDS",
     "SCHEMA_VERSION",
     "TOPIC_ROOT",
+    "AnyReport",
     "Artifact",
     "BenchSettings",
     "BenchmarkCommand",

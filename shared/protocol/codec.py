@@ -19,13 +19,9 @@ from shared.protocol.commands import (
     SampleCommand,
 )
 from shared.protocol.reports import (
-    BenchmarkReport,
-    CalibrationReport,
-    DeployReport,
+    AnyReport,
     DeviceStatus,
-    EventReport,
     Report,
-    TelemetryReport,
 )
 
 _command_adapter: TypeAdapter[Any] = TypeAdapter(Command)
@@ -50,9 +46,7 @@ def decode_command(
     return cmd
 
 
-def decode_report(
-    payload: bytes | str,
-) -> DeployReport | BenchmarkReport | CalibrationReport | TelemetryReport | EventReport:
+def decode_report(payload: bytes | str) -> AnyReport:
     try:
         report: Any = _report_adapter.validate_json(payload)
     except ValidationError as e:

@@ -146,9 +146,8 @@ class EventReport(Message):
     release: ReleaseRef | None = None
 
 
-Report: TypeAlias = Annotated[
-    DeployReport | BenchmarkReport | CalibrationReport | TelemetryReport | EventReport, Field(discriminator="kind")
-]
+AnyReport: TypeAlias = DeployReport | BenchmarkReport | CalibrationReport | TelemetryReport | EventReport
+Report: TypeAlias = Annotated[AnyReport, Field(discriminator="kind")]
 REPORT_KINDS = ("deploy", "benchmark", "calibration", "telemetry", "event")
 
 

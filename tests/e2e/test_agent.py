@@ -38,9 +38,7 @@ def _deploy(rec: Recorder, m: ReleaseManifest, served: str, device: str = "dev-1
     return cmd
 
 
-def _reports(
-    rec: Recorder, kind: str
-) -> list[p.DeployReport | p.BenchmarkReport | p.CalibrationReport | p.EventReport]:
+def _reports(rec: Recorder, kind: str) -> list[p.AnyReport]:
     return [p.decode_report(raw) for raw in rec.topics(f"/report/{kind}")]
 
 
@@ -161,12 +159,14 @@ def test_outbox_delivers_reports_made_while_the_broker_was_down(
     mosquitto.start()
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        ids = {p.decode_report(r).command_id for r in got}
+        ids = {getattr(p.decode_report(r), "command_id", None) for r in got}
         if all(c.message_id in ids for c in commands):
             break
         time.sleep(0.2)
     reports = [p.decode_report(r) for r in got]
-    by_command = {c.message_id: [r for r in reports if r.command_id == c.message_id] for c in commands}
+    by_command = {
+        c.message_id: [r for r in reports if getattr(r, "command_id", None) == c.message_id] for c in commands
+    }
     assert all(len({r.message_id for r in rs}) == 1 for rs in by_command.values()), by_command
     assert agent.alive
     sub.loop_stop()

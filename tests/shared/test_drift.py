@@ -13,12 +13,17 @@ def _stats(
     sure: float = 0.95,
     classes: int = 10,
     sharp: float = 0.1,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     means = np.clip(rng.normal(brightness, 0.08, (n, 3)), 0, 1).astype(np.float32)
     details = np.clip(rng.normal(sharp, 0.02, n), 0, 1).astype(np.float32)
     conf = np.clip(rng.normal(sure, 0.05, n), 0, 1).astype(np.float32)
     pred = rng.integers(0, classes, n)
     return means, details, conf, pred
+
+
+def _summary(rng: np.random.Generator, n: int, **kwargs: float) -> drift.Summary:
+    means, details, conf, pred = _stats(rng, n, **kwargs)  # type: ignore[arg-type]
+    return drift.summarize(means, details, conf, pred, 10)
 
 
 def test_psi_is_zero_for_equal_and_grows_with_difference() -> None:
@@ -33,8 +38,8 @@ def test_psi_is_zero_for_equal_and_grows_with_difference() -> None:
 
 def test_a_sample_of_the_same_data_does_not_drift() -> None:
     rng = np.random.default_rng(0)
-    ref = drift.summarize(*_stats(rng, 2000), n_classes=10)
-    window = drift.summarize(*_stats(rng, 500), n_classes=10)
+    ref = _summary(rng, 2000)
+    window = _summary(rng, 500)
     s = drift.score(ref, window)
     assert s.score < drift.DEFAULT_THRESHOLD / 2 and s.n_images == 500
 
@@ -50,8 +55,8 @@ def test_a_sample_of_the_same_data_does_not_drift() -> None:
 )
 def test_each_part_alone_flags_a_shift(what: str, kwargs: dict[str, float]) -> None:
     rng = np.random.default_rng(1)
-    ref = drift.summarize(*_stats(rng, 2000), n_classes=10)
-    window = drift.summarize(*_stats(rng, 500, **kwargs), n_classes=10)  # type: ignore[arg-type]
+    ref = _summary(rng, 2000)
+    window = _summary(rng, 500, **kwargs)
     assert drift.score(ref, window).score >= drift.DEFAULT_THRESHOLD, what
 
 

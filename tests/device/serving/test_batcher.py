@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def _run(batcher: DynamicBatcher, images: list[np.ndarray]) -> list[Answer | Ser
                 done.set()
 
     for i, im in enumerate(images):
-        batcher.submit(Request(im, lambda r, i=i: finish(i, r), raw=b"%d" % i))
+        batcher.submit(Request(im, functools.partial(finish, i), raw=b"%d" % i))
     assert done.wait(30)
     return [r for r in results if r is not None]
 
