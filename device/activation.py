@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +72,9 @@ class EngineManager:
         self._lock = threading.RLock()
         self._runtime: Runtime | None = None
         self._manifest: ReleaseManifest | None = None
+        # serving takes the new engine on every swap, and closes the old one when its last batch ends
+        self.on_swap: Callable[[Runtime, ReleaseManifest], None] | None = None
+        self.close_replaced = True  # False when on_swap's owner closes replaced runtimes itself
 
     # -- queries ----------------------------------------------------------------------------
     @contextmanager
@@ -121,6 +124,7 @@ class EngineManager:
             return
         with self._lock:
             self._runtime, self._manifest = runtime, manifest
+        self._notify(runtime, manifest)
         log.info("restored %s on %s", slot.ref, runtime.name)
 
     # -- activation -------------------------------------------------------------------------
@@ -265,8 +269,17 @@ class EngineManager:
             old = self._runtime
             self.state.activate(slot)
             self._runtime, self._manifest = runtime, manifest
-        if old is not None:
+        self._notify(runtime, manifest)
+        if old is not None and self.close_replaced:
             old.close()
+
+    def _notify(self, runtime: Runtime, manifest: ReleaseManifest) -> None:
+        if self.on_swap is None:
+            return
+        try:
+            self.on_swap(runtime, manifest)
+        except Exception:  # serving keeps its previous engine; the activation itself stands
+            log.exception("the swap hook failed for %s", manifest.ref)
 
     def close(self) -> None:
         with self._lock:

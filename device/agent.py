@@ -1,48 +1,32 @@
-"""The device daemon: receives commands over MQTT, activates releases, benchmarks, reports.
+"""The device daemon: receives commands over MQTT, activates releases, benchmarks, serves, reports.
 
 Threads: paho's network thread (callbacks only enqueue), one command worker (commands run one at
-a time, in order), the outbox pump, and the heartbeat in the main thread. A bad message is logged,
-counted and answered with an EventReport; nothing a message contains can stop the daemon.
+a time, in order, by their ``device.commands`` handler), the outbox pump, serving's own threads
+(HTTP, batcher, frame source) when ``[inference]`` is configured, and the heartbeat (status and
+telemetry) in the main thread. A bad message is logged, counted and answered with an EventReport;
+nothing a message contains can stop the daemon.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import random
-import statistics
 import threading
 import time
-import urllib.request
-from collections.abc import Callable
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-from device import bench, sysinfo
-from device.activation import ActivationError, EngineManager, prep_of
+from device import commands, sysinfo
+from device.activation import ActivationError, EngineManager
 from device.builder import EngineCache
 from device.config import AgentConfig
 from device.outbox import Outbox, OutboxPump
+from device.serving.daemon import AgentServing
 from device.state import AgentState
-from shared import datasets, protocol
+from shared import protocol
 from shared.errors import EdgeloopError
 from shared.mqtt import MqttSession
-from shared.protocol import (
-    BenchmarkCommand,
-    BenchmarkReport,
-    BenchSettings,
-    DeployCommand,
-    DeployReport,
-    DeviceStatus,
-    EventReport,
-    LatencyStats,
-    RecalibrateCommand,
-    RollbackCommand,
-    SampleCommand,
-    WireModel,
-)
-from shared.samples import golden_dir
+from shared.protocol import ClassificationResult, DeviceStatus, EventReport, WireModel
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +62,17 @@ class Agent:
             on_published=lambda mid: self.pump.on_published(mid),  # noqa: PLW0108  (pump is made below)
         )
         self.pump = OutboxPump(self.outbox, self.session)
-        self._handlers: dict[str, Callable[[Any], None]] = {
-            "deploy": self._deploy,
-            "benchmark": self._benchmark,
-            "rollback": self._rollback,
-            "sample": self._sample,
-            "recalibrate": self._recalibrate,
-        }
+        self.serving = (
+            AgentServing(config.inference, config.state_dir, self.device_id) if config.inference is not None else None
+        )
+        self._result_topic = protocol.result_topic(self.fleet, self.device_id)
         self._worker = threading.Thread(target=self._work, name="commands", daemon=True)
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
+        if self.serving is not None:  # before restore(), so the restored engine is served too
+            self.engines.on_swap, self.engines.close_replaced = self.serving.serve, False
+            self.serving.start(self._publish_result)
         self.engines.restore()
         self.pump.start()
         self._worker.start()
@@ -106,6 +90,8 @@ class Agent:
         stop = stop or self._stop
         self.start()
         next_beat = time.monotonic() + self.config.status_interval_s
+        interval = self.config.inference.telemetry_interval_s if self.config.inference else None
+        next_telemetry = time.monotonic() + (interval or 0)
         while not stop.is_set() and not self._stop.is_set():
             stop.wait(0.2)
             if self._status_due.is_set():
@@ -115,6 +101,9 @@ class Agent:
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.config.status_interval_s
                 self.publish_status()
+            if interval is not None and time.monotonic() >= next_telemetry:
+                next_telemetry = time.monotonic() + interval
+                self.report_telemetry()
         self.shutdown()
 
     def stop(self) -> None:
@@ -124,6 +113,9 @@ class Agent:
         self._stop.set()
         self._commands.put(None)
         self._worker.join(timeout=30)
+        if self.serving is not None:
+            self.serving.stop()
+            self.report_telemetry()  # the last interval, into the outbox (sent now or after restart)
         self.pump.stop()
         offline = protocol.encode(self._status("offline", system=False))
         self.session.stop(final=(self._status_topic, offline, 1, True))
@@ -183,6 +175,24 @@ class Agent:
         topic = protocol.report_topic(self.fleet, self.device_id, kind)
         self.outbox.put(topic, protocol.encode(message), str(getattr(message, "message_id")))  # noqa: B009
 
+    def report_telemetry(self) -> None:
+        """The serving telemetry of the interval that ends now (nothing when nothing was served)."""
+        if self.serving is None:
+            return
+        try:
+            d = self.engines.describe()
+            report = self.serving.telemetry(d["release"], d["runtime"], d["precision"])
+        except Exception:  # telemetry must never stop the heartbeat
+            log.exception("could not make the telemetry report")
+            return
+        if report is not None:
+            self.report(report)
+
+    def _publish_result(self, result: ClassificationResult) -> None:
+        """A frame source's answer, QoS 0 straight to the broker (stale answers are worth nothing later)."""
+        if self.session.connected.is_set():
+            self.session.publish(self._result_topic, protocol.encode(result), qos=0)
+
     def event(self, level: str, code: str, message: str, **kw: Any) -> None:
         log.log(logging.ERROR if level == "error" else logging.INFO, "event %s: %s", code, message)
         self.report(EventReport(device_id=self.device_id, level=level, code=code, message=message[:4000], **kw))
@@ -218,7 +228,7 @@ class Agent:
         self._busy = True
         self.publish_status()
         try:
-            self._handlers[cmd.kind](cmd)
+            commands.handler_for(cmd.kind).handle(self, cmd)
         except ActivationError as e:
             self.event("error", e.code, str(e), **ids)
         except EdgeloopError as e:
@@ -230,130 +240,3 @@ class Agent:
         finally:
             self._busy = False
             self.publish_status()
-
-    # -- handlers ---------------------------------------------------------------------------
-    def _deploy(self, cmd: DeployCommand) -> None:
-        self._activate(cmd.manifest, cmd.base_url, cmd, action="deploy", precision=cmd.precision)
-
-    def _rollback(self, cmd: RollbackCommand) -> None:
-        target = cmd.target or (self.state.previous.ref if self.state.previous else None)
-        if target is None:
-            raise ActivationError("rollback_target_unknown", "no previous release to roll back to")
-        manifest = cmd.manifest or self.state.load_manifest(target)
-        if manifest is None or manifest.ref != target:
-            raise ActivationError(
-                "rollback_target_unknown", f"no manifest for {target} on this device or in the command"
-            )
-        self._activate(manifest, cmd.base_url, cmd, action="rollback")
-
-    def _activate(
-        self,
-        manifest: protocol.ReleaseManifest,
-        base_url: str | None,
-        cmd: DeployCommand | RollbackCommand,
-        action: str,
-        precision: Any = None,
-    ) -> None:
-        previous = self.state.current.ref if self.state.current else None
-        common = {
-            "device_id": self.device_id,
-            "rollout_id": cmd.rollout_id,
-            "command_id": cmd.message_id,
-            "release": manifest.ref,
-            "action": action,
-        }
-        try:
-            act = self.engines.activate(manifest, base_url, precision, rollback=(action == "rollback"))
-        except ActivationError as e:
-            self.event(
-                "error", e.code, str(e), command_id=cmd.message_id, rollout_id=cmd.rollout_id, release=manifest.ref
-            )
-            self.report(DeployReport(ok=False, error=str(e)[:4000], previous_release=previous, **common))
-            return
-        self.report(
-            DeployReport(
-                ok=True,
-                previous_release=act.previous if not act.already_active else previous,
-                artifact=act.slot.artifact,
-                runtime=act.runtime_name,
-                runtime_version=act.runtime_version,
-                precision=act.slot.precision,
-                accelerator=act.accelerator,
-                cache_hit=act.cache_hit,
-                fetch_s=act.fetch_s,
-                build_s=act.build_s,
-                selftest_top1=act.selftest_top1,
-                **common,
-            )
-        )
-        self.publish_status()
-        if isinstance(cmd, DeployCommand):
-            self.report(self.run_benchmark(cmd.bench, cmd.rollout_id, cmd.message_id))
-
-    def _benchmark(self, cmd: BenchmarkCommand) -> None:
-        self.report(self.run_benchmark(cmd.bench, cmd.rollout_id, cmd.message_id))
-
-    def run_benchmark(
-        self, settings: BenchSettings, rollout_id: str | None = None, command_id: Any = None
-    ) -> BenchmarkReport:
-        with self.engines.active() as (rt, manifest, slot):
-            lat = bench.measure_latency(
-                rt, batch=settings.batch, warmup=settings.warmup, iterations=settings.iterations
-            )
-            raw = bench.throughput_rounds(rt, batch=settings.throughput_batch, rounds=settings.throughput_rounds)
-            top1 = n_images = e2e = None
-            if settings.evaluate and self.config.eval_dir is not None:
-                samples = datasets.list_samples(self.config.eval_dir)
-                limit = settings.eval_limit or self.config.eval_limit
-                if limit:
-                    samples = datasets.balanced_subset(samples, limit)
-                ev = bench.evaluate(rt, samples, manifest.model.classes, prep_of(manifest))
-                top1, n_images, e2e = ev.top1, ev.n_images, ev.throughput_ips
-            return BenchmarkReport(
-                device_id=self.device_id,
-                rollout_id=rollout_id,
-                command_id=command_id,
-                release=slot.ref,
-                runtime=rt.name,
-                runtime_version=rt.version(),
-                precision=slot.precision,
-                accelerator=rt.accelerator(),
-                batch=settings.batch,
-                iterations=settings.iterations,
-                latency_ms=LatencyStats(**lat.latency_ms),
-                raw_throughput_ips=statistics.median(raw),
-                top1=top1,
-                n_images=n_images,
-                end_to_end_throughput_ips=e2e,
-                system=sysinfo.collect(rt.gpu_memory_mb()),
-            )
-
-    def _sample(self, cmd: SampleCommand) -> None:
-        source = self.config.field_dir or self.config.eval_dir or golden_dir()
-        files = sorted(p for p in Path(source).rglob("*") if p.suffix.lower() in datasets.IMAGE_SUFFIXES)
-        if not files:
-            raise EdgeloopError(f"no field images under {source}")
-        picked = random.sample(files, min(cmd.n_images, len(files)))
-        for path in picked:
-            req = urllib.request.Request(  # noqa: S310  (URL pattern-checked http(s))
-                cmd.upload_url,
-                data=path.read_bytes(),
-                method="POST",
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "X-Edgeloop-Device": self.device_id,
-                    "X-Edgeloop-Fleet": self.fleet,
-                    "X-Edgeloop-Filename": path.name,
-                },
-            )
-            try:
-                with urllib.request.urlopen(req, timeout=self.config.http_timeout_s):  # noqa: S310
-                    pass
-            except OSError as e:
-                raise EdgeloopError(f"upload to {cmd.upload_url} failed: {e}") from e
-        self.event("info", "samples_uploaded", f"uploaded {len(picked)} field images", command_id=cmd.message_id)
-
-    def _recalibrate(self, cmd: RecalibrateCommand) -> None:
-        self.event(
-            "warning", "not_supported", "recalibrate is not supported by this agent version", command_id=cmd.message_id
-        )

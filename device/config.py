@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from device.runtimes import registry
 from device.runtimes.base import RuntimeConfig
 from device.runtimes.registry import AutoConfig
+from device.serving.config import InferenceConfig
 from shared.errors import EdgeloopError
 from shared.mqtt import BrokerSettings
 from shared.protocol import Id
@@ -107,6 +108,9 @@ class AgentConfig(BaseSettings):
     selftest_tolerance: float = Field(0.10, ge=0, le=1, description="allowed golden-set top-1 drop vs the release's")
     selftest_min_top1: float = Field(0.5, ge=0, le=1, description="golden-set floor when the release states none")
     status_interval_s: float = Field(30.0, ge=1, description="heartbeat with system telemetry")
+    inference: InferenceConfig | None = Field(
+        None, description="serve the active engine to local applications (off unless the table is there)"
+    )
 
     @field_validator("runtime", mode="before")
     @classmethod

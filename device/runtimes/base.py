@@ -19,6 +19,7 @@ Life cycle::
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -122,6 +123,9 @@ class Runtime(ABC):
         self._engine: Engine | None = None
         self._closed = False
         self.last_timing: Timing | None = None
+        # one inference at a time per runtime: the agent's benchmark and the serving batcher may share
+        # one, and a TensorRT execution context (and its buffers) must never run two calls at once
+        self._infer_lock = threading.Lock()
 
     # -- identity ---------------------------------------------------------------------------
     @classmethod
@@ -188,10 +192,12 @@ class Runtime(ABC):
         """Run one batch (float32 NCHW) and return float32 logits."""
         engine = self.engine
         self._check_input(batch, engine)
-        t0 = time.perf_counter()
-        out, timing = self._infer_impl(np.ascontiguousarray(batch))
-        total = (time.perf_counter() - t0) * 1e3
-        self.last_timing = timing if timing is not None else Timing(total_ms=total)
+        x = np.ascontiguousarray(batch)
+        with self._infer_lock:
+            t0 = time.perf_counter()
+            out, timing = self._infer_impl(x)
+            total = (time.perf_counter() - t0) * 1e3
+            self.last_timing = timing if timing is not None else Timing(total_ms=total)
         return out
 
     def profile_layers(self, batch: int = 256, runs: int = 5) -> list[LayerTime]:
