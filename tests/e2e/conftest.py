@@ -76,10 +76,11 @@ def start_agent(
 ) -> Iterator[StartAgent]:
     agents: list[AgentProcess] = []
 
-    def start(device_id: str = "dev-1", fleet: str = "lab") -> AgentProcess:
+    def start(device_id: str = "dev-1", fleet: str = "lab", extra: str = "") -> AgentProcess:
+        """``extra``: more agent.toml (top-level keys, then tables such as ``[inference]``)."""
         d = tmp_path / device_id
         d.mkdir(exist_ok=True)
-        cfg = agent_toml(d / "agent.toml", device_id, mosquitto.url, d / "state", keys[1], golden_dir, fleet)
+        cfg = agent_toml(d / "agent.toml", device_id, mosquitto.url, d / "state", keys[1], golden_dir, fleet, extra)
         a = AgentProcess(cfg, d / "agent.log")
         a.start()
         agents.append(a)
