@@ -21,9 +21,11 @@ from device.serving.batcher import softmax
 from shared import datasets, drift, imaging
 from shared.datasets import Sample
 from shared.imaging import Preprocessing
-from shared.modelmeta import read_meta
+from shared.modelmeta import get_meta, read_meta, set_meta
 from shared.protocol import DriftReference
 from shared.samples import golden_dir
+
+REFERENCE_KEY = "drift_reference"  # edgeloop.drift_reference in the ONNX metadata
 
 
 def reference_with(
@@ -48,3 +50,19 @@ def reference_of(onnx_path: Path, data: str | Path | None = None, limit: int | N
         rt.load(rt.build(onnx_path, "fp32", Path(tmp)))
         name = "golden images" if data is None else Path(spec).name
         return reference_with(rt, samples, meta.classes, meta.preprocessing, f"{name} ({len(samples)} images)")
+
+
+def stamp(onnx_path: Path, reference: DriftReference) -> None:
+    """Write ``reference`` into an ONNX file's edgeloop metadata (``edgeloop.drift_reference``), in place.
+
+    Only the metadata changes: the graph and the weights are written back as they were read.
+    """
+    import onnx  # the device extra has it; imported here as every ONNX-touching helper does
+
+    model = onnx.load(str(onnx_path))
+    meta = get_meta(model, str(onnx_path))
+    meta.extra[REFERENCE_KEY] = reference.model_dump_json()
+    set_meta(model, meta)
+    tmp = onnx_path.with_name(onnx_path.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(onnx_path)

@@ -16,6 +16,7 @@ from device.runtimes import registry
 from device.runtimes.base import RuntimeConfig
 from device.serving.config import InferenceConfig
 from device.serving.model import ServedModel
+from device.serving.reference import REFERENCE_KEY
 from device.serving.server import InferenceServer
 from shared.drift import Summary
 from shared.errors import EdgeloopError
@@ -24,10 +25,8 @@ from shared.protocol import DriftReference, Precision
 
 log = logging.getLogger(__name__)
 
-REFERENCE_KEY = "drift_reference"  # edgeloop.drift_reference in the ONNX metadata
 
-
-def reference_of(meta: ModelMeta) -> Summary | None:
+def summary_from_meta(meta: ModelMeta) -> Summary | None:
     """The drift reference stored in an ONNX file's metadata, if it has one."""
     text = meta.extra.get(REFERENCE_KEY)
     if not text:
@@ -48,7 +47,7 @@ def load_served(model: Path, runtime: RuntimeConfig, precision: Precision | None
     except BaseException:
         rt.close()
         raise
-    return ServedModel(rt, meta.classes, meta.preprocessing, None, reference_of(meta))
+    return ServedModel(rt, meta.classes, meta.preprocessing, None, summary_from_meta(meta))
 
 
 def serve_command(

@@ -21,6 +21,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from device.serving import reference as drift_reference
 from host.factory import checkpoint
 from host.factory.fold import fold_bn
 from host.factory.ort import ort_logits
@@ -149,6 +150,8 @@ def export_verified(
                 f"refusing to write {out}: ONNX Runtime disagrees with PyTorch ({parity}; "
                 f"limits: max diff <= {atol}, agreement >= {100 * min_agreement:.1f}%)"
             )
+        # the drift reference (held-out golden images), so a served file can tell when its input moves
+        drift_reference.stamp(tmp, drift_reference.reference_of(tmp))
         tmp.chmod(0o644)  # mkstemp makes 0600; a model file is meant to be served and shared
         tmp.replace(out)
         return parity
