@@ -18,7 +18,9 @@ log = logging.getLogger("device")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    config = InferenceConfig(listen=args.listen, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms)
+    config = InferenceConfig(
+        listen=args.listen, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, telemetry=not args.no_telemetry
+    )
     if not config.loopback:
         log.warning("the inference API listens on %s: anyone who can reach it can use it", config.listen)
     stop = threading.Event()
@@ -48,5 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=defaults.max_delay_ms,
         help="dynamic batching: longest wait for a fuller batch after the first request",
+    )
+    s.add_argument(
+        "--no-telemetry",
+        action="store_true",
+        help="record no latency, counters or drift (only to measure what they cost)",
     )
     s.set_defaults(handler=_cmd_serve)

@@ -158,12 +158,14 @@ class DynamicBatcher:
                 return
             size = model.input_size
             images = np.stack([imaging.resize(r.image, size) for r in batch])
+            t0 = time.perf_counter()
             try:
                 probs = self._infer(model, images)
             except EdgeloopError as e:
                 self._fail(batch, ServingError("inference", f"inference failed: {e}", 500))
                 return
-        self.stats.record_batch(len(batch), depth)
+            infer_s = time.perf_counter() - t0
+        self.stats.record_batch(len(batch), depth, infer_s)
         self._answer(batch, probs, model)
         if self.observers:
             view = Batch(images, probs, [r.raw for r in batch], model)

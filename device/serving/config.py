@@ -59,6 +59,7 @@ class InferenceConfig(_Section):
     max_body_kb: int = Field(4096, ge=1, le=1_048_576, description="largest accepted image upload")
     telemetry_interval_s: float = Field(30.0, ge=1, le=86400, description="one TelemetryReport per interval")
     stats_window_s: float = Field(60.0, ge=1, le=3600, description="sliding window of GET /v1/stats")
+    telemetry: bool = Field(True, description="latency histograms, counters and drift (off only to measure them)")
     drift: DriftConfig = DriftConfig()
     reservoir: ReservoirConfig | None = Field(None, description="field-sample reservoir (off unless set)")
     source: SourceConfig | None = Field(None, description="a camera/video/folder to classify continuously")

@@ -41,10 +41,11 @@ class InferenceServer:
     def __init__(self, config: InferenceConfig, reservoir: Reservoir | None = None) -> None:
         self.config = config
         self.slot = ModelSlot()
-        self.telemetry = ServingStats(window_s=config.stats_window_s)
+        self.telemetry = ServingStats(window_s=config.stats_window_s, enabled=config.telemetry)
         self.drift = DriftMonitor(config.drift.window, config.drift.min_images, config.drift.threshold)
         self.reservoir = reservoir
-        observers: list[Observer] = [self.drift] + ([reservoir] if reservoir is not None else [])
+        observers: list[Observer] = [self.drift] if config.telemetry else []
+        observers += [reservoir] if reservoir is not None else []
         self.batcher = DynamicBatcher(
             self.slot, self.telemetry, config.max_batch, config.max_delay_ms, config.max_queue, observers
         )
@@ -114,6 +115,9 @@ class InferenceServer:
                 "errors_by_kind": dict(self.telemetry.errors),
                 "uptime_s": round(time.monotonic() - self.telemetry.started, 3),
                 "engine_swaps": self.slot.swaps,
+                "batches": self.telemetry.batches,
+                "mean_batch": self.telemetry.batched_images / max(1, self.telemetry.batches),
+                "inference_s": round(self.telemetry.inference_s, 3),
             },
             "queue_depth": self.batcher.queue_depth,
             "release": model.release if model else None,

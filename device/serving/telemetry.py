@@ -74,9 +74,16 @@ class Interval:
 
 class ServingStats:
     def __init__(
-        self, window_s: float = 60.0, slice_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+        self,
+        window_s: float = 60.0,
+        slice_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        enabled: bool = True,
     ) -> None:
         self.window_s, self.slice_s = window_s, slice_s
+        self.enabled = enabled  # off: nothing is recorded (the overhead benchmark's baseline)
+        self.batches = self.batched_images = 0
+        self.inference_s = 0.0
         self._now = clock
         self._lock = threading.Lock()
         self._slices: deque[_Slice] = deque()
@@ -94,6 +101,8 @@ class ServingStats:
         return self._slices[-1]
 
     def record_request(self, latency_ms: float) -> None:
+        if not self.enabled:
+            return
         us = min(_HIGHEST_US, max(_LOWEST_US, round(latency_ms * 1e3)))
         with self._lock:
             s = self._slice(self._now())
@@ -104,13 +113,20 @@ class ServingStats:
             self.requests += 1
 
     def record_error(self, kind: str) -> None:
+        if not self.enabled:
+            return
         with self._lock:
             self._slice(self._now()).errors += 1
             self._interval.errors[kind] += 1
             self.errors[kind] += 1
 
-    def record_batch(self, size: int, queue_depth: int) -> None:
+    def record_batch(self, size: int, queue_depth: int, inference_s: float = 0.0) -> None:
+        if not self.enabled:
+            return
         with self._lock:
+            self.batches += 1
+            self.batched_images += size
+            self.inference_s += inference_s
             iv = self._interval
             iv.batches += 1
             iv.batched_images += size
