@@ -180,6 +180,12 @@ _SPEED_FLAGS = (
 )
 
 
+def isa_flags() -> tuple[str, ...]:
+    """The speed-relevant ISA features of this CPU (``/proc/cpuinfo`` flags or features)."""
+    isa = machine()["isa"]
+    return tuple(str(f) for f in isa) if isinstance(isa, list) else ()
+
+
 def machine() -> dict[str, object]:
     """What a benchmark ran on: CPU model, logical cores and the speed-relevant ISA features."""
     model, flags = platform.processor() or platform.machine(), set()

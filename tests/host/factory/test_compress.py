@@ -9,8 +9,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from device.calibration import forms, quantize
 from host.factory import checkpoint
-from host.factory.compress import prune, qat, quantize, sparsity
+from host.factory.compress import half, prune, qat, sparsity
 from host.factory.compress.pipeline import compress, split_data
 from host.factory.compress.recipe import Recipe, load_recipe
 from host.factory.compress.recipes import builtin_recipes
@@ -157,8 +158,9 @@ def _zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
 def test_ptq_flavours(fp32_onnx: Path, golden_dir: Path, tmp_path: Path) -> None:
     images = datasets.load_labelled(golden_dir, limit=64).images
     trt, ort = tmp_path / "trt.onnx", tmp_path / "ort.onnx"
-    rec = quantize.quantize_ptq(fp32_onnx, trt, images, "tensorrt", "minmax")
-    quantize.quantize_ptq(fp32_onnx, ort, images, "onnxruntime", "entropy", keep_edges_float=True)
+    rec = quantize.quantize(fp32_onnx, trt, images, forms.TENSORRT, "tensorrt", "minmax")
+    edges = quantize.edge_nodes(onnx.load(str(fp32_onnx)))
+    quantize.quantize(fp32_onnx, ort, images, forms.U8S8, "onnxruntime", "entropy", keep_float=edges)
     mt, mo = onnx.load(str(trt)), onnx.load(str(ort))
     assert quantize.count_qdq(mt)["QuantizeLinear"] > 10 and quantize.count_qdq(mt)["DequantizeLinear"] > 20
     assert quantize.qdq_is_symmetric_int8(mt)
@@ -177,7 +179,7 @@ def test_ptq_flavours(fp32_onnx: Path, golden_dir: Path, tmp_path: Path) -> None
 
 def test_fp16_export(fp32_onnx: Path, golden_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "h.onnx"
-    quantize.export_fp16(fp32_onnx, out)
+    half.export_fp16(fp32_onnx, out)
     m = onnx.load(str(out))
     onnx.checker.check_model(m, full_check=True)
     kinds = {t.data_type for t in m.graph.initializer if t.data_type in (1, 10)}

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from host.factory.compress import quantize
+from host.factory.compress import half
 from host.factory.compress.context import Context
 from host.factory.compress.steps.base import CompressionStep, StepConfig, register_step
 from shared.errors import EdgeloopError
@@ -27,6 +27,6 @@ class FP16Step(CompressionStep[FP16Config]):
         if ctx.onnx_fp32 is None:
             raise EdgeloopError("fp16 needs an exported FP32 ONNX (add an 'export' step before it)")
         out = ctx.out / f"{ctx.name}-fp16.onnx"
-        rec = quantize.export_fp16(ctx.onnx_fp32, out)
+        rec = half.export_fp16(ctx.onnx_fp32, out)
         ctx.outputs.append(out.name)
         return {"file": out.name, **rec}

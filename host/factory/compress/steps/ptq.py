@@ -1,4 +1,10 @@
-"""``ptq``: INT8 post-training quantization of the exported FP32 ONNX, one file per runtime flavour."""
+"""``ptq``: INT8 post-training quantization of the exported FP32 ONNX, one file per runtime flavour.
+
+The quantizer is the device's (``device.calibration.quantize``), so a release's INT8 files and a
+device's re-calibrated ones come from one code path. ``weight_bits = 7`` (the default) makes files
+that are right on every x86 CPU, AVX2 without VNNI included (see ``device.calibration.forms``); a
+device re-quantizes to its own best form with ``edgeloop-agent calibrate``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from host.factory.compress import quantize
+from device.calibration import forms
+from device.calibration.quantize import Method, edge_nodes, quantize
 from host.factory.compress.context import Context
-from host.factory.compress.quantize import Flavour, Method
 from host.factory.compress.steps.base import CompressionStep, StepConfig, register_step
 from shared.errors import EdgeloopError
+
+Flavour = Literal["onnxruntime", "tensorrt"]
 
 
 def _both_flavours() -> list[Flavour]:
@@ -28,7 +36,16 @@ class PTQConfig(StepConfig):
     flavours: list[Flavour] = Field(
         default_factory=_both_flavours, min_length=1, description="which runtimes' Q/DQ forms to write"
     )
+    weight_bits: Literal[7, 8] = Field(
+        7, description="7: right on every x86 CPU (AVX2 without VNNI too); 8: only with VNNI/AMX, ARM or a GPU"
+    )
     keep_edges_float: bool = Field(False, description="keep the first conv and the classifier in float")
+
+
+def form_for(flavour: Flavour, weight_bits: int) -> forms.QdqForm:
+    if flavour == "tensorrt":
+        return forms.TENSORRT if weight_bits == 8 else forms.S8S7
+    return forms.U8S8 if weight_bits == 8 else forms.U8S7
 
 
 @register_step
@@ -39,20 +56,16 @@ class PTQStep(CompressionStep[PTQConfig]):
     def run(self, ctx: Context, config: PTQConfig) -> dict[str, Any]:
         if ctx.onnx_fp32 is None:
             raise EdgeloopError("ptq needs an exported FP32 ONNX (add an 'export' step before it)")
+        import onnx  # only to name the edge layers kept in float
+
         images = ctx.calibration_images(config.calibration_images)
+        keep = edge_nodes(onnx.load(str(ctx.onnx_fp32))) if config.keep_edges_float else []
         records: dict[str, Any] = {}
         for flavour in config.flavours:
             out = ctx.out / (f"{ctx.name}-int8.onnx" if flavour == "onnxruntime" else f"{ctx.name}-int8-trt.onnx")
-            rec = quantize.quantize_ptq(
-                ctx.onnx_fp32,
-                out,
-                images,
-                flavour,
-                config.method,
-                config.percentile,
-                keep_edges_float=config.keep_edges_float,
-            )
+            form = form_for(flavour, config.weight_bits)
+            rec = quantize(ctx.onnx_fp32, out, images, form, flavour, config.method, config.percentile, keep)
             ctx.outputs.append(out.name)
-            records[flavour] = {"file": out.name, **{k: v for k, v in rec.items() if k != "ranges"}}
+            records[flavour] = {"file": out.name, "flavour": flavour, **{k: v for k, v in rec.items() if k != "ranges"}}
             (ctx.out / f"{out.stem}.ranges.json").write_text(json.dumps(rec["ranges"], indent=1))
         return records

@@ -1,15 +1,8 @@
-"""INT8 post-training quantization to explicit Q/DQ ONNX (ONNX Runtime's ``quantize_static``),
-FP16 export, and the per-runtime Q/DQ flavours a release carries.
+"""INT8 post-training quantization to explicit Q/DQ ONNX with ONNX Runtime's ``quantize_static``.
 
-Two INT8 flavours of one model:
-
-* ``tensorrt``: symmetric int8 activations (zero point 0) and per-channel symmetric int8 weights,
-  the explicit-quantization form TensorRT 10 builds and TensorRT 11 requires.
-* ``onnxruntime``: uint8 asymmetric activations + per-channel symmetric int8 weights (U8S8), which
-  ONNX Runtime's x86 CPU kernels run fastest (S8S8 is measured ~2x slower there).
-
-Both are calibrated on the same images with the same method; the device picks the one for its
-runtime (``Artifact.runtime``).
+Torch-free: the host's ``ptq`` compression step and the device's ``edgeloop-agent calibrate`` /
+``recalibrate`` both use it, with the ``forms.QdqForm`` their target needs. The calibration images
+are uint8 RGB at the model's input size; ``shared.imaging`` makes them the model's input.
 """
 
 from __future__ import annotations
@@ -23,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from device.calibration.forms import QdqForm
 from shared import imaging
 from shared.errors import EdgeloopError
 from shared.imaging import Preprocessing
@@ -30,8 +24,8 @@ from shared.modelmeta import ModelMeta, get_meta, set_meta
 
 log = logging.getLogger(__name__)
 
-Flavour = Literal["onnxruntime", "tensorrt"]
 Method = Literal["minmax", "entropy", "percentile"]
+METHODS: tuple[Method, ...] = ("minmax", "entropy", "percentile")
 
 
 def _calibration_reader(images: npt.NDArray[np.uint8], prep: Preprocessing, input_name: str, batch: int = 32) -> Any:
@@ -60,35 +54,36 @@ def _calibration_reader(images: npt.NDArray[np.uint8], prep: Preprocessing, inpu
     return Reader()
 
 
-def _edge_nodes(model: Any) -> list[str]:
+def edge_nodes(model: Any) -> list[str]:
     """Names of the first Conv and the last Gemm/MatMul (candidates to keep in float)."""
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
     fcs = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
     return ([convs[0]] if convs else []) + ([fcs[-1]] if fcs else [])
 
 
-def quantize_ptq(
+def quantize(
     fp32_onnx: Path,
     out: Path,
     calib_images: npt.NDArray[np.uint8],
-    flavour: Flavour,
+    form: QdqForm,
+    runtime: str,
     method: Method = "percentile",
     percentile: float = 99.999,
     keep_float: Sequence[str] = (),
-    keep_edges_float: bool = False,
+    calibration: str = "ptq",
 ) -> dict[str, Any]:
-    """Write an INT8 Q/DQ ONNX of ``fp32_onnx``; returns a record incl. the calibrated ranges."""
+    """Write an INT8 Q/DQ ONNX of ``fp32_onnx`` in ``form``, tagged for ``runtime``; returns a record
+    with the calibrated activation ranges."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(calib_images) == 0:
         raise EdgeloopError("calibration needs at least one image")
+    if method not in METHODS:
+        raise EdgeloopError(f"calibration method {method!r} is not one of {', '.join(METHODS)}")
     src = onnx.load(str(fp32_onnx))
     meta = get_meta(src, str(fp32_onnx))
-    input_name = src.graph.input[0].name
-    exclude = list(keep_float) + (_edge_nodes(src) if keep_edges_float else [])
-    symmetric_act = flavour == "tensorrt"
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         # shape inference + graph clean-up first, as ONNX Runtime recommends before quantizing
@@ -96,39 +91,36 @@ def quantize_ptq(
         quantize_static(
             str(pre),
             str(out),
-            _calibration_reader(calib_images, meta.preprocessing, input_name),
+            _calibration_reader(calib_images, meta.preprocessing, src.graph.input[0].name),
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8 if symmetric_act else QuantType.QUInt8,
+            per_channel=form.per_channel,
+            reduce_range=form.weight_bits == 7,
+            activation_type=QuantType.QInt8 if form.activations == "s8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=_calibration_method(method),
-            nodes_to_exclude=exclude,
-            extra_options=_quantizer_options(flavour, method, percentile),
+            nodes_to_exclude=list(keep_float),
+            extra_options=_quantizer_options(form, method, percentile),
         )
-    ranges = activation_ranges(_tag_int8(out, meta, flavour, method, len(calib_images)))
-    _log_ranges(ranges, flavour, method, len(calib_images), exclude)
+    tags = {"runtime": runtime, "calibration": calibration, "calibration_method": method,
+            "calibration_images": str(len(calib_images)), "qdq_form": form.name}  # fmt: skip
+    ranges = activation_ranges(_tag_int8(out, meta, tags))
+    log.info("INT8 %s (%s, %s, %d images): %d activation tensors quantized, %d nodes kept float",
+             runtime, form.name, method, len(calib_images), len(ranges), len(keep_float))  # fmt: skip
     return {
-        "flavour": flavour,
+        "form": form.describe(),
         "method": method,
         "calibration_images": len(calib_images),
-        "kept_float": exclude,
+        "kept_float": list(keep_float),
         "ranges": {k: [round(a, 5), round(b, 5)] for k, (a, b) in ranges.items()},
     }
 
 
-def _tag_int8(out: Path, meta: ModelMeta, flavour: Flavour, method: Method, n_images: int) -> Any:
-    """Record in ``out`` that it is INT8 for ``flavour`` and how it was calibrated; check and return it."""
+def _tag_int8(out: Path, meta: ModelMeta, tags: dict[str, str]) -> Any:
+    """Record in ``out`` that it is INT8, for which runtime and how it was calibrated; check and return it."""
     import onnx
 
     q = onnx.load(str(out))
-    extra_meta = {
-        **meta.extra,
-        "runtime": flavour,
-        "calibration": "ptq",
-        "calibration_method": method,
-        "calibration_images": str(n_images),
-    }
-    set_meta(q, ModelMeta(meta.classes, meta.preprocessing, meta.arch, "int8", extra_meta))
+    set_meta(q, ModelMeta(meta.classes, meta.preprocessing, meta.arch, "int8", {**meta.extra, **tags}))
     onnx.checker.check_model(q)
     onnx.save(q, str(out))
     return q
@@ -144,30 +136,14 @@ def _calibration_method(method: Method) -> Any:
     }[method]
 
 
-def _quantizer_options(flavour: Flavour, method: Method, percentile: float) -> dict[str, Any]:
-    """``quantize_static``'s extra options: the symmetry of each flavour, and the percentile."""
-    extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": flavour == "tensorrt"}
-    if flavour == "tensorrt":
+def _quantizer_options(form: QdqForm, method: Method, percentile: float) -> dict[str, Any]:
+    """``quantize_static``'s extra options: the form's symmetry and bias, and the percentile."""
+    extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": form.symmetric_activations}
+    if not form.quantize_bias:
         extra["QuantizeBias"] = False  # TensorRT takes float biases and quantizes them itself
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     return extra
-
-
-def _log_ranges(
-    ranges: dict[str, tuple[float, float]], flavour: Flavour, method: Method, n_images: int, kept: list[str]
-) -> None:
-    for name, (lo, hi) in list(ranges.items())[:100]:
-        log.debug("calibrated %s: [%.4f, %.4f]", name, lo, hi)
-    log.info(
-        "PTQ %s (%s, %d images): %d activation tensors quantized, %d nodes kept float%s",
-        flavour,
-        method,
-        n_images,
-        len(ranges),
-        len(kept),
-        f" ({', '.join(kept)})" if kept else "",
-    )
 
 
 def activation_ranges(model: Any) -> dict[str, tuple[float, float]]:
@@ -189,6 +165,22 @@ def activation_ranges(model: Any) -> dict[str, tuple[float, float]]:
     return out
 
 
+def moved_ranges(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], top: int = 5
+) -> list[dict[str, float | str]]:
+    """The activation ranges that changed most (relative width change) between two calibrations."""
+    changes: list[tuple[float, str, float, float]] = []
+    for name in before.keys() & after.keys():
+        (a0, b0), (a1, b1) = before[name], after[name]
+        width0, width1 = b0 - a0, b1 - a1
+        changes.append(((width1 - width0) / width0 if width0 > 0 else 0.0, name, width0, width1))
+    changes.sort(key=lambda c: -abs(c[0]))
+    return [
+        {"tensor": name, "before": round(w0, 5), "after": round(w1, 5), "change": round(c, 4)}
+        for c, name, w0, w1 in changes[:top]
+    ]
+
+
 def count_qdq(model: Any) -> dict[str, int]:
     ops = [n.op_type for n in model.graph.node]
     return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear")}
@@ -205,28 +197,3 @@ def qdq_is_symmetric_int8(model: Any) -> bool:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits
     ]
     return bool(zps) and all(z.dtype == np.int8 and not z.any() for z in zps)
-
-
-def _toposort(model: Any) -> Any:
-    """The float16 converter appends its input Casts at the end of the node list; ONNX requires
-    topological order (TensorRT's parser checks it), so re-sort with onnx-ir's pass."""
-    import onnx_ir as ir
-    import onnx_ir.passes.common as ir_passes
-
-    m = ir.from_proto(model)
-    ir_passes.TopologicalSortPass()(m)
-    return ir.to_proto(m)
-
-
-def export_fp16(fp32_onnx: Path, out: Path) -> dict[str, Any]:
-    """FP16 weights and compute, FP32 inputs/outputs (ONNX Runtime's float16 converter)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    src = onnx.load(str(fp32_onnx))
-    meta = get_meta(src, str(fp32_onnx))
-    half = _toposort(convert_float_to_float16(src, keep_io_types=True))
-    set_meta(half, ModelMeta(meta.classes, meta.preprocessing, meta.arch, "fp16", {**meta.extra, "runtime": "any"}))
-    onnx.checker.check_model(half)
-    onnx.save(half, str(out))
-    return {"fp16": True, "io": "fp32"}
