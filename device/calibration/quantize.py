@@ -7,6 +7,8 @@ are uint8 RGB at the model's input size; ``shared.imaging`` makes them the model
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -88,19 +90,20 @@ def quantize(
         pre = Path(tmp) / "pre.onnx"
         # shape inference + graph clean-up first, as ONNX Runtime recommends before quantizing
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre),
-            str(out),
-            _calibration_reader(calib_images, meta.preprocessing, src.graph.input[0].name),
-            quant_format=QuantFormat.QDQ,
-            per_channel=form.per_channel,
-            reduce_range=form.weight_bits == 7,
-            activation_type=QuantType.QInt8 if form.activations == "s8" else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=_calibration_method(method),
-            nodes_to_exclude=list(keep_float),
-            extra_options=_quantizer_options(form, method, percentile),
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print() their settings
+            quantize_static(
+                str(pre),
+                str(out),
+                _calibration_reader(calib_images, meta.preprocessing, src.graph.input[0].name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=form.per_channel,
+                reduce_range=form.weight_bits == 7,
+                activation_type=QuantType.QInt8 if form.activations == "s8" else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=_calibration_method(method),
+                nodes_to_exclude=list(keep_float),
+                extra_options=_quantizer_options(form, method, percentile),
+            )
     tags = {"runtime": runtime, "calibration": calibration, "calibration_method": method,
             "calibration_images": str(len(calib_images)), "qdq_form": form.name}  # fmt: skip
     ranges = activation_ranges(_tag_int8(out, meta, tags))
