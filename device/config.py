@@ -86,6 +86,20 @@ class BrokerConfig(BaseModel):
         return s
 
 
+class Int8Config(BaseModel):
+    """The INT8 gate: an INT8 engine goes live only when it agrees with the release's FP32 model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verify: bool = Field(True, description="verify every INT8 engine against FP32 before it goes live")
+    max_drop_points: float = Field(1.0, ge=0, le=100, description="largest top-1 drop (points) that verifies")
+    min_agreement: float = Field(0.97, ge=0, le=1, description="top-1 agreement with FP32 that verifies")
+    images: int = Field(500, ge=10, le=100_000, description="labelled images verified on (eval_dir, else golden)")
+    calibration_images: int = Field(
+        1024, ge=32, le=100_000, description="field images a local re-quantization calibrates on"
+    )
+
+
 class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGELOOP_", env_nested_delimiter="__", extra="forbid")
 
@@ -108,6 +122,7 @@ class AgentConfig(BaseSettings):
     selftest_tolerance: float = Field(0.10, ge=0, le=1, description="allowed golden-set top-1 drop vs the release's")
     selftest_min_top1: float = Field(0.5, ge=0, le=1, description="golden-set floor when the release states none")
     status_interval_s: float = Field(30.0, ge=1, description="heartbeat with system telemetry")
+    int8: Int8Config = Int8Config()
     inference: InferenceConfig | None = Field(
         None, description="serve the active engine to local applications (off unless the table is there)"
     )

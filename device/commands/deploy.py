@@ -79,6 +79,8 @@ def activate(
         agent.event("error", e.code, str(e), command_id=cmd.message_id, rollout_id=cmd.rollout_id, release=manifest.ref)
         agent.report(DeployReport(ok=False, error=str(e)[:4000], previous_release=previous, **common))
         return False
+    for level, code, message in act.events:
+        agent.event(level, code, message, command_id=cmd.message_id, rollout_id=cmd.rollout_id, release=manifest.ref)
     agent.report(
         DeployReport(
             ok=True,
@@ -92,6 +94,7 @@ def activate(
             fetch_s=act.fetch_s,
             build_s=act.build_s,
             selftest_top1=act.selftest_top1,
+            candidates=tuple(act.candidates),
             **common,
         )
     )

@@ -52,6 +52,21 @@ class LatencyStats(WireModel):
     mean: NonNegFloat
 
 
+class EngineCandidate(WireModel):
+    """One runtime x precision the device tried at activation, and what it measured of it."""
+
+    runtime: str = Field(max_length=64)
+    precision: Precision
+    artifact: str | None = Field(None, max_length=160)
+    origin: Literal["release", "device"] = Field("release", description="device: re-quantized on the device")
+    verified: bool | None = Field(None, description="agrees with the release's FP32 model (None: not checked)")
+    agreement: Fraction | None = None
+    drop_points: float | None = Field(None, ge=-100, le=100, allow_inf_nan=False)
+    throughput_ips: NonNegFloat | None = Field(None, le=1e9)
+    chosen: bool = False
+    note: str = Field("", max_length=512)
+
+
 class DeployReport(Message):
     kind: Literal["deploy"] = "deploy"
     rollout_id: Id | None = None
@@ -70,6 +85,7 @@ class DeployReport(Message):
     fetch_s: NonNegFloat | None = None
     build_s: NonNegFloat | None = None
     selftest_top1: Fraction | None = None
+    candidates: tuple[EngineCandidate, ...] = Field((), max_length=32, description="what was tried, and why")
 
 
 class BenchmarkReport(Message):

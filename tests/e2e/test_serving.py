@@ -60,15 +60,19 @@ def test_an_engine_swap_under_load_fails_no_request(
     agent = start_agent(extra=f'[inference]\nlisten = "127.0.0.1:{port}"\ntelemetry_interval_s = 2\n')
     rec = Recorder(mosquitto.port)
     old, new = make_release(zoo_onnx, "1.0.0"), make_release(SLIM, "1.1.0")
-    rec.publish(p.command_topic("lab", "dev-1"), p.encode(p.DeployCommand(device_id="dev-1", manifest=old,
-                                                                            base_url=served, bench=FAST)))  # fmt: skip
+    rec.publish(
+        p.command_topic("lab", "dev-1"),
+        p.encode(p.DeployCommand(device_id="dev-1", manifest=old, base_url=served, bench=FAST)),
+    )
     _wait(lambda: _healthy(url), 120, "the agent serving 1.0.0")
     result: dict[str, Any] = {}
     load = threading.Thread(target=lambda: result.update(loadgen(url, golden_dir, concurrency=8, duration=20)))
     load.start()
     time.sleep(4)
-    rec.publish(p.command_topic("lab", "dev-1"), p.encode(p.DeployCommand(device_id="dev-1", manifest=new,
-                                                                            base_url=served, bench=FAST)))  # fmt: skip
+    rec.publish(
+        p.command_topic("lab", "dev-1"),
+        p.encode(p.DeployCommand(device_id="dev-1", manifest=new, base_url=served, bench=FAST)),
+    )
     load.join(60)
     jpeg = next(golden_dir.rglob("*.jpg")).read_bytes()
     after = _classify(url, jpeg)

@@ -1,64 +1,35 @@
-"""Activating a release: verify -> fetch -> build (or reuse) -> self-test -> atomic swap.
+"""``EngineManager``: owns the active runtime and engine, activates releases and swaps them atomically.
 
-The new engine is built and self-tested in a second runtime next to the running one; only then is
-it swapped in (one assignment under a lock) and the state file replaced. On any failure the
-running engine stays as it was. The previous release stays on disk for rollback.
+An activation: signature -> choose the artifact -> fetch -> build (or reuse) -> self-test -> the INT8
+gate (an INT8 engine must agree with the release's FP32) -> swap. The new engine is built and
+checked in runtimes of its own next to the running one; only then is it swapped in (one assignment
+under a lock) and the state file replaced. On any failure the running engine stays as it was.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from device import selftest
+from device.activation import steps
+from device.activation.int8 import Int8Gate, Int8Settings, Loaded
+from device.activation.records import Activation, ActivationError, prep_of
 from device.builder import EngineCache
 from device.config import AgentConfig
-from device.fetch import FetchError, fetch, resolve_url
 from device.runtimes import registry
 from device.runtimes.base import Engine, EngineError, Runtime, RuntimeUnavailableError
 from device.state import AgentState, Slot
-from shared import signing
-from shared.errors import EdgeloopError
-from shared.imaging import Preprocessing
-from shared.protocol import Artifact, Precision, ReleaseManifest, ReleaseRef, version_key
+from shared import datasets, signing
+from shared.protocol import Precision, ReleaseManifest, version_key
+from shared.samples import golden_dir
 
 log = logging.getLogger(__name__)
-
-
-class ActivationError(EdgeloopError):
-    """An activation that was refused or failed; ``code`` names the reason in the EventReport."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Activation:
-    slot: Slot
-    engine: Engine
-    runtime_name: str
-    runtime_version: str
-    accelerator: str
-    cache_hit: bool
-    fetch_s: float
-    build_s: float
-    selftest_top1: float | None
-    previous: ReleaseRef | None
-    already_active: bool = False
-
-
-def prep_of(manifest: ReleaseManifest) -> Preprocessing:
-    p = manifest.model.preprocessing
-    return Preprocessing(mean=p.mean, std=p.std, size=p.size)
 
 
 class EngineManager:
@@ -75,6 +46,8 @@ class EngineManager:
         # serving takes the new engine on every swap, and closes the old one when its last batch ends
         self.on_swap: Callable[[Runtime, ReleaseManifest], None] | None = None
         self.close_replaced = True  # False when on_swap's owner closes replaced runtimes itself
+        # the field images the INT8 gate may re-quantize from (the agent points it at its reservoir)
+        self.calibration_files: Callable[[], list[Path]] = self._field_dir_files
 
     # -- queries ----------------------------------------------------------------------------
     @contextmanager
@@ -129,25 +102,7 @@ class EngineManager:
 
     # -- activation -------------------------------------------------------------------------
     def verify(self, manifest: ReleaseManifest) -> None:
-        if manifest.signature is None and not self.config.require_signature:
-            log.warning("release %s is unsigned (accepted: require_signature is off)", manifest.ref)
-            return
-        try:
-            signing.verify(manifest, self._keys)
-        except signing.SignatureError as e:
-            raise ActivationError("signature_invalid", str(e)) from e
-
-    def choose(self, manifest: ReleaseManifest, runtime: Runtime, precision: Precision | None) -> Artifact:
-        wanted = (precision,) if precision else runtime.supported_precisions()
-        for p in wanted:
-            try:
-                return manifest.artifact_for(runtime.name, p)
-            except EdgeloopError:
-                continue
-        raise ActivationError(
-            "no_suitable_artifact",
-            f"release {manifest.ref} has no artifact {runtime.name} can run at {'/'.join(wanted)}",
-        )
+        steps.check_signature(manifest, self._keys, self.config.require_signature)
 
     def activate(
         self,
@@ -171,18 +126,9 @@ class EngineManager:
         with self._lock:
             if current is not None and current.ref == manifest.ref and self._runtime is not None:
                 rt = self._runtime
+                previous = self.state.previous.ref if self.state.previous else None
                 return Activation(
-                    current,
-                    rt.engine,
-                    rt.name,
-                    rt.version(),
-                    rt.accelerator(),
-                    True,
-                    0.0,
-                    0.0,
-                    None,
-                    self.state.previous.ref if self.state.previous else None,
-                    True,
+                    current, rt.engine, rt.name, rt.version(), rt.accelerator(), True, 0.0, 0.0, None, previous, True
                 )
         runtime = self.new_runtime()
         try:
@@ -194,74 +140,63 @@ class EngineManager:
     def _activate_with(
         self, runtime: Runtime, manifest: ReleaseManifest, base_url: str | None, precision: Precision | None
     ) -> Activation:
-        artifact = self.choose(manifest, runtime, precision)
-        t0 = time.perf_counter()
-        dest = self._fetch(artifact, base_url)
-        fetch_s = time.perf_counter() - t0
-        try:
-            engine, hit = self.cache.get_or_build(runtime, dest, artifact.sha256, artifact.precision)
-            runtime.load(engine)
-        except EngineError as e:
-            raise ActivationError("engine_build_failed", str(e)) from e
-        if engine.input_shape != tuple(manifest.model.input_shape):
-            raise ActivationError(
-                "input_shape_mismatch",
-                f"engine input {engine.input_shape} differs from the manifest's {manifest.model.input_shape}",
-            )
-        top1 = self._selftest(runtime, manifest, artifact)
+        opener = steps.ArtifactOpener(self.config, self.state, self.cache, self.new_runtime, manifest, base_url)
+        artifact = steps.choose(manifest, runtime, precision)
+        loaded = opener.open(artifact, runtime)
+        top1 = steps.selftest_top1(loaded.runtime, manifest, artifact, self.config)
+        activation_notes: tuple[list[Any], list[tuple[str, str, str]]] = ([], [])
+        if artifact.precision == "int8" and self.config.int8.verify:
+            loaded, activation_notes = self._int8_gate(loaded, manifest, opener)
+            if loaded.artifact is not artifact:
+                top1 = steps.selftest_top1(loaded.runtime, manifest, loaded.artifact, self.config)
+        a = loaded.artifact
         slot = Slot(
-            manifest.name,
-            manifest.version,
-            artifact.name,
-            artifact.sha256,
-            artifact.precision,
-            _digest_of(engine, self.cache),
+            manifest.name, manifest.version, a.name, a.sha256, a.precision, _digest_of(loaded.engine, self.cache)
         )
-        self._swap(runtime, manifest, slot)
-        log.info("activated %s (%s, %s, %s)", manifest.ref, artifact.name, runtime.name, artifact.precision)
+        self._swap(loaded.runtime, manifest, slot)
+        log.info("activated %s (%s, %s, %s)", manifest.ref, a.name, loaded.runtime.name, a.precision)
+        rt, engine = loaded.runtime, loaded.engine
         return Activation(
             slot,
             engine,
-            runtime.name,
-            runtime.version(),
-            runtime.accelerator(),
-            hit,
-            fetch_s,
-            0.0 if hit else engine.build_s,
+            rt.name,
+            rt.version(),
+            rt.accelerator(),
+            loaded.cache_hit,
+            opener.fetch_s,
+            0.0 if loaded.cache_hit else engine.build_s,
             top1,
             self.state.previous.ref if self.state.previous else None,
+            candidates=activation_notes[0],
+            events=activation_notes[1],
         )
 
-    def _fetch(self, artifact: Artifact, base_url: str | None) -> Path:
-        """Download (or resume) the artifact into the state dir, checking its size and sha256."""
-        dest = self.state.artifact_path(artifact.sha256)
-        try:
-            url = resolve_url(artifact.url, base_url)
-            fetch(
-                url,
-                dest,
-                artifact.sha256,
-                artifact.size,
-                self.config.max_artifact_mb << 20,
-                timeout=self.config.http_timeout_s,
-            )
-        except FetchError as e:
-            raise ActivationError(e.code, str(e)) from e
-        return dest
+    def _int8_gate(
+        self, loaded: Loaded, manifest: ReleaseManifest, opener: steps.ArtifactOpener
+    ) -> tuple[Loaded, tuple[list[Any], list[tuple[str, str, str]]]]:
+        """Verify an INT8 engine against the release's FP32 model (see ``int8.Int8Gate``)."""
+        prep = prep_of(manifest)
+        c = self.config.int8
+        spec = self.config.eval_dir or golden_dir()
+        data = datasets.load_labelled(spec, manifest.model.classes, size=prep.size, limit=c.images)
+        gate = Int8Gate(
+            manifest,
+            data.images,
+            data.labels,
+            prep,
+            opener.open,
+            opener.adopt,
+            self.calibration_files,
+            Int8Settings(c.max_drop_points, c.min_agreement, c.calibration_images),
+        )
+        result = gate.run(loaded, loaded.runtime.supported_precisions())
+        return result.chosen, (result.candidates, result.events)
 
-    def _selftest(self, runtime: Runtime, manifest: ReleaseManifest, artifact: Artifact) -> float:
-        """Golden-set top-1 of the loaded engine; below the release's own figure (minus a tolerance) fails."""
-        try:
-            top1 = selftest.golden_top1(runtime, manifest.model.classes, prep_of(manifest))
-        except EngineError as e:
-            raise ActivationError("selftest_failed", f"self-test could not run: {e}") from e
-        floor = selftest.threshold(artifact.golden_top1, self.config.selftest_tolerance, self.config.selftest_min_top1)
-        if top1 < floor:
-            raise ActivationError(
-                "selftest_failed",
-                f"self-test top-1 {100 * top1:.1f}% on the golden images is below {100 * floor:.1f}%",
-            )
-        return top1
+    def _field_dir_files(self) -> list[Path]:
+        d = self.config.field_dir
+        if d is None:
+            return []
+        return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in datasets.IMAGE_SUFFIXES)
 
     def _swap(self, runtime: Runtime, manifest: ReleaseManifest, slot: Slot) -> None:
         self.state.store_manifest(manifest)

@@ -1,0 +1,129 @@
+"""The steps of one activation that work on one artifact: the signature check, which artifact to run,
+fetching (or finding) and building it in a runtime of its own, and the golden-image self-test."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from device import selftest
+from device.activation.int8 import Loaded
+from device.activation.records import ActivationError, prep_of
+from device.builder import EngineCache
+from device.config import AgentConfig
+from device.fetch import FetchError, fetch, resolve_url, sha256_file
+from device.runtimes.base import EngineError, Runtime
+from device.state import AgentState
+from shared import signing
+from shared.errors import EdgeloopError
+from shared.protocol import Artifact, Precision, ReleaseManifest
+
+log = logging.getLogger(__name__)
+
+DEVICE_URL = "device:"  # the url of an artifact made on the device: never downloaded
+
+
+def check_signature(manifest: ReleaseManifest, keys: list[Ed25519PublicKey], required: bool) -> None:
+    if manifest.signature is None and not required:
+        log.warning("release %s is unsigned (accepted: require_signature is off)", manifest.ref)
+        return
+    try:
+        signing.verify(manifest, keys)
+    except signing.SignatureError as e:
+        raise ActivationError("signature_invalid", str(e)) from e
+
+
+def choose(manifest: ReleaseManifest, runtime: Runtime, precision: Precision | None) -> Artifact:
+    """The artifact to run: the forced precision, else the best one the runtime supports."""
+    wanted = (precision,) if precision else runtime.supported_precisions()
+    for p in wanted:
+        try:
+            return manifest.artifact_for(runtime.name, p)
+        except EdgeloopError:
+            continue
+    raise ActivationError(
+        "no_suitable_artifact", f"release {manifest.ref} has no artifact {runtime.name} can run at {'/'.join(wanted)}"
+    )
+
+
+class ArtifactOpener:
+    """Fetch (or find) an artifact, build its engine (cached) in a new runtime and load it."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        state: AgentState,
+        cache: EngineCache,
+        new_runtime: Callable[[], Runtime],
+        manifest: ReleaseManifest,
+        base_url: str | None,
+    ) -> None:
+        self.config, self.state, self.cache, self.new_runtime = config, state, cache, new_runtime
+        self.manifest, self.base_url = manifest, base_url
+        self.fetch_s = 0.0
+
+    def fetch(self, artifact: Artifact) -> Path:
+        """Download (or resume) the artifact into the state dir, checking its size and sha256."""
+        dest = self.state.artifact_path(artifact.sha256)
+        t0 = time.perf_counter()
+        if artifact.url.startswith(DEVICE_URL):  # made here: it must be in the store already
+            if not dest.is_file() or sha256_file(dest) != artifact.sha256:
+                raise ActivationError("artifact_missing", f"the device-made {artifact.name} is not in the store")
+            return dest
+        try:
+            url = resolve_url(artifact.url, self.base_url)
+            fetch(
+                url,
+                dest,
+                artifact.sha256,
+                artifact.size,
+                self.config.max_artifact_mb << 20,
+                timeout=self.config.http_timeout_s,
+            )
+        except FetchError as e:
+            raise ActivationError(e.code, str(e)) from e
+        self.fetch_s += time.perf_counter() - t0
+        return dest
+
+    def adopt(self, path: Path, artifact: Artifact) -> None:
+        """File a device-made ONNX under its sha256, like a downloaded artifact."""
+        dest = self.state.artifact_path(artifact.sha256)
+        tmp = dest.with_name(dest.name + ".part")
+        shutil.copyfile(path, tmp)
+        tmp.replace(dest)
+
+    def open(self, artifact: Artifact, runtime: Runtime | None = None) -> Loaded:
+        onnx = self.fetch(artifact)
+        runtime = runtime or self.new_runtime()
+        try:
+            engine, hit = self.cache.get_or_build(runtime, onnx, artifact.sha256, artifact.precision)
+            runtime.load(engine)
+        except EngineError as e:
+            runtime.close()
+            raise ActivationError("engine_build_failed", str(e)) from e
+        if engine.input_shape != tuple(self.manifest.model.input_shape):
+            runtime.close()
+            raise ActivationError(
+                "input_shape_mismatch",
+                f"engine input {engine.input_shape} differs from the manifest's {self.manifest.model.input_shape}",
+            )
+        return Loaded(runtime, artifact, engine, hit, onnx)
+
+
+def selftest_top1(runtime: Runtime, manifest: ReleaseManifest, artifact: Artifact, config: AgentConfig) -> float:
+    """Golden-set top-1 of the loaded engine; below the release's own figure (minus a tolerance) fails."""
+    try:
+        top1 = selftest.golden_top1(runtime, manifest.model.classes, prep_of(manifest))
+    except EngineError as e:
+        raise ActivationError("selftest_failed", f"self-test could not run: {e}") from e
+    floor = selftest.threshold(artifact.golden_top1, config.selftest_tolerance, config.selftest_min_top1)
+    if top1 < floor:
+        raise ActivationError(
+            "selftest_failed", f"self-test top-1 {100 * top1:.1f}% on the golden images is below {100 * floor:.1f}%"
+        )
+    return top1
