@@ -80,6 +80,21 @@ class AgentState:
         tmp.write_text(manifest.model_dump_json(indent=2))
         os.replace(tmp, path)
 
+    def store_base_url(self, ref: ReleaseRef, base_url: str | None) -> None:
+        """Where a release's relative artifact URLs resolve (a later recalibrate fetches its FP32 there)."""
+        if base_url:
+            path = self.releases / f"{ref.name}@{ref.version}.base_url"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(base_url)
+            os.replace(tmp, path)
+
+    def base_url(self, ref: ReleaseRef) -> str | None:
+        path = self.releases / f"{ref.name}@{ref.version}.base_url"
+        try:
+            return path.read_text().strip() or None
+        except OSError:
+            return None
+
     def load_manifest(self, ref: ReleaseRef) -> ReleaseManifest | None:
         path = self.manifest_path(ref)
         if not path.is_file():

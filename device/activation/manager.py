@@ -57,6 +57,11 @@ class EngineManager:
                 raise ActivationError("no_active_release", "no release is active on this device")
             yield self._runtime, self._manifest, self.state.current
 
+    def running(self) -> tuple[ReleaseManifest, Slot]:
+        """The active release's manifest and slot (raises ``no_active_release`` when there is none)."""
+        with self.active() as (_, manifest, slot):
+            return manifest, slot
+
     def describe(self) -> dict[str, Any]:
         """Lock-free snapshot for heartbeats (attribute reads are atomic; a swap is one assignment)."""
         rt = self._runtime
@@ -141,6 +146,7 @@ class EngineManager:
         self, runtime: Runtime, manifest: ReleaseManifest, base_url: str | None, precision: Precision | None
     ) -> Activation:
         opener = steps.ArtifactOpener(self.config, self.state, self.cache, self.new_runtime, manifest, base_url)
+        self.state.store_base_url(manifest.ref, base_url)
         artifact = steps.choose(manifest, runtime, precision)
         loaded = opener.open(artifact, runtime)
         top1 = steps.selftest_top1(loaded.runtime, manifest, artifact, self.config)
@@ -191,6 +197,23 @@ class EngineManager:
         )
         result = gate.run(loaded, loaded.runtime.supported_precisions())
         return result.chosen, (result.candidates, result.events)
+
+    # -- device-made engines (recalibrate) ------------------------------------------------------
+    def opener(self, manifest: ReleaseManifest, base_url: str | None) -> steps.ArtifactOpener:
+        """Fetches and builds artifacts of ``manifest`` in new runtimes of this device's kind (relative
+        artifact URLs resolve against ``base_url``, else where its activation fetched from)."""
+        base = base_url or self.state.base_url(manifest.ref)
+        return steps.ArtifactOpener(self.config, self.state, self.cache, self.new_runtime, manifest, base)
+
+    def adopt(self, loaded: Loaded, manifest: ReleaseManifest) -> Slot:
+        """Make ``loaded`` (an engine of the running release, e.g. re-calibrated) the active one."""
+        a = loaded.artifact
+        slot = Slot(
+            manifest.name, manifest.version, a.name, a.sha256, a.precision, _digest_of(loaded.engine, self.cache)
+        )
+        self._swap(loaded.runtime, manifest, slot)
+        log.info("now running %s of %s (%s)", a.name, manifest.ref, a.precision)
+        return slot
 
     def _field_dir_files(self) -> list[Path]:
         d = self.config.field_dir

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Literal, TypeAlias
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field, model_validator
 
 from shared.protocol.base import Id, Message, Precision, WireModel
 from shared.protocol.releases import ReleaseManifest, ReleaseRef
@@ -38,11 +37,35 @@ class BenchmarkCommand(Message):
 
 
 class RecalibrateCommand(Message):
+    """Re-quantize the running release's FP32 model on field images, verify it, and (auto) promote it.
+
+    ``action = "promote"`` instead swaps in the engine an earlier ``manual`` calibration kept.
+    """
+
     kind: Literal["recalibrate"] = "recalibrate"
-    n_images: int = Field(256, ge=8, le=100000)
+    action: Literal["calibrate", "promote"] = "calibrate"
+    n_images: int = Field(1024, ge=32, le=100000, description="field images to calibrate on (the rest verify)")
     method: Literal["minmax", "entropy", "percentile"] = "percentile"
-    adapt_bn: bool = True
-    promote: bool = Field(True, description="activate the recalibrated engine if it verifies")
+    source: Literal["reservoir", "local", "url"] = Field(
+        "reservoir", description="the field-sample reservoir, a folder on the device, or a set the host serves"
+    )
+    calib_dir: str | None = Field(None, max_length=1024, description="source 'local': a folder on the device")
+    calib_url: str | None = Field(None, max_length=2048, pattern=r"^https?://", description="source 'url': a .tar(.gz)")
+    eval_dir: str | None = Field(None, max_length=1024, description="labelled set on the device (default: eval_dir)")
+    promote: bool = Field(True, description="auto: activate the new engine if it is not worse; False: keep it")
+    calibration_id: uuid.UUID | None = Field(None, description="action 'promote': the calibration command to promote")
+    base_url: str | None = Field(None, max_length=2048, description="resolves the release's artifact URLs")
+    rollout_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> RecalibrateCommand:
+        if self.source == "local" and not self.calib_dir:
+            raise ValueError("source 'local' needs calib_dir")
+        if self.source == "url" and not self.calib_url:
+            raise ValueError("source 'url' needs calib_url")
+        if self.action == "promote" and self.calibration_id is None:
+            raise ValueError("action 'promote' needs calibration_id")
+        return self
 
 
 class RollbackCommand(Message):

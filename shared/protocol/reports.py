@@ -107,14 +107,42 @@ class BenchmarkReport(Message):
     system: SystemInfo | None = None
 
 
+class RangeShift(WireModel):
+    """One activation whose calibrated range moved (width before -> after, relative change)."""
+
+    tensor: str = Field(max_length=256)
+    before: NonNegFloat = Field(le=1e9)
+    after: NonNegFloat = Field(le=1e9)
+    change: float = Field(ge=-1e6, le=1e6, allow_inf_nan=False)
+
+
 class CalibrationReport(Message):
+    """The outcome of a ``recalibrate``: old and new engine, how they were compared, and what happened."""
+
     kind: Literal["calibration"] = "calibration"
     command_id: uuid.UUID | None = None
+    rollout_id: Id | None = None
+    action: Literal["calibrate", "promote"] = "calibrate"
     release: ReleaseRef
-    method: str
-    n_images: int = Field(ge=0)
+    method: str = Field(max_length=32)
+    source: str = Field("", max_length=256, description="where the calibration images came from")
+    n_images: int = Field(ge=0, le=10_000_000)
+    n_eval: int = Field(0, ge=0, le=10_000_000, description="images the old and new engines were compared on")
+    evaluation: Literal["labelled", "agreement", "none"] = Field(
+        "none", description="labelled: top-1 on a labelled set; agreement: with FP32 on held-out field images"
+    )
     top1_before: Fraction | None = None
     top1_after: Fraction | None = None
+    agreement_before: Fraction | None = None
+    agreement_after: Fraction | None = None
+    precision_before: Precision | None = None
+    form: str | None = Field(None, max_length=32, description="the Q/DQ form written (device.calibration.forms)")
+    form_reason: str | None = Field(None, max_length=512)
+    artifact: str | None = Field(None, max_length=160, description="the new engine's artifact (device-made)")
+    calibration_s: NonNegFloat | None = Field(None, le=1e7)
+    build_s: NonNegFloat | None = Field(None, le=1e7)
+    moved_ranges: tuple[RangeShift, ...] = Field((), max_length=10)
+    better: bool | None = Field(None, description="the new engine is not worse than the old")
     promoted: bool = False
     error: str | None = Field(None, max_length=4096)
 

@@ -55,12 +55,13 @@ def agent_toml(
     broker_url: str,
     state_dir: Path,
     pub: Path,
-    eval_dir: Path,
+    eval_dir: Path | None,
     fleet: str = "lab",
     extra: str = "",
 ) -> Path:
+    evals = f'eval_dir = "{eval_dir}"\n' if eval_dir is not None else ""
     path.write_text(
-        f'device_id = "{device_id}"\nfleet = "{fleet}"\nstate_dir = "{state_dir}"\neval_dir = "{eval_dir}"\n'
+        f'device_id = "{device_id}"\nfleet = "{fleet}"\nstate_dir = "{state_dir}"\n{evals}'
         f"eval_limit = 50\nstatus_interval_s = 2\ntrusted_keys = [{json.dumps(str(pub))}]\n{extra}\n"
         f'[broker]\nurl = "{broker_url}"\nreconnect_max_s = 2\n[runtime]\ntype = "onnxruntime"\nintra_op_threads = 1\n'
     )
@@ -76,11 +77,15 @@ def start_agent(
 ) -> Iterator[StartAgent]:
     agents: list[AgentProcess] = []
 
-    def start(device_id: str = "dev-1", fleet: str = "lab", extra: str = "") -> AgentProcess:
-        """``extra``: more agent.toml (top-level keys, then tables such as ``[inference]``)."""
+    def start(
+        device_id: str = "dev-1", fleet: str = "lab", extra: str = "", eval_dir: Path | bool | None = True
+    ) -> AgentProcess:
+        """``extra``: more agent.toml (top-level keys, then tables such as ``[inference]``);
+        ``eval_dir``: True for the golden images, None for no labelled set, or a folder."""
         d = tmp_path / device_id
         d.mkdir(exist_ok=True)
-        cfg = agent_toml(d / "agent.toml", device_id, mosquitto.url, d / "state", keys[1], golden_dir, fleet, extra)
+        evals = golden_dir if eval_dir is True else (eval_dir or None)
+        cfg = agent_toml(d / "agent.toml", device_id, mosquitto.url, d / "state", keys[1], evals, fleet, extra)
         a = AgentProcess(cfg, d / "agent.log")
         a.start()
         agents.append(a)
