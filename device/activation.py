@@ -23,7 +23,8 @@ from device.builder import EngineCache
 from device.config import AgentConfig
 from device.fetch import FetchError, fetch, resolve_url
 from device.runtimes import registry
-from device.runtimes.base import Engine, EngineError, Runtime, RuntimeUnavailableError
+from device.runtimes.base import Engine, EngineError, Runtime, RuntimeConfig, RuntimeUnavailableError
+from device.runtimes.registry import AutoConfig
 from device.state import AgentState, Slot
 from shared import signing
 from shared.errors import EdgeloopError
@@ -97,7 +98,7 @@ class EngineManager:
 
     def new_runtime(self) -> Runtime:
         try:
-            return registry.create(self.config.runtime)
+            return registry.create(with_cache_dirs(self.config.runtime, self.config.state_dir / "runtime-cache"))
         except RuntimeUnavailableError as e:
             raise ActivationError("runtime_unavailable", str(e)) from e
 
@@ -134,7 +135,7 @@ class EngineManager:
             raise ActivationError("signature_invalid", str(e)) from e
 
     def choose(self, manifest: ReleaseManifest, runtime: Runtime, precision: Precision | None) -> Artifact:
-        wanted = (precision,) if precision else runtime.supported_precisions()
+        wanted = precisions_to_try(runtime, precision)
         for p in wanted:
             try:
                 return manifest.artifact_for(runtime.name, p)
@@ -191,6 +192,7 @@ class EngineManager:
         self, runtime: Runtime, manifest: ReleaseManifest, base_url: str | None, precision: Precision | None
     ) -> Activation:
         artifact = self.choose(manifest, runtime, precision)
+        match_sparsity(runtime, artifact)
         t0 = time.perf_counter()
         dest = self._fetch(artifact, base_url)
         fetch_s = time.perf_counter() - t0
@@ -273,6 +275,42 @@ class EngineManager:
             if self._runtime is not None:
                 self._runtime.close()
                 self._runtime = None
+
+
+def precisions_to_try(runtime: Runtime, asked: Precision | None) -> tuple[Precision, ...]:
+    """The asked precision where the runtime runs it natively; else (e.g. int8 on a GPU without fast INT8)
+    the less reduced ones it does run, best first; with nothing asked, all it runs, best first."""
+    supported = runtime.supported_precisions()
+    if asked is None or asked in supported:
+        return (asked,) if asked else supported
+    rank = ("fp32", "fp16", "int8").index
+    lower = tuple(p for p in supported if rank(p) < rank(asked))
+    log.warning("%s does not run %s natively on %s; trying %s", runtime.name, asked, runtime.accelerator(), lower)
+    return lower
+
+
+def match_sparsity(runtime: Runtime, artifact: Artifact) -> None:
+    """The device config allows sparse kernels (a backend's ``sparse_weights``); the manifest's
+    ``Artifact.sparsity`` says whether this file has the 2:4 weights they need."""
+    config = runtime.config
+    if "sparse_weights" not in type(config).model_fields:
+        return
+    allowed = bool(getattr(config, "sparse_weights", False))
+    if artifact.sparsity == "2:4" and not allowed:
+        log.info("%s has 2:4 sparse weights; sparse_weights = true would let %s use them", artifact.name, runtime.name)
+    elif artifact.sparsity != "2:4" and allowed:
+        runtime.config = config.model_copy(update={"sparse_weights": False})  # dense file: nothing to gain
+
+
+def with_cache_dirs(config: RuntimeConfig, root: Path) -> RuntimeConfig:
+    """``config`` with every backend's unset ``cache_dir`` (persisted build state, such as TensorRT's timing
+    caches) set to ``root/<backend>``: in the state directory, beside the engine cache."""
+    if isinstance(config, AutoConfig):
+        backends = {name: with_cache_dirs(c, root) for name, c in config.backends.items()}
+        return config.model_copy(update={"backends": backends})
+    if "cache_dir" in type(config).model_fields and getattr(config, "cache_dir", None) is None:
+        return config.model_copy(update={"cache_dir": root / config.type})
+    return config
 
 
 def _digest_of(engine: Engine, cache: EngineCache) -> str:
