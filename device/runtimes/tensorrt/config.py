@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -44,7 +44,7 @@ class TensorRTConfig(RuntimeConfig):
 
     @model_validator(mode="before")
     @classmethod
-    def _legacy_opt_batch(cls, data: Any) -> Any:
+    def _legacy_opt_batch(cls, data: object) -> object:
         """``opt_batch = N`` (one profile tuned for N) was this table's field before ``opt_batches``."""
         if isinstance(data, dict) and "opt_batch" in data:
             data = dict(data)

@@ -61,7 +61,7 @@ from device.runtimes.tensorrt.util import (
 class _Context:
     """An execution context and the optimisation profile it is switched to."""
 
-    context: TrtContext
+    trt_context: TrtContext
     profile: int = 0
     bound: bool = False  # tensor addresses set for the current profile
 
@@ -70,8 +70,8 @@ class _Context:
 class _Loaded:
     """What ``load`` acquires for one engine; released by ``_unload_impl``, context before engine before runtime."""
 
-    runtime: TrtObject
-    engine: TrtEngine
+    trt_runtime: TrtObject
+    trt_engine: TrtEngine
     serving: _Context
     in_name: str
     out_name: str
@@ -159,7 +159,7 @@ class TensorRTRuntime(Runtime):
         if loaded is None:
             return None
         buffers = loaded.buffers.nbytes if loaded.buffers is not None else 0
-        return float(engine_activation_bytes(loaded.engine) + buffers + loaded.plan_bytes) / 2**20
+        return float(engine_activation_bytes(loaded.trt_engine) + buffers + loaded.plan_bytes) / 2**20
 
     def _sparse_enabled(self) -> bool:
         return self.config.sparse_weights and self._cc >= (8, 0) and hasattr(self._trt.BuilderFlag, "SPARSE_WEIGHTS")
@@ -195,9 +195,9 @@ class TensorRTRuntime(Runtime):
         top = max(hi for _, hi in loaded.profiles)
         ctx = loaded.serving
         self._switch(ctx, len(loaded.profiles) - 1 if loaded.fixed_batch is None else 0, stream=0)
-        if not ctx.context.set_input_shape(loaded.in_name, (top, *engine.input_shape)):
+        if not ctx.trt_context.set_input_shape(loaded.in_name, (top, *engine.input_shape)):
             raise EngineError(f"TensorRT rejected the input shape {(top, *engine.input_shape)}")
-        loaded.out_shape = tuple(int(d) for d in ctx.context.get_tensor_shape(loaded.out_name))[1:]
+        loaded.out_shape = tuple(int(d) for d in ctx.trt_context.get_tensor_shape(loaded.out_name))[1:]
         per_image_out = int(np.prod(loaded.out_shape))
         loaded.buffers = Buffers(self._cudart, top * per_image_in * 4, top * per_image_out * 4)
 
@@ -247,13 +247,13 @@ class TensorRTRuntime(Runtime):
         if loaded is None:
             raise EngineError("tensorrt: no engine loaded")
         if profile != ctx.profile:
-            if not ctx.context.set_optimization_profile_async(profile, int(stream)):
+            if not ctx.trt_context.set_optimization_profile_async(profile, int(stream)):
                 raise EngineError(f"TensorRT could not switch to optimisation profile {profile}")
             ctx.profile, ctx.bound = profile, False
         if not ctx.bound and loaded.buffers is not None:
             b = loaded.buffers
-            ok = ctx.context.set_tensor_address(loaded.in_name, int(b.in_dev))
-            if not (ok and ctx.context.set_tensor_address(loaded.out_name, int(b.out_dev))):
+            ok = ctx.trt_context.set_tensor_address(loaded.in_name, int(b.in_dev))
+            if not (ok and ctx.trt_context.set_tensor_address(loaded.out_name, int(b.out_dev))):
                 raise EngineError("TensorRT rejected the tensor addresses")
             ctx.bound = True
 
@@ -272,7 +272,7 @@ class TensorRTRuntime(Runtime):
         self._switch(ctx, self._profile_for(loaded, n), b.stream)
         in_bytes, out_n = batch.nbytes, n * int(np.prod(loaded.out_shape))
         ctypes.memmove(int(b.in_host), batch.ctypes.data, in_bytes)
-        if not ctx.context.set_input_shape(loaded.in_name, batch.shape):
+        if not ctx.trt_context.set_input_shape(loaded.in_name, batch.shape):
             raise EngineError(f"TensorRT rejected input shape {batch.shape}")
         h2d = c.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = c.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -280,7 +280,7 @@ class TensorRTRuntime(Runtime):
         check(c, c.cudaEventRecord(ev[0], b.stream), "cudaEventRecord")
         check(c, c.cudaMemcpyAsync(b.in_dev, b.in_host, in_bytes, h2d, b.stream), "cudaMemcpyAsync(H2D)")
         check(c, c.cudaEventRecord(ev[1], b.stream), "cudaEventRecord")
-        if not ctx.context.execute_async_v3(int(b.stream)):
+        if not ctx.trt_context.execute_async_v3(int(b.stream)):
             raise EngineError("TensorRT execute_async_v3 failed")
         check(c, c.cudaEventRecord(ev[2], b.stream), "cudaEventRecord")
         check(c, c.cudaMemcpyAsync(b.out_host, b.out_dev, out_n * 4, d2h, b.stream), "cudaMemcpyAsync(D2H)")
@@ -299,18 +299,18 @@ class TensorRTRuntime(Runtime):
         if loaded is None:
             raise EngineError("tensorrt: no engine loaded")
         self._device.ensure()
-        context: TrtContext = loaded.engine.create_execution_context()
+        context: TrtContext = loaded.trt_engine.create_execution_context()
         if context is None:
             raise EngineError("TensorRT could not create a profiling context (out of GPU memory?)")
         profiler = make_profiler(self._trt)
         ctx = _Context(context)
         del context
         try:
-            ctx.context.profiler = profiler
+            ctx.trt_context.profiler = profiler
             for _ in range(runs + 1):  # the first call warms up and is dropped below
                 self._run(ctx, batch)
         finally:
-            ctx.context = None  # frees its activation memory before anything else runs
+            ctx.trt_context = None  # frees its activation memory before anything else runs
         return [LayerTime(name, "trt-layer", mean_after_warmup(times)) for name, times in profiler.times.items()]
 
     def _unload_impl(self) -> None:
@@ -323,9 +323,9 @@ class TensorRTRuntime(Runtime):
                 loaded.buffers.free()
         finally:
             # TensorRT objects free GPU memory when released, context before engine before runtime
-            loaded.serving.context = None
-            loaded.engine = None
-            loaded.runtime = None
+            loaded.serving.trt_context = None
+            loaded.trt_engine = None
+            loaded.trt_runtime = None
 
     def _close_impl(self) -> None:
         self._unload_impl()

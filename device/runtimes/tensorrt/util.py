@@ -13,7 +13,8 @@ return on its absence), in the same function. The API conformance test
 for each version's bindings it follows the branches whose guards hold there and checks every
 TensorRT name used on them.
 
-**Typed names.** Everything TensorRT hands back is typed with one of the ``Trt*`` aliases below, and
+**Typed names.** Everything TensorRT hands back is typed with one of the ``Trt*`` aliases below (also
+class fields, which are named ``trt_*``), our subclasses of its logger and profiler with ``Bridge``, and
 everything cuda-python hands back with ``Cudart`` / ``CudaValue``. They are ``Any`` to mypy (the
 bindings ship no stubs); to the conformance test they say which attribute accesses are TensorRT's.
 """
@@ -38,7 +39,8 @@ TrtBuilderConfig: TypeAlias = Any  # trt.IBuilderConfig
 TrtNetwork: TypeAlias = Any  # trt.INetworkDefinition
 TrtEngine: TypeAlias = Any  # trt.ICudaEngine
 TrtContext: TypeAlias = Any  # trt.IExecutionContext
-TrtObject: TypeAlias = Any  # any other TensorRT object: parser, tensor, profile, timing cache, runtime
+TrtObject: TypeAlias = Any  # any other TensorRT object: parser, tensor, profile, timing cache, runtime, enum value
+Bridge: TypeAlias = Any  # our subclasses of trt.ILogger / trt.IProfiler: their extra attributes are ours
 Cudart: TypeAlias = Any  # cuda-python's runtime module (cuda.bindings.runtime)
 CudaValue: TypeAlias = Any  # what it returns: pointers, streams, events, device properties
 
@@ -148,7 +150,7 @@ class CurrentDevice:
 # --- logging and profiling ---------------------------------------------------------------------
 
 
-def _make_logger(trt: TrtModule) -> TrtObject:
+def _make_logger(trt: TrtModule) -> Bridge:
     """Bridge TensorRT's logger into stdlib logging (one logger per process is enough)."""
 
     class _Bridge(trt.ILogger):
@@ -165,7 +167,7 @@ def _make_logger(trt: TrtModule) -> TrtObject:
             self.trt_log = logging.getLogger("tensorrt")
             self.errors: list[str] = []
 
-        def log(self, severity: Any, msg: str) -> None:
+        def log(self, severity: TrtObject, msg: str) -> None:
             level = self._levels.get(severity, logging.INFO)
             if level >= logging.ERROR:
                 self.errors.append(msg)
@@ -176,12 +178,12 @@ def _make_logger(trt: TrtModule) -> TrtObject:
 
 
 @functools.cache
-def logger_for(trt: TrtModule) -> TrtObject:
+def logger_for(trt: TrtModule) -> Bridge:
     """One TensorRT logger per process (TensorRT keeps a pointer to it for the process lifetime)."""
     return _make_logger(trt)
 
 
-def make_profiler(trt: TrtModule) -> TrtObject:
+def make_profiler(trt: TrtModule) -> Bridge:
     """An IProfiler that collects every layer's time per call (TensorRT calls it for enqueueV3 too)."""
 
     class _LayerProfiler(trt.IProfiler):

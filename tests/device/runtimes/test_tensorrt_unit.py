@@ -326,7 +326,7 @@ def test_every_batch_runs_in_its_profile(fake_trt: Install, major: int, tmp_path
         for n in (1, 10, 64, 100, 256, 3):
             x = _x(n)
             np.testing.assert_allclose(rt.infer(x), _expected(x), rtol=1e-5, atol=1e-6)
-        assert rt._loaded is not None and rt._loaded.engine._profile_runs == [1, 3, 2]
+        assert rt._loaded is not None and rt._loaded.trt_engine._profile_runs == [1, 3, 2]
         with pytest.raises(EngineError, match=r"outside 1\.\.256"):
             rt.infer(_x(257))
 

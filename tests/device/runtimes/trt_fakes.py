@@ -11,6 +11,7 @@ running on a thread where the device was never made current.
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import json
 import sys
@@ -193,15 +194,15 @@ class Builder:
 
 
 class _Builder10(Builder):
-    fast_int8, fast_fp16 = True, True
+    _fast_int8, _fast_fp16 = True, True
 
     @property
     def platform_has_fast_int8(self) -> bool:
-        return self.fast_int8
+        return self._fast_int8
 
     @property
     def platform_has_fast_fp16(self) -> bool:
-        return self.fast_fp16
+        return self._fast_fp16
 
 
 class _Context:
@@ -321,7 +322,7 @@ def fake_tensorrt(major: int = 10, fast: tuple[bool, bool] = (True, True)) -> ty
     """A ``tensorrt`` module of the 10.x or 11.x flavour; ``fast`` is TensorRT 10's (fast INT8, fast FP16)."""
     trt = types.ModuleType("tensorrt")
     flags = ("TF32", "SPARSE_WEIGHTS", *(WEAK_FLAGS if major == 10 else ()))
-    builder = type("Builder", (_Builder10,), {"fast_int8": fast[0], "fast_fp16": fast[1]}) if major == 10 else Builder
+    builder = type("Builder", (_Builder10,), {"_fast_int8": fast[0], "_fast_fp16": fast[1]}) if major == 10 else Builder
     members: dict[str, Any] = {
         "__version__": "10.13.3.9" if major == 10 else "11.4.0.106",
         "BuilderFlag": _enum("BuilderFlag", *flags),
@@ -465,3 +466,33 @@ def fixed_batch_onnx(path: Path, batch: int) -> Path:
     graph = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "fixed", [x], [y])
     onnx.save(helper.make_model(graph), str(path))
     return path
+
+
+# --- what the fakes offer, for the API conformance test ------------------------------------------
+
+CUDA_SIDE = frozenset({"FakeCudart", "_Value"})  # not TensorRT's
+ONLY_IN_10 = frozenset({"_Builder10", "_Engine10"})
+
+
+def public_names(major: int) -> set[str]:
+    """Every TensorRT name a fake of that flavour offers: module members, enum values, and the methods,
+    properties and attributes of the classes that stand for TensorRT's (read from this file)."""
+    trt = fake_tensorrt(major)
+    names = {n for n in vars(trt) if not n.startswith("_")} | {"__version__"}
+    for value in vars(trt).values():
+        if isinstance(value, type):  # enum values (and the severities of ILogger)
+            names |= {n for n, v in vars(value).items() if isinstance(v, _Value)}
+    skip = CUDA_SIDE | (ONLY_IN_10 if major != 10 else frozenset())
+    tree = ast.parse(Path(__file__).read_text())
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name not in skip):
+        for node in ast.walk(cls):
+            if isinstance(node, ast.FunctionDef) and node in cls.body:
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+                if isinstance(node.ctx, ast.Store):
+                    names.add(node.attr)
+            elif isinstance(node, ast.AnnAssign | ast.Assign) and node in cls.body:
+                targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+                names |= {e.id for t in targets if isinstance(t, ast.Tuple) for e in t.elts if isinstance(e, ast.Name)}
+    return {n for n in names if not n.startswith("_") or n == "__version__"}
