@@ -78,7 +78,7 @@ class EngineManager:
 
     def new_runtime(self) -> Runtime:
         try:
-            return registry.create(self.config.runtime)
+            return registry.create(steps.with_cache_dirs(self.config.runtime, self.config.state_dir / "runtime-cache"))
         except RuntimeUnavailableError as e:
             raise ActivationError("runtime_unavailable", str(e)) from e
 

@@ -17,7 +17,8 @@ from device.activation.records import ActivationError, prep_of
 from device.builder import EngineCache
 from device.config import AgentConfig
 from device.fetch import FetchError, fetch, resolve_url, sha256_file
-from device.runtimes.base import EngineError, Runtime
+from device.runtimes.base import EngineError, Runtime, RuntimeConfig
+from device.runtimes.registry import AutoConfig
 from device.state import AgentState
 from shared import signing
 from shared.errors import EdgeloopError
@@ -38,9 +39,45 @@ def check_signature(manifest: ReleaseManifest, keys: list[Ed25519PublicKey], req
         raise ActivationError("signature_invalid", str(e)) from e
 
 
+def precisions_to_try(runtime: Runtime, asked: Precision | None) -> tuple[Precision, ...]:
+    """The asked precision where the runtime runs it natively; else (e.g. int8 on a GPU without fast INT8)
+    the less reduced ones it does run, best first; with nothing asked, all it runs, best first."""
+    supported = runtime.supported_precisions()
+    if asked is None or asked in supported:
+        return (asked,) if asked else supported
+    rank = ("fp32", "fp16", "int8").index
+    lower = tuple(p for p in supported if rank(p) < rank(asked))
+    log.warning("%s does not run %s natively on %s; trying %s", runtime.name, asked, runtime.accelerator(), lower)
+    return lower
+
+
+def match_sparsity(runtime: Runtime, artifact: Artifact) -> None:
+    """The device config allows sparse kernels (a backend's ``sparse_weights``); the manifest's
+    ``Artifact.sparsity`` says whether this file has the 2:4 weights they need."""
+    config = runtime.config
+    if "sparse_weights" not in type(config).model_fields:
+        return
+    allowed = bool(getattr(config, "sparse_weights", False))
+    if artifact.sparsity == "2:4" and not allowed:
+        log.info("%s has 2:4 sparse weights; sparse_weights = true would let %s use them", artifact.name, runtime.name)
+    elif artifact.sparsity != "2:4" and allowed:
+        runtime.config = config.model_copy(update={"sparse_weights": False})  # dense file: nothing to gain
+
+
+def with_cache_dirs(config: RuntimeConfig, root: Path) -> RuntimeConfig:
+    """``config`` with every backend's unset ``cache_dir`` (persisted build state, such as TensorRT's timing
+    caches) set to ``root/<backend>``: in the state directory, beside the engine cache."""
+    if isinstance(config, AutoConfig):
+        backends = {name: with_cache_dirs(c, root) for name, c in config.backends.items()}
+        return config.model_copy(update={"backends": backends})
+    if "cache_dir" in type(config).model_fields and getattr(config, "cache_dir", None) is None:
+        return config.model_copy(update={"cache_dir": root / config.type})
+    return config
+
+
 def choose(manifest: ReleaseManifest, runtime: Runtime, precision: Precision | None) -> Artifact:
-    """The artifact to run: the forced precision, else the best one the runtime supports."""
-    wanted = (precision,) if precision else runtime.supported_precisions()
+    """The artifact to run: the asked precision (or the nearest the runtime runs), else its best."""
+    wanted = precisions_to_try(runtime, precision)
     for p in wanted:
         try:
             return manifest.artifact_for(runtime.name, p)
@@ -100,6 +137,7 @@ class ArtifactOpener:
     def open(self, artifact: Artifact, runtime: Runtime | None = None) -> Loaded:
         onnx = self.fetch(artifact)
         runtime = runtime or self.new_runtime()
+        match_sparsity(runtime, artifact)
         try:
             engine, hit = self.cache.get_or_build(runtime, onnx, artifact.sha256, artifact.precision)
             runtime.load(engine)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import tempfile
 from pathlib import Path
@@ -21,6 +22,8 @@ from shared import datasets
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
 
+log = logging.getLogger(__name__)
+
 
 def _flags_for(name: str, flags: dict[str, Any]) -> dict[str, Any]:
     """The bench flags that are fields of backend ``name``'s config."""
@@ -28,16 +31,19 @@ def _flags_for(name: str, flags: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if k in fields}
 
 
-def runtime_config(name: str, threads: int = 0, sparse: bool = False) -> RuntimeConfig:
-    """The bench flags as a ``[runtime]`` table: a flag sets the config field of its name where a backend has one.
+def runtime_config(name: str, threads: int = 0, sparse: bool = False, batches: tuple[int, ...] = ()) -> RuntimeConfig:
+    """The bench flags as a ``[runtime]`` table: a flag sets the config field of its name where a backend has one,
+    under ``auto`` in every backend that has it.
 
-    ``--threads`` (``intra_op_threads``) also reaches the backends of ``auto``; ``--sparse``
-    (``sparse_weights``) only the backend named with ``--runtime``, as it always has.
+    ``--threads`` is ``intra_op_threads``, ``--sparse`` ``sparse_weights``; ``batches`` (``--batch`` and
+    ``--throughput-batch``) size the engine: ``max_batch`` is the largest, and ``opt_batches`` tunes for each.
     """
-    flags: dict[str, Any] = {"intra_op_threads": threads}
+    flags: dict[str, Any] = {"intra_op_threads": threads, "sparse_weights": sparse}
+    if batches:
+        flags.update(max_batch=max(batches), opt_batches=tuple(sorted(set(batches))))
     if name == registry.AUTO:
         return AutoConfig.model_validate({n: _flags_for(n, flags) for n in registry.names()})
-    return registry.parse_config({"type": name, **_flags_for(name, {**flags, "sparse_weights": sparse})})
+    return registry.parse_config({"type": name, **_flags_for(name, flags)})
 
 
 def _latency_part(
@@ -58,6 +64,7 @@ def _latency_part(
         "latency_ms": lat.latency_ms,
         "latency_breakdown_ms": lat.breakdown_ms,
         "throughput_batch": min(tbatch, engine.max_batch),
+        "throughput_batch_requested": tbatch,
     }
 
 
@@ -129,11 +136,19 @@ def bench_command(
     precision = precision or meta.precision
     if threads < 0:
         raise EdgeloopError(f"--threads must be 0 (one per core) or more, got {threads}")
-    config = runtime_config(runtime_name, threads, sparse)
+    config = runtime_config(runtime_name, threads, sparse, (batch, throughput_batch))
     with registry.create(config) as rt, tempfile.TemporaryDirectory() as tmp:
         # the file's own precision is a plain str from its metadata, passed on unchecked as it always was
         engine = rt.build(model, precision, Path(tmp))  # type: ignore[arg-type]
         rt.load(engine)
+        if throughput_batch > engine.max_batch:
+            log.warning(
+                "the engine takes at most %d images per batch (a fixed-batch ONNX?): throughput is measured at %d, "
+                "not at --throughput-batch %d",
+                engine.max_batch,
+                engine.max_batch,
+                throughput_batch,
+            )
         result = _latency_part(rt, engine, model, precision, batch, warmup, iterations, throughput_batch)
         if data is None:
             result.update(_raw_part(rt, throughput_batch, rounds))
@@ -142,7 +157,7 @@ def bench_command(
         if profile:
             result.update(_profile_part(rt, engine, throughput_batch))
         result["process_rss_mb"] = sysinfo.process_rss_mb()
-        result["gpu_mem_mb"] = rt.gpu_memory_mb()
+        result["engine_gpu_memory_mb"] = rt.gpu_memory_mb()  # the engine's own, where the backend tells
     return result
 
 
@@ -191,7 +206,8 @@ def _print_report(r: dict[str, Any]) -> None:
         )
     if "layers" in r:
         _print_profile(r)
-    gpu = f", GPU {r['gpu_mem_mb']:.0f} MB" if r["gpu_mem_mb"] is not None else ""
+    mem = r["engine_gpu_memory_mb"]
+    gpu = f", engine GPU memory {mem:.0f} MB (activations, I/O buffers, plan)" if mem is not None else ""
     print(f"memory       RSS {r['process_rss_mb']:.0f} MB{gpu}")
 
 

@@ -1,27 +1,54 @@
-"""Helpers of the TensorRT backend: lazy imports, CUDA status checks, the logger bridge, the layer
-profiler and the pinned/device buffers of a loaded engine.
+"""Helpers of the TensorRT backend: lazy imports, the TensorRT names that differ between versions,
+CUDA status checks and the current device, the logger bridge, the layer profiler and the
+pinned/device buffers of a loaded engine.
 
 TensorRT and cuda-python are imported lazily, so this module imports on any machine.
+
+**Version paths.** TensorRT 10 and 11 differ in a few names: 11 builds only strongly typed networks
+(no ``BuilderFlag.FP16`` / ``INT8``), and it dropped ``platform_has_fast_int8`` / ``_fp16`` and
+``ICudaEngine.device_memory_size``. Where a name is not in every supported version, the code asks the
+loaded module, ``hasattr(obj, "NAME")``, and uses ``NAME`` only inside that branch (or after an early
+return on its absence), in the same function. The API conformance test
+(``tests/device/runtimes/test_tensorrt_api.py``) reads exactly these branches as the version paths:
+for each version's bindings it follows the branches whose guards hold there and checks every
+TensorRT name used on them.
+
+**Typed names.** Everything TensorRT hands back is typed with one of the ``Trt*`` aliases below (also
+class fields, which are named ``trt_*``), our subclasses of its logger and profiler with ``Bridge``, and
+everything cuda-python hands back with ``Cudart`` / ``CudaValue``. They are ``Any`` to mypy (the
+bindings ship no stubs); to the conformance test they say which attribute accesses are TensorRT's.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, ClassVar
+import threading
+from typing import Any, ClassVar, TypeAlias
 
-from device.runtimes.base import EngineError, RuntimeUnavailableError
+from device.runtimes.base import EngineError, Precision, RuntimeUnavailableError
 
 INSTALL_HINT = (
     "on a Jetson, TensorRT comes with JetPack (apt install python3-libnvinfer; make the venv with "
     "--system-site-packages); on x86 `pip install 'edgeloop[jetson]'`. cuda-python is needed for buffers."
 )
 
+TrtModule: TypeAlias = Any  # the tensorrt module
+TrtBuilder: TypeAlias = Any  # trt.Builder
+TrtBuilderConfig: TypeAlias = Any  # trt.IBuilderConfig
+TrtNetwork: TypeAlias = Any  # trt.INetworkDefinition
+TrtEngine: TypeAlias = Any  # trt.ICudaEngine
+TrtContext: TypeAlias = Any  # trt.IExecutionContext
+TrtObject: TypeAlias = Any  # any other TensorRT object: parser, tensor, profile, timing cache, runtime, enum value
+Bridge: TypeAlias = Any  # our subclasses of trt.ILogger / trt.IProfiler: their extra attributes are ours
+Cudart: TypeAlias = Any  # cuda-python's runtime module (cuda.bindings.runtime)
+CudaValue: TypeAlias = Any  # what it returns: pointers, streams, events, device properties
+
 
 # --- lazy imports ------------------------------------------------------------------------------
 
 
-def load_tensorrt() -> Any:
+def load_tensorrt() -> TrtModule:
     try:
         import tensorrt
     except ImportError as e:
@@ -29,7 +56,7 @@ def load_tensorrt() -> Any:
     return tensorrt
 
 
-def load_cudart() -> Any:
+def load_cudart() -> Cudart:
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
@@ -40,7 +67,60 @@ def load_cudart() -> Any:
     return cudart
 
 
-def check(cudart: Any, result: Any, what: str) -> Any:
+# --- names that differ between TensorRT versions (see the module docstring) -----------------
+
+
+def has_weak_typing(trt: TrtModule) -> bool:
+    """TensorRT 10 builds weakly typed networks with precision flags; 11 builds only strongly typed ones."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+def set_weak_precision_flags(trt: TrtModule, bc: TrtBuilderConfig, precision: Precision) -> None:
+    """TensorRT 10's precision flags for a weakly typed network; explicit Q/DQ, never a calibrator."""
+    if precision in ("fp16", "int8") and hasattr(trt.BuilderFlag, "FP16"):
+        bc.set_flag(trt.BuilderFlag.FP16)  # let the layers left unquantized run in FP16 too
+    if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):
+        bc.set_flag(trt.BuilderFlag.INT8)
+
+
+def use_tf32(trt: TrtModule, bc: TrtBuilderConfig, allowed: bool) -> bool:
+    """Clear TensorRT's default TF32 flag unless allowed; return whether FP32 layers may run as TF32."""
+    if not hasattr(trt.BuilderFlag, "TF32"):
+        return False
+    if not allowed:
+        bc.clear_flag(trt.BuilderFlag.TF32)
+    return bool(bc.get_flag(trt.BuilderFlag.TF32))
+
+
+def fast_int8_fp16(builder: TrtBuilder, cc: tuple[int, int]) -> tuple[bool, bool]:
+    """Whether the GPU has fast INT8 and fast FP16: TensorRT 10 asks it, 11 dropped the query."""
+    if hasattr(builder, "platform_has_fast_int8") and hasattr(builder, "platform_has_fast_fp16"):
+        return bool(builder.platform_has_fast_int8), bool(builder.platform_has_fast_fp16)
+    return fast_by_compute_capability(cc)
+
+
+def fast_by_compute_capability(cc: tuple[int, int]) -> tuple[bool, bool]:
+    """(fast INT8, fast FP16) by compute capability, as TensorRT's support matrix lists them.
+
+    INT8 needs dp4a (sm_61) or Tensor Cores (sm_70+; sm_72 Xavier, sm_87 Orin); sm_53 (Nano),
+    sm_60 and sm_62 (TX2) have none. FP16 is fast on sm_53, sm_60, sm_62 and sm_70+, slow on sm_61.
+    """
+    int8 = cc == (6, 1) or cc >= (7, 0)
+    fp16 = cc in ((5, 3), (6, 0), (6, 2)) or cc >= (7, 0)
+    return int8, fp16
+
+
+def engine_activation_bytes(engine: TrtEngine) -> int:
+    """Device memory an execution context of ``engine`` allocates (the largest profile's activations)."""
+    if hasattr(engine, "device_memory_size_v2"):  # TensorRT >= 10.1 and 11
+        return int(engine.device_memory_size_v2)
+    return int(engine.device_memory_size)  # TensorRT 10.0
+
+
+# --- CUDA --------------------------------------------------------------------------------------
+
+
+def check(cudart: Cudart, result: CudaValue, what: str) -> CudaValue:
     """Unpack a cuda-python call's (status, *values) tuple, raising on any non-success status."""
     if isinstance(result, tuple):
         err, values = result[0], result[1:]
@@ -54,7 +134,23 @@ def check(cudart: Any, result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def _make_logger(trt: Any) -> Any:
+class CurrentDevice:
+    """``cudaSetDevice`` is per host thread: make the runtime's GPU current on each thread that uses it."""
+
+    def __init__(self, cudart: Cudart, index: int) -> None:
+        self.cudart, self.index = cudart, index
+        self._local = threading.local()
+
+    def ensure(self) -> None:
+        if not getattr(self._local, "current", False):
+            check(self.cudart, self.cudart.cudaSetDevice(self.index), "cudaSetDevice")
+            self._local.current = True
+
+
+# --- logging and profiling ---------------------------------------------------------------------
+
+
+def _make_logger(trt: TrtModule) -> Bridge:
     """Bridge TensorRT's logger into stdlib logging (one logger per process is enough)."""
 
     class _Bridge(trt.ILogger):
@@ -71,7 +167,7 @@ def _make_logger(trt: Any) -> Any:
             self.trt_log = logging.getLogger("tensorrt")
             self.errors: list[str] = []
 
-        def log(self, severity: Any, msg: str) -> None:
+        def log(self, severity: TrtObject, msg: str) -> None:
             level = self._levels.get(severity, logging.INFO)
             if level >= logging.ERROR:
                 self.errors.append(msg)
@@ -82,12 +178,12 @@ def _make_logger(trt: Any) -> Any:
 
 
 @functools.cache
-def logger_for(trt: Any) -> Any:
+def logger_for(trt: TrtModule) -> Bridge:
     """One TensorRT logger per process (TensorRT keeps a pointer to it for the process lifetime)."""
     return _make_logger(trt)
 
 
-def make_profiler(trt: Any) -> Any:
+def make_profiler(trt: TrtModule) -> Bridge:
     """An IProfiler that collects every layer's time per call (TensorRT calls it for enqueueV3 too)."""
 
     class _LayerProfiler(trt.IProfiler):
@@ -101,18 +197,21 @@ def make_profiler(trt: Any) -> Any:
     return _LayerProfiler()
 
 
+# --- buffers -----------------------------------------------------------------------------------
+
+
 class Buffers:
     """Pinned host + device buffers, a stream and four timing events for one loaded engine."""
 
-    def __init__(self, cudart: Any, in_bytes: int, out_bytes: int) -> None:
+    def __init__(self, cudart: Cudart, in_bytes: int, out_bytes: int) -> None:
         self.cudart = cudart
-        # cuda-python returns plain ints / opaque handles; typed Any on purpose
-        self.in_host: Any = None
-        self.out_host: Any = None
-        self.in_dev: Any = None
-        self.out_dev: Any = None
-        self.stream: Any = None
-        self.events: list[Any] = []
+        self.nbytes = in_bytes + out_bytes  # device memory of the I/O buffers
+        self.in_host: CudaValue = None
+        self.out_host: CudaValue = None
+        self.in_dev: CudaValue = None
+        self.out_dev: CudaValue = None
+        self.stream: CudaValue = None
+        self.events: list[CudaValue] = []
         try:
             self.in_host = check(cudart, cudart.cudaMallocHost(in_bytes), "cudaMallocHost(input)")
             self.out_host = check(cudart, cudart.cudaMallocHost(out_bytes), "cudaMallocHost(output)")
@@ -125,18 +224,23 @@ class Buffers:
             raise
 
     def free(self) -> None:
+        """Release everything, also past a failed release (the first failure is raised at the end)."""
         c = self.cudart
-        for ev in self.events:
-            check(c, c.cudaEventDestroy(ev), "cudaEventDestroy")
-        self.events = []
-        if self.stream is not None:
-            check(c, c.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
-            self.stream = None
-        for attr in ("in_dev", "out_dev"):
-            if getattr(self, attr) is not None:
-                check(c, c.cudaFree(getattr(self, attr)), "cudaFree")
-                setattr(self, attr, None)
-        for attr in ("in_host", "out_host"):
-            if getattr(self, attr) is not None:
-                check(c, c.cudaFreeHost(getattr(self, attr)), "cudaFreeHost")
-                setattr(self, attr, None)
+        steps = [(c.cudaEventDestroy, ev, "cudaEventDestroy") for ev in self.events]
+        steps.append((c.cudaStreamDestroy, self.stream, "cudaStreamDestroy"))
+        steps += [(c.cudaFree, self.in_dev, "cudaFree(input)"), (c.cudaFree, self.out_dev, "cudaFree(output)")]
+        steps += [(c.cudaFreeHost, self.in_host, "cudaFreeHost(input)")]
+        steps += [(c.cudaFreeHost, self.out_host, "cudaFreeHost(output)")]
+        self.events, self.stream = [], None
+        self.in_dev = self.out_dev = self.in_host = self.out_host = None
+        errors: list[EngineError] = []
+        for release, handle, what in steps:
+            if handle is None:
+                continue
+            try:
+                check(c, release(handle), what)
+            except EngineError as e:
+                errors.append(e)
+        if errors:
+            more = f" (and {len(errors) - 1} more: {'; '.join(map(str, errors[1:]))})" if len(errors) > 1 else ""
+            raise EngineError(f"{errors[0]}{more}") from errors[0]

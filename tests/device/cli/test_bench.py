@@ -95,6 +95,6 @@ def test_bench_flags_reach_the_backends_that_have_them() -> None:
     auto = runtime_config("auto", threads=2, sparse=True)
     assert isinstance(auto, registry.AutoConfig)
     assert auto.backend("onnxruntime") == OnnxRuntimeConfig(intra_op_threads=2)
-    assert auto.backend("tensorrt") == TensorRTConfig()  # --sparse changes only a backend named with --runtime
+    assert auto.backend("tensorrt") == TensorRTConfig(sparse_weights=True)  # --sparse reaches auto too (issue 16)
     assert runtime_config("tensorrt", threads=2, sparse=True) == TensorRTConfig(sparse_weights=True)
     assert runtime_config("onnxruntime", threads=3, sparse=True) == OnnxRuntimeConfig(intra_op_threads=3)
