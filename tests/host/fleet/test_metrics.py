@@ -69,3 +69,24 @@ def test_no_telemetry_no_served_series(tmp_path: Path) -> None:
     m = _samples(store)
     assert "edgeloop_served_latency_ms" not in m and "edgeloop_device_drifted" not in m
     store.close()
+
+
+def test_every_grafana_query_names_a_metric_we_export(tmp_path: Path) -> None:
+    import json
+    import re
+
+    from tests.helpers import REPO
+    from tests.shared.factories import benchmark_report
+
+    store = Store(str(tmp_path / "m.sqlite"))
+    store.upsert_status(p.DeviceStatus(device_id="d1", fleet="lab", state="online"))
+    store.add_reports([("lab", telemetry_report("d1")), ("lab", benchmark_report("d1", top1=0.9))])
+    exported = set(_samples(store))
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "edgeloop-fleet.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    named = {n for e in exprs for n in re.findall(r"edgeloop_[a-z0-9_]+", e)}
+    always = {"edgeloop_rollouts", "edgeloop_ingest_reports_written_total", "edgeloop_ingest_invalid_total"}
+    assert named - always <= exported, named - always - exported
+    titles = [panel["title"] for panel in dashboard["panels"]]
+    assert any("Served latency" in t for t in titles) and any("Drift" in t for t in titles)
+    store.close()
