@@ -1,11 +1,25 @@
-"""`edgeloop fleet`: fleet views, through the REST API of `edgeloop serve`."""
+"""`edgeloop fleet`: fleet views and field samples, through the REST API of `edgeloop serve`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from host.cli.common import server_arg
+from shared.errors import EdgeloopError
+
+if TYPE_CHECKING:
+    from host.fleet.client import ApiClient
+
+
+def drift_text(drift: dict[str, Any] | None) -> str:
+    """The drift column: "DRIFT 3.10" when flagged, "ok 0.20" when scored, "-" without a score."""
+    if not drift:
+        return "-"
+    return f"{'DRIFT' if drift['drifted'] else 'ok'} {drift['score']:.2f}"
 
 
 def _cmd_fleet_status(args: argparse.Namespace) -> int:
@@ -18,7 +32,8 @@ def _cmd_fleet_status(args: argparse.Namespace) -> int:
         return 0
     print_table(
         "fleet",
-        ["fleet", "device", "state", "release", "p50 ms", "p99 ms", "top-1 %", "runtime", "GPU/CPU"],
+        ["fleet", "device", "state", "release", "p50 ms", "p99 ms", "top-1 %", "served p99 ms", "drift", "runtime",
+         "GPU/CPU"],
         [
             (
                 d["fleet"],
@@ -28,20 +43,84 @@ def _cmd_fleet_status(args: argparse.Namespace) -> int:
                 d["p50_ms"],
                 d["p99_ms"],
                 100 * d["top1"] if d["top1"] is not None else None,
+                d.get("served_p99_ms"),
+                drift_text(d.get("drift")),
                 d["runtime"],
                 d["accelerator"] if d["gpu"] else "CPU",
             )
             for d in devices
         ],
-    )
+    )  # fmt: skip
+    return 0
+
+
+def _fleet_of(api: ApiClient, device: str, fleet: str | None) -> str:
+    """The fleet of ``device``: --fleet, or the one fleet the host knows it in."""
+    if fleet:
+        return fleet
+    fleets = sorted({d["fleet"] for d in api.get("/api/v1/fleet") if d["device_id"] == device})
+    if not fleets:
+        raise EdgeloopError(f"the host knows no device {device!r}; see `edgeloop fleet status`")
+    if len(fleets) > 1:
+        raise EdgeloopError(f"device {device!r} is in fleets {', '.join(fleets)}; pass --fleet")
+    return fleets[0]
+
+
+def fetch_samples(api: ApiClient, fleet: str, device: str, n: int, out: Path, timeout: float) -> dict[str, Any]:
+    """Ask ``device`` for ``n`` field images and save them under ``out`` as they arrive."""
+    base = f"/api/v1/devices/{fleet}/{device}/samples"
+    cid = api.post(base, {"n_images": n})["command_id"]
+    out.mkdir(parents=True, exist_ok=True)
+    saved: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        state = api.get(f"{base}/{cid}")
+        for name in state["files"][len(saved) :]:
+            (out / name).write_bytes(api.get_bytes(f"{base}/{cid}/{name}"))
+            saved.append(name)
+        if state["error"]:
+            raise EdgeloopError(f"{fleet}/{device} answered the sample command with: {state['error']}")
+        if state["done"] and len(saved) >= state["received"]:
+            break
+        if time.monotonic() > deadline:
+            raise EdgeloopError(
+                f"timed out after {timeout:.0f} s with {len(saved)} of {n} field images from {fleet}/{device} "
+                f"(saved in {out}); is the device online and serving? (--timeout)"
+            )
+        time.sleep(0.5)
+    return {"command_id": cid, "fleet": fleet, "device_id": device, "requested": n, "received": len(saved),
+            "out": str(out), "files": [str(out / f) for f in saved]}  # fmt: skip
+
+
+def _cmd_fleet_sample(args: argparse.Namespace) -> int:
+    from host.fleet.client import ApiClient
+
+    if not 1 <= args.n <= 1000:
+        raise EdgeloopError("--n must be 1 to 1000 images")
+    api = ApiClient(args.server)
+    result = fetch_samples(api, _fleet_of(api, args.device, args.fleet), args.device, args.n, Path(args.out),
+                           args.timeout)  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['received']} of {args.n} field images from {result['fleet']}/{args.device} in {args.out}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fleet", help="fleet views")
+    p = sub.add_parser("fleet", help="fleet views and field samples")
     fsub = p.add_subparsers(dest="fleet_command", required=True)
-    s = fsub.add_parser("status", help="one line per device")
+    s = fsub.add_parser("status", help="one line per device (with its served latency and drift)")
     s.add_argument("--fleet")
     s.add_argument("--json", action="store_true")
     server_arg(s)
     s.set_defaults(handler=_cmd_fleet_status)
+    f = fsub.add_parser("sample", help="fetch field images from a device (its reservoir of served images)")
+    f.add_argument("device", help="device id")
+    f.add_argument("--n", type=int, default=16, help="how many images (1-1000; the device may have fewer)")
+    f.add_argument("--out", required=True, help="folder to save them in")
+    f.add_argument("--fleet", help="the device's fleet (default: the one the host knows it in)")
+    f.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the images")
+    f.add_argument("--json", action="store_true")
+    server_arg(f)
+    f.set_defaults(handler=_cmd_fleet_sample)

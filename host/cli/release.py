@@ -22,12 +22,16 @@ def _cmd_release_create(args: argparse.Namespace) -> int:
         include=args.include,
         source_top1=args.source_top1,
         notes=args.notes,
+        reference_data=args.reference_data,
     )
     if args.json:
         print(m.model_dump_json(indent=2))
         return 0
     from host.table import print_table
 
+    ref = m.model.reference
+    if ref is not None:
+        print(f"drift reference: {ref.source or str(ref.n_images) + ' images'}")
     print_table(
         f"release {m.ref} ({'signed, key ' + str(m.key_id) if m.signature else 'UNSIGNED'})",
         ["artifact", "precision", "runtime", "bytes", "golden top-1 %", "sha256"],
@@ -80,6 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--store", default="releases", help="artifact store served by `edgeloop serve --releases`")
     c.add_argument("--include", nargs="+", help="only these ONNX files of the build directory")
     c.add_argument("--source-top1", type=float, help="source-model top-1 (0..1) if no model card says it")
+    c.add_argument(
+        "--reference-data",
+        metavar="DIR",
+        help="held-out labelled images (ImageFolder, or archive.tar.gz::subdir) to measure the drift reference on "
+        "(default: the FP32 file's stored reference, else the golden images)",
+    )
     c.add_argument("--notes", default="")
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=_cmd_release_create)

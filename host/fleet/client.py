@@ -16,6 +16,10 @@ class ApiClient:
         self.timeout = timeout
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        raw = self._raw(method, path, body)
+        return json.loads(raw or b"null")
+
+    def _raw(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(  # noqa: S310  (the serve URL comes from the user's --server)
             self.base + path,
@@ -25,10 +29,12 @@ class ApiClient:
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                return json.loads(resp.read() or b"null")
+                out: bytes = resp.read()
+                return out
         except urllib.error.HTTPError as e:
             try:
-                detail = json.loads(e.read()).get("error") or e.reason
+                answer = json.loads(e.read())
+                detail = answer.get("error") or answer.get("detail") or e.reason
             except (ValueError, AttributeError):
                 detail = e.reason
             raise EdgeloopError(f"{method} {path}: HTTP {e.code}: {detail}") from e
@@ -42,3 +48,7 @@ class ApiClient:
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._call("POST", path, body or {})
+
+    def get_bytes(self, path: str) -> bytes:
+        """A file (e.g. a field image), as bytes."""
+        return self._raw("GET", path)

@@ -7,7 +7,10 @@ Store layout (served as-is by ``edgeloop serve``)::
 
 Each ONNX file of the build directory becomes an artifact; its precision, runtime flavour and
 sparsity come from the edgeloop metadata inside the file, and its golden-set top-1 is measured
-here so that devices can self-test against it.
+here so that devices can self-test against it. The manifest's drift reference (``ModelInfo.reference``:
+what held-out images look like to the release's FP32 model) comes from the FP32 file's
+``edgeloop.drift_reference`` metadata when it has one, else it is measured here
+(``device.serving.reference``), on ``--reference-data`` or the golden images.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from typing import Any
 from shared import datasets, signing
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
-from shared.protocol import Artifact, ModelInfo, PreprocessingSpec, ReleaseManifest, check_id, version_key
+from shared.protocol import (
+    Artifact,
+    DriftReference,
+    ModelInfo,
+    PreprocessingSpec,
+    ReleaseManifest,
+    check_id,
+    version_key,
+)
 from shared.samples import golden_dir
 
 log = logging.getLogger(__name__)
@@ -157,7 +168,31 @@ def _artifacts(files: list[Path], metas: dict[Path, ModelMeta], store: ReleaseSt
     return tuple(artifacts)
 
 
-def _model_info(first: ModelMeta, card: dict[str, Any], source_top1: float | None, onnx_name: str) -> ModelInfo:
+def drift_reference(files: list[Path], metas: dict[Path, ModelMeta], data: str | Path | None = None) -> DriftReference:
+    """The drift reference of a release: its FP32 file's own (metadata), else measured on ``data``."""
+    from device.serving.reference import reference_of
+    from device.serving.standalone import REFERENCE_KEY
+
+    fp32 = [f for f in files if metas[f].precision == "fp32"]
+    source = fp32[0] if fp32 else files[0]
+    if not fp32:
+        log.info("no FP32 artifact: the drift reference comes from %s (%s)", source.name, metas[source].precision)
+    stored = metas[source].extra.get(REFERENCE_KEY)
+    if stored and data is None:
+        try:
+            ref = DriftReference.model_validate_json(stored)
+            log.info("drift reference from the metadata of %s (%s)", source.name, ref.source or "no source named")
+            return ref
+        except ValueError as e:
+            log.warning("ignoring the malformed drift reference in %s: %s", source.name, str(e)[:200])
+    ref = reference_of(source, data)
+    log.info("drift reference of %s measured on %s", source.name, ref.source)
+    return ref
+
+
+def _model_info(
+    first: ModelMeta, card: dict[str, Any], source_top1: float | None, onnx_name: str, reference: DriftReference
+) -> ModelInfo:
     metrics = card.get("metrics", {})
     src = source_top1 if source_top1 is not None else card.get("source_top1", metrics.get("top1"))
     if src is None:
@@ -172,6 +207,7 @@ def _model_info(first: ModelMeta, card: dict[str, Any], source_top1: float | Non
         source_top1=float(src),
         params=card.get("params"),
         macs=card.get("macs"),
+        reference=reference,
     )
 
 
@@ -184,8 +220,13 @@ def create_release(
     include: list[str] | None = None,
     source_top1: float | None = None,
     notes: str = "",
+    reference_data: str | Path | None = None,
 ) -> ReleaseManifest:
-    """Package the ONNX files of ``build_dir`` (or just ``include``) as release ``name@version``."""
+    """Package the ONNX files of ``build_dir`` (or just ``include``) as release ``name@version``.
+
+    ``reference_data`` (held-out labelled images) is what the drift reference is measured on;
+    without it the FP32 file's stored reference is used, or the golden images.
+    """
     build_dir = Path(build_dir)
     check_id(name, "release name")
     version_key(version)
@@ -195,7 +236,8 @@ def create_release(
     metas = _read_metas(files)
     artifacts = _artifacts(files, metas, store)
     card = card_for(build_dir, files[0])
-    model = _model_info(metas[files[0]], card, source_top1, files[0].name)
+    reference = drift_reference(files, metas, reference_data)
+    model = _model_info(metas[files[0]], card, source_top1, files[0].name, reference)
     recipe_file = build_dir / "recipe.toml"
     manifest = ReleaseManifest(
         name=name,

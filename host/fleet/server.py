@@ -14,6 +14,7 @@ from host.fleet.broker import EmbeddedBroker
 from host.fleet.ingest import Ingest, IngestProcess
 from host.fleet.release import ReleaseStore
 from host.fleet.rollout import RolloutController
+from host.fleet.samples import FieldSamples
 from host.fleet.store import Store
 from host.fleet.web.app import create_app
 from shared.errors import EdgeloopError
@@ -62,6 +63,7 @@ class HostServer:
         self.release_store = ReleaseStore(config.releases)
         self.release_store.root.mkdir(parents=True, exist_ok=True)
         self.uploads = config.uploads or (config.releases / "uploads")
+        self.samples = FieldSamples(self.uploads)
         shared = config.shared_subscription
         if shared is None:
             shared = config.broker_protocol == "5" and not config.embedded_broker
@@ -82,7 +84,7 @@ class HostServer:
             for i in range(1, config.ingest_workers)
         ]
         self.publisher = MqttSession(self._broker_settings(), client_id=f"edgeloop-host-{config.port}")
-        self.controller = RolloutController(self.store, self._publish, config.base_url, config.tick_s)
+        self.controller = RolloutController(self.store, self.publish, config.base_url, config.tick_s)
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 
@@ -98,7 +100,11 @@ class HostServer:
     def broker_connected(self) -> bool:
         return self.publisher.connected.is_set()
 
-    def _publish(self, topic: str, payload: bytes) -> bool:
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+    def publish(self, topic: str, payload: bytes) -> bool:
         if not self.publisher.connected.is_set():
             return False
         info = self.publisher.publish(topic, payload, qos=1)

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from host.fleet.release import golden_top1
+from host.fleet.release import ReleaseStore, golden_top1
 from shared.modelmeta import read_meta
 from tests.e2e.conftest import wait
+from tests.e2e.serving_stack import serving_fleet, shifted_copy
 from tests.fixtures import MakeRelease
+from tests.helpers import Mosquitto
 
 pytestmark = pytest.mark.e2e
 
@@ -72,3 +74,36 @@ def test_dashboard_renders_fleet_and_latency_chart(
     shot = Path(os.environ.get("EDGELOOP_SCREENSHOT_OUT", tmp_path / "dashboard.png"))
     done = _headless(serve.url + "/", tmp_path, f"--screenshot={shot}")
     assert shot.exists() and shot.stat().st_size > 10_000, done.stderr[-2000:]
+
+
+def test_dashboard_draws_live_served_latency_and_drift_flags(
+    mosquitto: Mosquitto,
+    store: ReleaseStore,
+    make_release: MakeRelease,
+    zoo_onnx: Path,
+    keys: tuple[Path, Path],
+    golden_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Real TelemetryReports from an agent serving with [inference]: the live chart, the drift chart and flag."""
+    with serving_fleet(mosquitto, store, make_release, zoo_onnx, keys, golden_dir, tmp_path) as fleet:
+        fleet.loadgen(golden_dir, "--duration", "3")  # several 1 s telemetry windows
+        wait(lambda: len(fleet.api.get("/api/v1/telemetry/live")) >= 3, 60, "three telemetry points")
+        wait(lambda: fleet.device()["drift"] is not None, 30, "a drift score")
+        dom = _headless(fleet.serve.url + "/", tmp_path, "--dump-dom").stdout
+        assert 'data-loaded="1"' in dom, dom[:2000]
+        points = re.search(r'id="live-chart"[^>]*data-points="(\d+)"[^>]*data-series="(\d+)"', dom)
+        assert points is not None and int(points.group(1)) >= 3 and points.group(2) == "1", dom[:3000]
+        assert re.search(r'id="drift-chart"[^>]*data-points="[1-9]', dom)
+        assert dom.count("<canvas") >= 3  # live, drift and benchmark latency charts, drawn by uPlot
+        row = re.search(r'<tr data-device="dev-1">.*?</tr>', dom, re.S)
+        assert row is not None and 'data-drift="ok"' in row.group(0)
+        night = shifted_copy(golden_dir, tmp_path / "night", "night")
+        fleet.loadgen(night)
+        wait(lambda: fleet.device()["drift"]["drifted"], 60, "the device flagged as drifted")
+        dom = _headless(fleet.serve.url + "/", tmp_path, "--dump-dom").stdout
+        row = re.search(r'<tr data-device="dev-1">.*?</tr>', dom, re.S)
+        assert row is not None and 'data-drift="drifted"' in row.group(0) and "DRIFT" in row.group(0)
+        shot = Path(os.environ.get("EDGELOOP_SERVING_SCREENSHOT_OUT", tmp_path / "serving.png"))
+        done = _headless(fleet.serve.url + "/", tmp_path, f"--screenshot={shot}")
+        assert shot.exists() and shot.stat().st_size > 10_000, done.stderr[-2000:]

@@ -3,7 +3,8 @@
 The modules, by job: ``schema`` (tables and the migrations that create and upgrade them),
 ``records`` (the typed records the store hands back, and every state defined once), ``base`` (the
 engine, migrations, the writer lock) and one module of queries per table group: ``devices``,
-``releases``, ``reports``, ``rollouts``. ``Store`` joins the query groups into one object.
+``releases``, ``reports``, ``telemetry`` (served latency and drift), ``rollouts``. ``Store`` joins
+the query groups into one object.
 """
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ from host.fleet.store.releases import ReleaseQueries
 from host.fleet.store.reports import ReportQueries
 from host.fleet.store.rollouts import RolloutQueries
 from host.fleet.store.schema import metadata
+from host.fleet.store.telemetry import TelemetryQueries
 
 __all__ = ["Store", "metadata", "now"]
 
 
-class Store(DeviceQueries, ReleaseQueries, ReportQueries, RolloutQueries):
+class Store(DeviceQueries, ReleaseQueries, ReportQueries, TelemetryQueries, RolloutQueries):
     """The one store object: every query group over one engine and one writer lock."""
 
     def fleet(self, fleet: str | None = None) -> list[FleetDevice]:
-        """The fleet view (API, CLI, dashboard, /metrics): each device with its latest benchmark."""
-        latest = self.latest_benchmarks(fleet)
-        return [FleetDevice.of(d, latest.get((d.fleet, d.device_id))) for d in self.devices(fleet)]
+        """The fleet view (API, CLI, dashboard, /metrics): each device with its latest benchmark and
+        its latest served telemetry (latency, drift)."""
+        bench, served = self.latest_benchmarks(fleet), self.latest_telemetry(fleet)
+        return [
+            FleetDevice.of(d, bench.get((d.fleet, d.device_id)), served.get((d.fleet, d.device_id)))
+            for d in self.devices(fleet)
+        ]

@@ -12,17 +12,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Literal, TypeAlias, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 from host.fleet.rollout_config import RolloutConfig
 from shared.protocol import (
     BenchmarkReport,
     CalibrationReport,
     DeployReport,
+    DriftStats,
     EventReport,
     Precision,
     ReleaseRef,
     SystemInfo,
+    TelemetryReport,
 )
 
 # -- states ---------------------------------------------------------------------------------------
@@ -101,8 +103,63 @@ class BenchmarkRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryRecord:
+    """One TelemetryReport, flattened: a point of the served-latency and drift time series (``telemetry``)."""
+
+    message_id: str
+    fleet: str
+    device_id: str
+    release_name: str | None
+    release_version: str | None
+    runtime: str | None
+    precision: Precision | None
+    window_s: float
+    requests: int
+    errors: dict[str, int]
+    error_count: int
+    throughput_ips: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    mean_batch: float
+    mean_queue_depth: float
+    max_queue_depth: int
+    drift_score: float | None
+    drift_threshold: float | None
+    drifted: bool | None
+    drift: DriftStats | None
+    sent_at: datetime
+    received_at: datetime
+
+
+class DriftFlag(BaseModel):
+    """A device's latest drift score (the fleet view's ``drift`` field)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    score: float
+    threshold: float
+    drifted: bool
+    n_images: int
+    at: datetime  # when the device sent it
+
+    @field_serializer("at")
+    def _iso(self, at: datetime) -> str:  # like every other time of the API (web.encode)
+        return at.isoformat()
+
+    @classmethod
+    def of(cls, t: TelemetryRecord | None) -> DriftFlag | None:
+        if t is None or t.drift is None:
+            return None
+        d = t.drift
+        return cls(score=d.score, threshold=d.threshold, drifted=d.drifted, n_images=d.n_images, at=t.sent_at)
+
+
+@dataclass(frozen=True, slots=True)
 class FleetDevice:
-    """One line of the fleet view: a device with its latest benchmark."""
+    """One line of the fleet view: a device with its latest benchmark and its latest served telemetry."""
 
     fleet: str
     device_id: str
@@ -118,9 +175,18 @@ class FleetDevice:
     benchmark_release: str | None
     last_seen: datetime | None
     system: SystemInfo | None
+    # what the device served in its latest telemetry window (None: it has not reported serving)
+    served_p50_ms: float | None = None
+    served_p99_ms: float | None = None
+    served_throughput_ips: float | None = None
+    served_requests: int | None = None
+    served_errors: int | None = None
+    served_release: str | None = None
+    served_at: datetime | None = None
+    drift: DriftFlag | None = None
 
     @classmethod
-    def of(cls, d: DeviceRecord, b: BenchmarkRecord | None) -> FleetDevice:
+    def of(cls, d: DeviceRecord, b: BenchmarkRecord | None, t: TelemetryRecord | None = None) -> FleetDevice:
         return cls(
             fleet=d.fleet,
             device_id=d.device_id,
@@ -136,11 +202,19 @@ class FleetDevice:
             benchmark_release=f"{b.release_name}@{b.release_version}" if b and b.release_name else None,
             last_seen=d.last_seen,
             system=d.system,
+            served_p50_ms=t.p50_ms if t else None,
+            served_p99_ms=t.p99_ms if t else None,
+            served_throughput_ips=t.throughput_ips if t else None,
+            served_requests=t.requests if t else None,
+            served_errors=t.error_count if t else None,
+            served_release=f"{t.release_name}@{t.release_version}" if t and t.release_name else None,
+            served_at=t.sent_at if t else None,
+            drift=DriftFlag.of(t),
         )
 
 
 # -- reports ----------------------------------------------------------------------------------------
-AnyReport: TypeAlias = DeployReport | BenchmarkReport | CalibrationReport | EventReport
+AnyReport: TypeAlias = DeployReport | BenchmarkReport | CalibrationReport | TelemetryReport | EventReport
 R = TypeVar("R", DeployReport, BenchmarkReport, CalibrationReport, EventReport)
 
 

@@ -2,7 +2,8 @@
 
 Report writes are INSERT ... ON CONFLICT DO NOTHING on ``message_id``, so redelivered MQTT messages
 and several ingest workers never duplicate a row. Benchmark reports are also flattened into the
-``benchmarks`` table, which the charts and the fleet view read.
+``benchmarks`` table, which the charts and the fleet view read. Telemetry reports go to their own
+time series (``store.telemetry``), not to ``reports``: the table holds every field of the report.
 """
 
 from __future__ import annotations
@@ -12,22 +13,24 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from host.fleet.store.base import StoreBase, aware, now
 from host.fleet.store.records import AnyReport, BenchmarkRecord, EventRecord, R, ReceivedReport
 from host.fleet.store.schema import benchmarks, reports
-from shared.protocol import BenchmarkReport, EventReport
+from host.fleet.store.telemetry import insert_telemetry
+from shared.protocol import BenchmarkReport, EventReport, TelemetryReport
 
 
 def _report_row(fleet: str, r: AnyReport, received: datetime) -> dict[str, Any]:
-    release = r.release
+    release, command_id = r.release, getattr(r, "command_id", None)
     return {
         "message_id": str(r.message_id),
         "kind": r.kind,
         "fleet": fleet,
         "device_id": r.device_id,
         "rollout_id": getattr(r, "rollout_id", None),
-        "command_id": str(r.command_id) if r.command_id else None,
+        "command_id": str(command_id) if command_id else None,
         "release_name": release.name if release else None,
         "release_version": release.version if release else None,
         "ok": getattr(r, "ok", None),
@@ -78,19 +81,25 @@ class ReportQueries(StoreBase):
         if not items:
             return 0
         received = now()
+        served = [(fleet, r) for fleet, r in items if isinstance(r, TelemetryReport)]
+        logged = [(fleet, r) for fleet, r in items if not isinstance(r, TelemetryReport)]
+        with self._lock, self.engine.begin() as conn:
+            new = self._insert_logged(conn, logged, received) if logged else 0
+            if served:
+                new += insert_telemetry(conn, self._insert, served, received)
+        return new
+
+    def _insert_logged(self, conn: Connection, items: Sequence[tuple[str, AnyReport]], received: datetime) -> int:
         rows = [_report_row(fleet, r, received) for fleet, r in items]
         bench_rows = [_benchmark_row(fleet, r) for fleet, r in items if isinstance(r, BenchmarkReport)]
-        with self._lock, self.engine.begin() as conn:
-            res = conn.execute(
-                self._insert(reports)
-                .on_conflict_do_nothing(index_elements=["message_id"])
-                .returning(reports.c.message_id),
-                rows,
-            )
-            new = {r[0] for r in res}
-            fresh = [b for b in bench_rows if b["message_id"] in new]
-            if fresh:
-                conn.execute(self._insert(benchmarks).on_conflict_do_nothing(index_elements=["message_id"]), fresh)
+        res = conn.execute(
+            self._insert(reports).on_conflict_do_nothing(index_elements=["message_id"]).returning(reports.c.message_id),
+            rows,
+        )
+        new = {r[0] for r in res}
+        fresh = [b for b in bench_rows if b["message_id"] in new]
+        if fresh:
+            conn.execute(self._insert(benchmarks).on_conflict_do_nothing(index_elements=["message_id"]), fresh)
         return len(new)
 
     def count_reports(self, kind: str | None = None) -> int:
@@ -149,6 +158,16 @@ class ReportQueries(StoreBase):
             .where(reports.c.kind == "event")
             .order_by(reports.c.sent_at.desc())
             .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [EventRecord(r[0], EventReport.model_validate_json(r[1])) for r in conn.execute(q)]
+
+    def command_events(self, command_id: str) -> list[EventRecord]:
+        """The events a device sent in answer to one command, oldest first."""
+        q = (
+            sa.select(reports.c.fleet, reports.c.payload)
+            .where(reports.c.kind == "event", reports.c.command_id == command_id)
+            .order_by(reports.c.sent_at)
         )
         with self.engine.connect() as conn:
             return [EventRecord(r[0], EventReport.model_validate_json(r[1])) for r in conn.execute(q)]

@@ -139,6 +139,53 @@ benchmarks = sa.Table(
 )
 
 
+telemetry = sa.Table(
+    "telemetry",
+    metadata,
+    # one row per TelemetryReport: the served-latency and drift time series of every device
+    sa.Column("message_id", sa.String(36), primary_key=True),
+    sa.Column("fleet", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("release_name", sa.String(64)),
+    sa.Column("release_version", sa.String(32)),
+    sa.Column("runtime", sa.String(64)),
+    sa.Column("precision", sa.String(8)),
+    sa.Column("window_s", sa.Float, nullable=False),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.JSON, nullable=False),  # failed requests by kind
+    sa.Column("error_count", sa.BigInteger, nullable=False),
+    sa.Column("throughput_ips", sa.Float, nullable=False),
+    sa.Column("p50_ms", sa.Float),  # the latency columns are NULL for a window with errors only
+    sa.Column("p90_ms", sa.Float),
+    sa.Column("p99_ms", sa.Float),
+    sa.Column("max_ms", sa.Float),
+    sa.Column("mean_ms", sa.Float),
+    sa.Column("mean_batch", sa.Float, nullable=False),
+    sa.Column("mean_queue_depth", sa.Float, nullable=False),
+    sa.Column("max_queue_depth", sa.BigInteger, nullable=False),
+    sa.Column("drift_score", sa.Float),  # the drift columns are NULL without a reference or a full window
+    sa.Column("drift_threshold", sa.Float),
+    sa.Column("drifted", sa.Boolean),
+    sa.Column("drift", sa.JSON),  # the whole DriftStats
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_telemetry_device_time", "fleet", "device_id", "sent_at"),
+    sa.Index("ix_telemetry_time", "sent_at"),
+)
+
+served_counts = sa.Table(
+    "served_counts",
+    metadata,
+    # running totals of what each device served (Prometheus counters): they only grow, whatever a
+    # retention policy later removes from ``telemetry``; one row per counter so that every update
+    # is an atomic "value = value + n" upsert, also with several ingest processes
+    sa.Column("fleet", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("counter", sa.String(40), primary_key=True),  # requests | latency_ms_sum | error:<kind>
+    sa.Column("value", sa.Float, nullable=False),
+)
+
+
 def _m1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[devices, releases, rollouts, rollout_waves, rollout_devices, reports, benchmarks])
 
@@ -148,4 +195,9 @@ def _m2(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_reports_kind_time ON reports (kind, sent_at)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2]
+def _m3(conn: Connection) -> None:
+    # v3: served telemetry (TelemetryReport) as a time series, and the served totals
+    metadata.create_all(conn, tables=[telemetry, served_counts])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3]

@@ -1,7 +1,8 @@
 """HTTP side of ``edgeloop serve``: artifacts (with Range requests), REST API, dashboard, /metrics.
 
-One router per area (``artifacts``, ``rollouts``, ``fleet`` with telemetry, ``upload``,
-``dashboard`` with /metrics); each gets only what it needs from the host process (``deps.FleetHost``).
+One router per area (``artifacts``, ``rollouts``, ``fleet`` with telemetry, ``samples`` (asking a
+device for field images) and ``upload`` (the device sending them), ``dashboard`` with /metrics); each
+gets only what it needs from the host process (``deps.FleetHost``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from host.fleet.web import artifacts, dashboard, fleet, rollouts, upload
+from host.fleet.web import artifacts, dashboard, fleet, rollouts, samples, upload
 from host.fleet.web.deps import FleetHost
 from shared.errors import EdgeloopError
 
@@ -25,7 +26,8 @@ def create_app(host: FleetHost) -> FastAPI:
     app.include_router(artifacts.router(host.release_store))
     app.include_router(fleet.router(host))
     app.include_router(rollouts.router(host))
-    app.include_router(upload.router(host.uploads))
+    app.include_router(samples.router(host))
+    app.include_router(upload.router(host.samples))
     app.include_router(dashboard.router(host))
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app

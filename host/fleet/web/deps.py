@@ -1,7 +1,7 @@
 """What the web app needs from the host process, as a Protocol: ``HostServer`` provides it.
 
 The web side names only what it uses (the store, the release files, the controller, ingest counters,
-the upload folder, broker health), so it never imports the server that mounts it.
+the field samples, broker health, publishing a command), so it never imports the server that mounts it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Protocol
 from host.fleet.ingest import IngestStats
 from host.fleet.release import ReleaseStore
 from host.fleet.rollout import RolloutController
+from host.fleet.samples import FieldSamples
 from host.fleet.store import Store
 
 
@@ -37,7 +38,19 @@ class FleetHost(Protocol):
     @property
     def uploads(self) -> Path: ...
 
+    @property
+    def samples(self) -> FieldSamples: ...
+
+    @property
+    def base_url(self) -> str:
+        """The URL devices reach this server at (ends with '/')."""
+        ...
+
     def broker_connected(self) -> bool: ...
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish with QoS 1; True once the broker has it."""
+        ...
 
     def sync_releases(self) -> int:
         """Copy the release files' manifests into the store; returns how many there are."""

@@ -1,4 +1,4 @@
-"""The fleet and telemetry API: health, devices, releases, benchmark series, events."""
+"""The fleet and telemetry API: health, devices, releases, benchmark series, served telemetry, events."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def router(host: FleetHost) -> APIRouter:
     @api.get("/telemetry")
     def telemetry(fleet: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
         return [record_json(b) for b in store.benchmark_series(fleet, min(max(1, limit), 20000))]
+
+    @api.get("/telemetry/live")
+    def live_telemetry(fleet: str | None = None, device: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
+        """What devices served: one point per TelemetryReport (latency, throughput, errors, drift), oldest first."""
+        return [record_json(t) for t in store.telemetry_series(fleet, device, min(max(1, limit), 20000))]
 
     @api.get("/events")
     def events(limit: int = 100) -> list[dict[str, Any]]:

@@ -1,15 +1,30 @@
-"""Prometheus /metrics (prometheus-client): fleet gauges read from the store at scrape time."""
+"""Prometheus /metrics (prometheus-client): fleet gauges read from the store at scrape time.
+
+Served telemetry (``TelemetryReport``) appears as:
+
+* ``edgeloop_served_latency_ms`` (summary): ``quantile`` 0.5/0.9/0.99 of each device's latest
+  telemetry window, with ``_count`` and ``_sum`` the device's running totals of served requests and
+  their latency, so ``rate(_sum) / rate(_count)`` is the mean served latency over any range;
+* ``edgeloop_served_requests_total`` and ``edgeloop_served_errors_total{kind}`` (counters, totals);
+* ``edgeloop_served_throughput_ips`` and ``edgeloop_served_last_report_timestamp_seconds`` (gauges);
+* ``edgeloop_drift_score``, ``edgeloop_drift_threshold`` and ``edgeloop_device_drifted`` (0/1)
+  from the latest window, when it carried a drift score.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from host.fleet.store import Store
+from host.fleet.store.records import FleetDevice
+from host.fleet.store.telemetry import ERROR_PREFIX, LATENCY_SUM, REQUESTS
 from host.fleet.web.deps import IngestWorker
+
+QUANTILES = (("0.5", "p50_ms"), ("0.9", "p90_ms"), ("0.99", "p99_ms"))
 
 
 class FleetCollector:
@@ -36,7 +51,8 @@ class FleetCollector:
             "last measured top-1 on the device's eval set",
             labels=["fleet", "device", "release"],
         )
-        for d in self.store.fleet():
+        devices = self.store.fleet()
+        for d in devices:
             up.add_metric([d.fleet, d.device_id], 1.0 if d.state != "offline" else 0.0)
             rel = d.benchmark_release or ""
             if d.p50_ms is not None:
@@ -46,6 +62,8 @@ class FleetCollector:
             if d.top1 is not None:
                 acc.add_metric([d.fleet, d.device_id, rel], d.top1)
         yield from (up, p50, p99, acc)
+        yield from self._served()
+        yield from _drift(devices)
         rollouts = GaugeMetricFamily("edgeloop_rollouts", "rollouts by state", labels=["state"])
         counts: dict[str, int] = {}
         for r in self.store.rollouts():
@@ -65,6 +83,55 @@ class FleetCollector:
             invalid.add_metric([str(i)], ing.stats.invalid)
             written.add_metric([str(i)], ing.stats.written)
         yield from (received, invalid, written)
+
+    def _served(self) -> Iterator[Metric]:
+        labels = ["fleet", "device"]
+        latency = SummaryMetricFamily(
+            "edgeloop_served_latency_ms", "served request latency (latest window's quantiles; totals)", labels=labels
+        )
+        requests = CounterMetricFamily("edgeloop_served_requests", "requests served (running total)", labels=labels)
+        errors = CounterMetricFamily(
+            "edgeloop_served_errors", "failed requests by kind (running total)", labels=[*labels, "kind"]
+        )
+        throughput = GaugeMetricFamily(
+            "edgeloop_served_throughput_ips", "served images/s in the latest window", labels=labels
+        )
+        last = GaugeMetricFamily(
+            "edgeloop_served_last_report_timestamp_seconds", "when the latest telemetry was sent", labels=labels
+        )
+        latest, totals = self.store.latest_telemetry(), self.store.served_totals()
+        for key, t in latest.items():
+            throughput.add_metric(list(key), t.throughput_ips)
+            last.add_metric(list(key), t.sent_at.timestamp())
+            for q, column in QUANTILES:
+                value = getattr(t, column)
+                if value is not None:
+                    latency.add_sample(
+                        "edgeloop_served_latency_ms", {"fleet": key[0], "device": key[1], "quantile": q}, value
+                    )
+        for key, counters in totals.items():
+            latency.add_metric(list(key), int(counters.get(REQUESTS, 0)), counters.get(LATENCY_SUM, 0.0))
+            requests.add_metric(list(key), counters.get(REQUESTS, 0.0))
+            for name, value in counters.items():
+                if name.startswith(ERROR_PREFIX):
+                    errors.add_metric([*key, name.removeprefix(ERROR_PREFIX)], value)
+        yield from (latency, requests, errors, throughput, last)
+
+
+def _drift(devices: Sequence[FleetDevice]) -> Iterator[Metric]:
+    labels = ["fleet", "device", "release"]
+    score = GaugeMetricFamily("edgeloop_drift_score", "drift score of the served window (shared.drift)", labels=labels)
+    threshold = GaugeMetricFamily("edgeloop_drift_threshold", "score at which the device flags drift", labels=labels)
+    drifted = GaugeMetricFamily(
+        "edgeloop_device_drifted", "1 when the served window is flagged as drifted", labels=labels
+    )
+    for d in devices:
+        if d.drift is not None:
+            key = [d.fleet, d.device_id, d.served_release or ""]
+            score.add_metric(key, d.drift.score)
+            threshold.add_metric(key, d.drift.threshold)
+            drifted.add_metric(key, 1.0 if d.drift.drifted else 0.0)
+    yield from (score, threshold, drifted)
 
 
 def render(store: Store, ingests: Sequence[IngestWorker]) -> tuple[bytes, str]:

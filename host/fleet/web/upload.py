@@ -1,14 +1,13 @@
-"""Field images sent by a device's ``sample`` command: checked, size-limited, stored under our own names."""
+"""Field images sent by a device's ``sample`` command: checked, bounded in size (1 MiB each) and in count
+(what the command asked for), stored under our own names (``host.fleet.samples``)."""
 
 from __future__ import annotations
 
-import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
+from host.fleet.samples import FieldSamples, SampleUploadError, command_id_of
 from shared import imaging, protocol
 from shared.errors import EdgeloopError
 
@@ -27,24 +26,35 @@ async def _read_limited(request: Request) -> bytes:
     return bytes(buf)
 
 
-def router(uploads: Path) -> APIRouter:
+def router(samples: FieldSamples) -> APIRouter:
     api = APIRouter()
 
     @api.post("/api/v1/upload", status_code=201)
-    async def upload(request: Request) -> dict[str, Any]:
-        """Field images sent by a device's ``sample`` command (raw body, one image per request)."""
+    async def upload(request: Request, command: str | None = None) -> dict[str, Any]:
+        """One field image of a ``sample`` command (raw body): only into a request this host made.
+
+        The command id comes from the upload URL the command carried (``?command=ID``) or from an
+        ``X-Edgeloop-Command`` header; each request takes at most the images it asked for.
+        """
         device = protocol.check_id(request.headers.get("X-Edgeloop-Device", ""), "device")
         fleet_id = protocol.check_id(request.headers.get("X-Edgeloop-Fleet", "default"), "fleet")
-        body = await _read_limited(request)
+        command = command or request.headers.get("X-Edgeloop-Command")
         try:
-            imaging.decode(body)
-        except EdgeloopError as e:
-            raise HTTPException(415, f"not an image: {e}") from e
-        suffix = ".png" if body[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
-        dest = uploads / fleet_id / device
-        dest.mkdir(parents=True, exist_ok=True)
-        name = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}{suffix}"  # never the client's file name
-        (dest / name).write_bytes(body)
-        return {"stored": f"{fleet_id}/{device}/{name}", "bytes": len(body)}
+            if not command:
+                raise SampleUploadError(
+                    403, "uploads answer a sample request of this host: its upload_url carries ?command=ID"
+                )
+            samples.check_open(fleet_id, device, command)  # before reading a body nobody asked for
+            body = await _read_limited(request)
+            try:
+                imaging.decode(body)
+            except EdgeloopError as e:
+                raise SampleUploadError(415, f"not an image: {e}") from e
+            suffix = ".png" if body[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
+            name = samples.add(fleet_id, device, command, body, suffix)
+        except SampleUploadError as e:
+            raise HTTPException(e.status, str(e)) from e
+        cid = command_id_of(command)
+        return {"stored": f"{fleet_id}/{device}/{cid}/{name}", "command_id": cid, "bytes": len(body)}
 
     return api

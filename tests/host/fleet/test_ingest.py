@@ -10,6 +10,7 @@ from host.fleet.store import Store
 from shared import protocol as p
 from shared.mqtt import BrokerSettings
 from tests.helpers import Mosquitto, Recorder
+from tests.host.fleet.factories import telemetry_report
 from tests.shared.factories import benchmark_report
 
 pytestmark = pytest.mark.e2e
@@ -113,5 +114,28 @@ def test_a_worker_process_shares_the_subscription_with_an_in_process_worker(
     child.stop()
     assert not child.alive()
     local.stop()
+    pub.close()
+    store.close()
+
+
+def test_telemetry_reports_are_ingested_once_with_the_other_reports(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.sqlite"))
+    ing = Ingest(store, BrokerSettings(port=mosquitto.port), shared=True)
+    ing.start()
+    assert ing.session.wait_connected(10)
+    time.sleep(0.5)
+    pub = Recorder(mosquitto.port, "nothing/#", client_id="publisher")
+    served = [telemetry_report(f"d{i % 3}", requests=10) for i in range(30)]
+    for r in served + served[:5]:  # an outbox re-sends some
+        pub.client.publish(p.report_topic("lab", r.device_id, "telemetry"), p.encode(r), qos=1)
+    pub.client.publish(p.report_topic("lab", "d0", "benchmark"), p.encode(benchmark_report("d0")), qos=1)
+    wrong = p.encode(telemetry_report("d1"))
+    pub.client.publish(p.report_topic("lab", "d1", "benchmark"), wrong, qos=1)  # kind and topic disagree
+    _wait(lambda: ing.stats.received >= 37 and ing.drained())
+    time.sleep(0.3)
+    assert store.count_telemetry("lab") == 30 and store.count_reports("benchmark") == 1
+    assert ing.stats.written == 31 and ing.stats.duplicates == 5 and ing.stats.invalid == 1
+    assert store.served_totals("lab")[("lab", "d0")]["requests"] == 100
+    ing.stop()
     pub.close()
     store.close()

@@ -21,6 +21,7 @@ from host.fleet.store.records import (
 )
 from host.fleet.web.encode import event_json, record_json, rollout_json
 from shared import protocol as p
+from tests.host.fleet.factories import telemetry_report
 from tests.shared.factories import benchmark_report, manifest
 
 ROLLOUT_KEYS = ["id", "release_name", "release_version", "fleet", "state", "config", "current_wave", "reason",
@@ -29,7 +30,14 @@ WAVE_KEYS = ["rollout_id", "wave", "state", "started_at", "deadline", "finished_
 MEMBER_KEYS = ["rollout_id", "device_id", "wave", "state", "command_id", "published", "previous_name",
                "previous_version", "was_online", "top1", "p99_ms", "error", "updated_at"]  # fmt: skip
 FLEET_KEYS = ["fleet", "device_id", "state", "release", "runtime", "precision", "accelerator", "gpu", "p50_ms",
-              "p99_ms", "top1", "benchmark_release", "last_seen", "system"]  # fmt: skip
+              "p99_ms", "top1", "benchmark_release", "last_seen", "system", "served_p50_ms", "served_p99_ms",
+              "served_throughput_ips", "served_requests", "served_errors", "served_release", "served_at",
+              "drift"]  # fmt: skip
+LIVE_KEYS = ["message_id", "fleet", "device_id", "release_name", "release_version", "runtime", "precision",
+             "window_s", "requests", "errors", "error_count", "throughput_ips", "p50_ms", "p90_ms", "p99_ms",
+             "max_ms", "mean_ms", "mean_batch", "mean_queue_depth", "max_queue_depth", "drift_score",
+             "drift_threshold", "drifted", "drift", "sent_at", "received_at"]  # fmt: skip
+DRIFT_KEYS = ["score", "threshold", "drifted", "n_images", "at"]
 TELEMETRY_KEYS = ["message_id", "fleet", "device_id", "rollout_id", "release_name", "release_version", "runtime",
                   "precision", "accelerator", "p50_ms", "p90_ms", "p99_ms", "top1", "n_images", "throughput_ips",
                   "e2e_throughput_ips", "sent_at"]  # fmt: skip
@@ -103,6 +111,19 @@ def test_records_encode_to_the_api_json(tmp_path: Path) -> None:
     fleet = record_json(dev)
     assert list(fleet) == FLEET_KEYS and fleet["release"] == "r20@1.0.0" and fleet["p99_ms"] == 3.0
     assert fleet["system"]["sources"] == ["psutil"] and fleet["benchmark_release"] == "r20@1.0.0"
+    assert fleet["drift"] is None and fleet["served_p99_ms"] is None  # nothing served yet
+    served = telemetry_report()
+    store.add_reports([("lab", served)])
+    fleet = json.loads(json.dumps(record_json(store.fleet("lab")[0])))
+    assert list(fleet) == FLEET_KEYS and list(fleet["drift"]) == DRIFT_KEYS
+    assert fleet["drift"] == {"score": 0.2, "threshold": 1.0, "drifted": False, "n_images": 500,
+                              "at": served.sent_at.isoformat()}  # fmt: skip
+    assert (fleet["served_p50_ms"], fleet["served_p99_ms"], fleet["served_requests"], fleet["served_errors"]) == (
+        4.0, 9.0, 300, 2)  # fmt: skip
+    (point,) = store.telemetry_series("lab")
+    live = json.loads(json.dumps(record_json(point)))
+    assert list(live) == LIVE_KEYS and live["errors"] == {"not_an_image": 2} and live["drift"]["score"] == 0.2
+    assert live["sent_at"].endswith("+00:00") and live["message_id"] == str(served.message_id)
     (bench,) = store.benchmark_series("lab")
     assert list(record_json(bench)) == TELEMETRY_KEYS
     (event,) = store.events()

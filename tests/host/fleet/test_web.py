@@ -7,36 +7,19 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from host.fleet.release import ReleaseStore
-from host.fleet.server import HostServer, ServeConfig
+from host.fleet.client import ApiClient
+from host.fleet.server import HostServer
 from host.fleet.web.upload import MAX_UPLOAD
 from shared import protocol as p
 from shared.protocol import ReleaseManifest
-from tests.fixtures import MakeRelease
-from tests.helpers import REPO, free_port
-
-
-@pytest.fixture
-def server(
-    make_release: MakeRelease, zoo_onnx: Path, store: ReleaseStore, tmp_path: Path
-) -> Iterator[tuple[HostServer, ReleaseManifest]]:
-    m = make_release(zoo_onnx, "1.0.0")
-    cfg = ServeConfig(
-        releases=store.root,
-        store_url=str(tmp_path / "h.sqlite"),
-        port=free_port(),
-        embedded_broker=True,
-        embedded_broker_port=free_port(),
-    )
-    srv = HostServer(cfg)
-    srv.start()
-    yield srv, m
-    srv.stop()
+from tests.helpers import REPO
+from tests.host.fleet.factories import drift_stats, telemetry_report
 
 
 def _req(
@@ -81,21 +64,33 @@ def test_no_path_escapes(server: tuple[HostServer, ReleaseManifest], path: str) 
 @pytest.mark.security
 def test_uploads_are_checked(server: tuple[HostServer, ReleaseManifest], golden_dir: Path, tmp_path: Path) -> None:
     srv, _ = server
-    url = srv.config.base_url + "api/v1/upload"
+    cid = str(uuid.uuid4())
+    srv.samples.create("lab", "dev-1", cid, n_images=3)  # what POST .../samples does before it sends the command
+    url = srv.config.base_url + f"api/v1/upload?command={cid}"
     img = next((golden_dir / "cat").iterdir()).read_bytes()
     ok = {"X-Edgeloop-Device": "dev-1", "X-Edgeloop-Fleet": "lab", "X-Edgeloop-Filename": "../../evil.sh"}
     status, _, body = _req(url, img, ok, "POST")
     assert status == 201
     stored = srv.uploads / json.loads(body)["stored"]
-    assert stored.read_bytes() == img and stored.parent == srv.uploads / "lab" / "dev-1" and ".." not in stored.name
+    assert stored.read_bytes() == img and stored.parent == srv.uploads / "lab" / "dev-1" / cid
+    assert stored.name == "0000.jpg"  # our name, never the client's
     assert _req(url, b"#!/bin/sh\nrm -rf /", ok, "POST")[0] == 415
     assert _req(url, img, {**ok, "X-Edgeloop-Device": "../x"}, "POST")[0] == 400
-    assert _oversized_upload_status(srv.config.port, ok) == 413
-    assert _chunked_upload_status(srv.config.port, ok, MAX_UPLOAD + 100) == 413  # no Content-Length to trust
-    assert _chunked_upload_status(srv.config.port, ok, 0, img) == 201
+    assert _oversized_upload_status(srv.config.port, ok, cid) == 413
+    assert _chunked_upload_status(srv.config.port, ok, MAX_UPLOAD + 100, cid=cid) == 413  # no Content-Length to trust
+    assert _chunked_upload_status(srv.config.port, ok, 0, img, cid=cid) == 201
+    # only into a request this host made, for this device, and no more images than it asked for
+    plain = srv.config.base_url + "api/v1/upload"
+    assert _req(plain, img, ok, "POST")[0] == 403
+    assert _req(plain, img, {**ok, "X-Edgeloop-Command": cid}, "POST")[0] == 201  # the header works too
+    assert _req(url, img, ok, "POST")[0] == 409  # the fourth of three
+    assert _req(url, img, {**ok, "X-Edgeloop-Device": "dev-2"}, "POST")[0] == 404
+    assert _req(f"{plain}?command={uuid.uuid4()}", img, ok, "POST")[0] == 404
+    assert _req(f"{plain}?command=..%2F..%2Fetc", img, ok, "POST")[0] == 400
+    assert srv.samples.files("lab", "dev-1", cid) == ["0000.jpg", "0001.jpg", "0002.jpg"]
 
 
-def _chunked_upload_status(port: int, headers: dict[str, str], size: int, data: bytes = b"") -> int:
+def _chunked_upload_status(port: int, headers: dict[str, str], size: int, data: bytes = b"", cid: str = "") -> int:
     """POST a chunked body (no Content-Length). An oversized one is sent without its terminating chunk:
     the server must answer once it has read past the limit, and the client writes nothing after that
     which could race the server's 413 and close."""
@@ -104,7 +99,7 @@ def _chunked_upload_status(port: int, headers: dict[str, str], size: int, data: 
     body = data or b"\xff" * size
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.putrequest("POST", "/api/v1/upload")
+        conn.putrequest("POST", f"/api/v1/upload?command={cid}")
         for k, v in {**headers, "Transfer-Encoding": "chunked"}.items():
             conn.putheader(k, v)
         conn.endheaders()
@@ -118,7 +113,7 @@ def _chunked_upload_status(port: int, headers: dict[str, str], size: int, data: 
         conn.close()
 
 
-def _oversized_upload_status(port: int, headers: dict[str, str]) -> int:
+def _oversized_upload_status(port: int, headers: dict[str, str], cid: str) -> int:
     """Announce a 2 MiB body and send none of it: the server must refuse on Content-Length alone.
 
     (Sending the body races the server's early 413 and close: the client may hit a broken pipe.)
@@ -127,7 +122,7 @@ def _oversized_upload_status(port: int, headers: dict[str, str]) -> int:
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.putrequest("POST", "/api/v1/upload")
+        conn.putrequest("POST", f"/api/v1/upload?command={cid}")
         for k, v in {**headers, "Content-Length": str(2 << 20)}.items():
             conn.putheader(k, v)
         conn.endheaders()
@@ -156,30 +151,60 @@ def test_api_errors_are_clear(server: tuple[HostServer, ReleaseManifest]) -> Non
     assert status == 422
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "host.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_fleet_status_cli_and_metrics(server: tuple[HostServer, ReleaseManifest]) -> None:
     srv, m = server
-    srv.store.upsert_status(
-        p.DeviceStatus(device_id="dev-1", fleet="lab", state="online", release=m.ref, runtime="onnxruntime")
+    for device in ("dev-1", "dev-2", "dev-3"):
+        srv.store.upsert_status(
+            p.DeviceStatus(device_id=device, fleet="lab", state="online", release=m.ref, runtime="onnxruntime")
+        )
+    srv.store.add_reports(
+        [
+            ("lab", telemetry_report("dev-1", release=m.ref, drift=drift_stats(3.1))),
+            ("lab", telemetry_report("dev-2", release=m.ref, drift=drift_stats(0.2))),
+        ]
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "host.cli", "fleet", "status", "--json", "--server", srv.config.base_url],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    (dev,) = json.loads(done.stdout)
-    assert dev["device_id"] == "dev-1" and dev["state"] == "online" and dev["release"] == str(m.ref)
-    for key in ("p50_ms", "p99_ms", "top1", "runtime", "gpu"):
+    done = _cli("fleet", "status", "--json", "--server", srv.config.base_url)
+    assert done.returncode == 0, done.stderr
+    devs = {d["device_id"]: d for d in json.loads(done.stdout)}
+    dev = devs["dev-1"]
+    assert dev["state"] == "online" and dev["release"] == str(m.ref)
+    for key in ("p50_ms", "p99_ms", "top1", "runtime", "gpu", "served_p50_ms", "served_p99_ms", "drift"):
         assert key in dev
+    assert dev["drift"]["drifted"] is True and dev["drift"]["score"] == 3.1 and dev["served_p99_ms"] == 9.0
+    assert devs["dev-2"]["drift"]["drifted"] is False and devs["dev-3"]["drift"] is None
+    table = _cli("fleet", "status", "--server", srv.config.base_url)
+    assert table.returncode == 0, table.stderr
+    lines = {line.split("│")[2].strip(): line for line in table.stdout.splitlines() if "dev-" in line}
+    assert "DRIFT 3.10" in lines["dev-1"] and "ok 0.20" in lines["dev-2"]
+    assert "DRIFT" not in lines["dev-3"] and " ok " not in lines["dev-3"]
     status, _, body = _req(srv.config.base_url + "metrics")
     assert status == 200 and b'edgeloop_device_online{device="dev-1",fleet="lab"} 1.0' in body
-    down = subprocess.run(
-        [sys.executable, "-m", "host.cli", "fleet", "status", "--server", "http://127.0.0.1:9"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    assert b'edgeloop_device_drifted{device="dev-1",fleet="lab",release="r20@1.0.0"} 1.0' in body
+    assert b'edgeloop_served_latency_ms{device="dev-2",fleet="lab",quantile="0.99"} 9.0' in body
+    down = _cli("fleet", "status", "--server", "http://127.0.0.1:9")
     assert down.returncode == 2 and "cannot reach" in down.stderr
+
+
+def test_live_telemetry_endpoint(server: tuple[HostServer, ReleaseManifest]) -> None:
+    srv, _ = server
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    srv.store.add_reports(
+        [("lab", telemetry_report(f"dev-{i % 2}", sent_at=t0 + timedelta(seconds=i))) for i in range(6)]
+        + [("other", telemetry_report("dev-9", sent_at=t0))]
+    )
+    api = ApiClient(srv.config.base_url)
+    everything = api.get("/api/v1/telemetry/live")
+    assert len(everything) == 7 and [r["sent_at"] for r in everything] == sorted(r["sent_at"] for r in everything)
+    lab = api.get("/api/v1/telemetry/live?fleet=lab&device=dev-1&limit=2")
+    assert [(r["device_id"], r["sent_at"]) for r in lab] == [
+        ("dev-1", (t0 + timedelta(seconds=3)).isoformat()),
+        ("dev-1", (t0 + timedelta(seconds=5)).isoformat()),
+    ]
+    assert lab[0]["p99_ms"] == 9.0 and lab[0]["drift"]["score"] == 0.2 and lab[0]["errors"] == {"not_an_image": 2}
+    assert api.get("/api/v1/telemetry/live?limit=0") == everything[-1:]  # limits are clamped to 1..20000

@@ -1,8 +1,8 @@
 "use strict";
 // edgeloop dashboard: polls the REST API and draws with uPlot (vendored; no CDN, works offline).
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
-let chart = null;
-let chartKey = "";
+// one uPlot per chart element, re-created only when its series change
+const charts = new Map();
 
 const fmt = (v, d = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
 const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(2) + "%");
@@ -15,45 +15,77 @@ async function get(path) {
   return r.json();
 }
 
+// the drift flag of a device: red "DRIFT score" when flagged, "ok score" when scored, "–" without a score
+function driftCell(drift) {
+  if (!drift) return `<td class="drift" data-drift="none">–</td>`;
+  const cls = drift.drifted ? "drifted" : "ok";
+  const title = `score ${fmt(drift.score, 3)} / threshold ${fmt(drift.threshold, 2)} over ${drift.n_images} images`;
+  return `<td class="drift" data-drift="${cls}" title="${esc(title)}"><span class="badge ${cls}">` +
+    `${drift.drifted ? "DRIFT" : "ok"} ${fmt(drift.score, 2)}</span></td>`;
+}
+
 function renderFleet(devices) {
   const body = document.querySelector("#fleet-table tbody");
   body.innerHTML = devices.map((d) => `<tr data-device="${esc(d.device_id)}">
     <td>${esc(d.fleet)}</td><td>${esc(d.device_id)}</td><td>${badge(d.state)}</td><td>${esc(d.release ?? "–")}</td>
     <td>${esc(d.runtime ?? "–")}</td><td>${esc(d.precision ?? "–")}</td><td>${esc(d.accelerator)}</td>
     <td>${fmt(d.p50_ms, 3)}</td><td>${fmt(d.p99_ms, 3)}</td><td>${pct(d.top1)}</td>
+    <td>${fmt(d.served_p50_ms, 2)}</td><td>${fmt(d.served_p99_ms, 2)}</td><td>${fmt(d.served_throughput_ips, 1)}</td>
+    ${driftCell(d.drift)}
     <td>${esc((d.last_seen || "").replace("T", " ").slice(0, 19))}</td></tr>`).join("");
 }
 
-function renderLatency(rows) {
-  const el = document.getElementById("latency-chart");
-  const keys = [...new Set(rows.map((r) => `${r.device_id} ${r.release_name}@${r.release_version}`))].sort();
+// rows: time-stamped points; keyOf: the series a row belongs to; lines: [[suffix, column, dashed], ...]
+function drawChart(id, rows, keyOf, lines, unit, empty, extra = []) {
+  const el = document.getElementById(id);
+  const keys = [...new Set(rows.map(keyOf))].sort();
   const times = [...new Set(rows.map((r) => Date.parse(r.sent_at) / 1000))].sort((a, b) => a - b);
   const index = new Map(times.map((t, i) => [t, i]));
   const data = [times];
   const series = [{}];
   keys.forEach((k, i) => {
-    const p99 = new Array(times.length).fill(null);
-    const p50 = new Array(times.length).fill(null);
-    rows.filter((r) => `${r.device_id} ${r.release_name}@${r.release_version}` === k).forEach((r) => {
+    const cols = lines.map(() => new Array(times.length).fill(null));
+    rows.filter((r) => keyOf(r) === k).forEach((r) => {
       const j = index.get(Date.parse(r.sent_at) / 1000);
-      p99[j] = r.p99_ms;
-      p50[j] = r.p50_ms;
+      lines.forEach(([, column], c) => { cols[c][j] = r[column]; });
     });
     const color = COLORS[i % COLORS.length];
-    data.push(p99, p50);
-    series.push({label: `${k} p99`, stroke: color, width: 2, spanGaps: true, points: {show: true}},
-                {label: `${k} p50`, stroke: color, width: 1, dash: [5, 4], spanGaps: true, points: {show: true}});
+    lines.forEach(([suffix, , dashed], c) => {
+      data.push(cols[c]);
+      series.push({label: `${k} ${suffix}`.trim(), stroke: color, width: dashed ? 1 : 2, dash: dashed ? [5, 4] : undefined,
+                   spanGaps: true, points: {show: true}});
+    });
+  });
+  extra.forEach(([label, value, color]) => {
+    data.push(new Array(times.length).fill(value));
+    series.push({label, stroke: color, width: 1, dash: [2, 3], points: {show: false}});
   });
   el.dataset.points = String(rows.length);
   el.dataset.series = String(keys.length);
-  const key = keys.join("|");
-  if (!rows.length) { el.textContent = "no benchmark reports yet"; chart = null; chartKey = ""; return; }
-  if (chart && key === chartKey) { chart.setData(data); return; }
-  if (chart) chart.destroy();
+  const key = keys.join("|") + "#" + extra.map((e) => e.join(",")).join("|");
+  const old = charts.get(id);
+  if (!rows.length) { el.textContent = empty; if (old) old.chart.destroy(); charts.delete(id); return; }
+  if (old && old.key === key) { old.chart.setData(data); return; }
+  if (old) old.chart.destroy();
   el.textContent = "";
-  chartKey = key;
-  chart = new uPlot({width: Math.max(600, el.clientWidth - 20), height: 320,
-                     scales: {x: {time: true}}, axes: [{}, {label: "ms"}], series}, data, el);
+  const chart = new uPlot({width: Math.max(600, el.clientWidth - 20), height: 320,
+                           scales: {x: {time: true}}, axes: [{}, {label: unit}], series}, data, el);
+  charts.set(id, {chart, key});
+}
+
+function renderLatency(rows) {
+  drawChart("latency-chart", rows, (r) => `${r.device_id} ${r.release_name}@${r.release_version}`,
+            [["p99", "p99_ms", false], ["p50", "p50_ms", true]], "ms", "no benchmark reports yet");
+}
+
+function renderLive(rows) {
+  drawChart("live-chart", rows, (r) => r.device_id, [["p99", "p99_ms", false], ["p50", "p50_ms", true]], "ms",
+            "no served telemetry yet (agents with [inference] report every telemetry_interval_s)");
+  const scored = rows.filter((r) => r.drift_score !== null);
+  const thresholds = [...new Set(scored.map((r) => r.drift_threshold))];
+  drawChart("drift-chart", scored, (r) => r.device_id, [["score", "drift_score", false]], "drift score",
+            "no drift scores yet (a release with a drift reference, and a full window of served images)",
+            thresholds.length === 1 ? [["threshold", thresholds[0], "#c0392b"]] : []);
 }
 
 function renderAccuracy(rows) {
@@ -98,14 +130,15 @@ function renderEvents(events) {
 
 async function refresh() {
   try {
-    const [health, fleet, telemetry, rollouts, events] = await Promise.all([
+    const [health, fleet, telemetry, live, rollouts, events] = await Promise.all([
       get("/api/v1/health"), get("/api/v1/fleet"), get("/api/v1/telemetry?limit=5000"),
-      get("/api/v1/rollouts"), get("/api/v1/events?limit=50")]);
+      get("/api/v1/telemetry/live?limit=5000"), get("/api/v1/rollouts"), get("/api/v1/events?limit=50")]);
     const h = document.getElementById("health");
     h.textContent = health.broker_connected ? "broker connected" : "broker disconnected";
     h.className = "badge " + (health.broker_connected ? "online" : "offline");
     renderFleet(fleet);
     renderLatency(telemetry);
+    renderLive(live);
     renderAccuracy(telemetry);
     renderRollouts(rollouts);
     renderEvents(events);

@@ -1,0 +1,129 @@
+"""Served telemetry in the store (SQLite and, with EDGELOOP_TEST_POSTGRES_URL, PostgreSQL): the time
+series, idempotent writes, running totals, the fleet view's served latency and drift, migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from host.fleet.store import Store
+from host.fleet.store.schema import MIGRATIONS, schema_version
+from shared import protocol as p
+from tests.host.fleet.factories import drift_stats, telemetry_report
+from tests.host.fleet.test_store import PG_ENV, schema_reset
+from tests.shared.factories import benchmark_report
+
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store(str(tmp_path / "t.sqlite"))
+    else:
+        url = os.environ.get(PG_ENV)
+        if not url:
+            if os.environ.get("CI"):
+                pytest.fail(f"{PG_ENV} must be set in CI (.ci/run starts PostgreSQL)")
+            pytest.skip(f"set {PG_ENV}=postgresql://user:pw@127.0.0.1/db to run against PostgreSQL")
+        schema_reset(url)
+        s = Store(url)
+    yield s
+    s.close()
+
+
+def _at(minutes: int) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=minutes)
+
+
+def test_telemetry_is_a_time_series_written_once_per_message(store: Store) -> None:
+    a = telemetry_report("d1", sent_at=_at(0))
+    b = telemetry_report("d1", sent_at=_at(1), latency_ms=p.LatencyStats(p50=5, p90=7, p99=11, max=20, mean=5.5))
+    c = telemetry_report("d2", sent_at=_at(0), drift=None, latency_ms=None, requests=0, errors={"too_large": 3})
+    bench = benchmark_report("d1")
+    assert store.add_reports([("lab", a), ("lab", b), ("lab", bench), ("other", c)]) == 4
+    assert store.add_reports([("lab", a), ("lab", b), ("lab", a)]) == 0  # redelivered: nothing new
+    assert store.count_telemetry() == 3 and store.count_telemetry("lab") == 2
+    assert store.count_reports() == 1  # telemetry has its own table, the report log keeps the rest
+    series = store.telemetry_series("lab")
+    assert [(t.device_id, t.p99_ms) for t in series] == [("d1", 9.0), ("d1", 11.0)]  # oldest first
+    assert series[0].sent_at == a.sent_at and series[0].received_at.tzinfo is not None
+    assert series[0].drift == a.drift and series[0].errors == {"not_an_image": 2} and series[0].error_count == 2
+    assert [t.device_id for t in store.telemetry_series(device="d2")] == ["d2"]
+    assert [t.sent_at for t in store.telemetry_series("lab", limit=1)] == [b.sent_at]  # the latest `limit`
+    (quiet,) = store.telemetry_series("other")
+    assert quiet.p50_ms is None and quiet.drift is None and quiet.drift_score is None and quiet.error_count == 3
+
+
+def test_running_totals_count_each_report_once(store: Store) -> None:
+    reports = [telemetry_report("d1", sent_at=_at(i), requests=100 * (i + 1)) for i in range(3)]
+    # one batch with a duplicate in it, then a redelivery of all of it
+    assert store.add_reports([("lab", r) for r in [*reports, reports[0]]]) == 3
+    assert store.add_reports([("lab", r) for r in reports]) == 0
+    store.add_reports([("lab", telemetry_report("d1", errors={"truncated_image": 4, "not_an_image": 1}))])
+    totals = store.served_totals("lab")[("lab", "d1")]
+    assert totals["requests"] == 100 + 200 + 300 + 300
+    assert totals["latency_ms_sum"] == pytest.approx(4.5 * 900)
+    assert totals["error:not_an_image"] == 2 * 3 + 1 and totals["error:truncated_image"] == 4
+
+
+def test_fleet_view_has_the_latest_served_latency_and_drift(store: Store) -> None:
+    for device in ("d1", "d2", "d3"):
+        store.upsert_status(p.DeviceStatus(device_id=device, fleet="lab", state="online"))
+    store.add_reports(
+        [
+            ("lab", telemetry_report("d1", sent_at=_at(0), drift=drift_stats(0.3))),
+            ("lab", telemetry_report("d1", sent_at=_at(5), drift=drift_stats(3.1, n_images=400))),
+            ("lab", telemetry_report("d2", sent_at=_at(5), drift=None)),
+        ]
+    )
+    view = {d.device_id: d for d in store.fleet("lab")}
+    d1 = view["d1"].drift
+    assert d1 is not None and (d1.score, d1.drifted, d1.n_images, d1.at) == (3.1, True, 400, _at(5))
+    assert view["d1"].served_p99_ms == 9.0 and view["d1"].served_release == "r20@1.0.0"
+    assert view["d1"].served_at == _at(5) and view["d1"].served_throughput_ips == 10.0
+    assert view["d2"].drift is None and view["d2"].served_p50_ms == 4.0  # served, but no drift score
+    assert view["d3"].drift is None and view["d3"].served_p50_ms is None  # never served
+    assert set(store.latest_telemetry("lab")) == {("lab", "d1"), ("lab", "d2")}
+
+
+@pytest.mark.security
+def test_odd_but_valid_reports_do_not_fail_a_batch(store: Store) -> None:
+    """Every value the wire model accepts fits its column (PostgreSQL refuses what does not fit)."""
+    extreme = telemetry_report(
+        "d" * 64,
+        release=p.ReleaseRef(name="n" * 64, version="1" * 40 + ".2"),  # versions are not length-bounded on the wire
+        runtime="r" * 64,
+        window_s=86400,
+        requests=10**12,
+        errors={f"k{i:02d}" + "x" * 29: 10**12 for i in range(32)},
+        throughput_ips=1e9,
+        latency_ms=p.LatencyStats(p50=1e300, p90=1e300, p99=1e300, max=1e300, mean=1e300),
+        mean_batch=1e6,
+        mean_queue_depth=1e9,
+        max_queue_depth=10**9,
+        drift=drift_stats(1e6, threshold=1e6, n_images=10**7),
+    )
+    ordinary = telemetry_report("d1")
+    assert store.add_reports([("f" * 64, extreme), ("lab", ordinary)]) == 2
+    (row,) = store.telemetry_series(device="d" * 64)
+    assert row.requests == 10**12 and row.error_count == 32 * 10**12 and row.release_version == "1" * 32
+    assert row.drift is not None and row.drift.n_images == 10**7
+
+
+def test_a_v2_store_upgrades_in_place(store: Store) -> None:
+    """A store made by an edgeloop before served telemetry gets the new tables, and keeps its data."""
+    store.add_reports([("lab", benchmark_report("d1"))])
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE telemetry"))
+        conn.execute(sa.text("DROP TABLE served_counts"))
+        conn.execute(schema_version.delete().where(schema_version.c.version == 3))
+    assert store.version() == 2
+    assert store.migrate() == len(MIGRATIONS) == 3
+    assert store.version() == 3 and store.count_reports("benchmark") == 1
+    assert store.add_reports([("lab", telemetry_report("d1"))]) == 1 and store.count_telemetry() == 1
