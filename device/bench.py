@@ -24,6 +24,7 @@ import numpy.typing as npt
 from device.runtimes.base import Runtime
 from shared import datasets, imaging
 from shared.datasets import Sample
+from shared.errors import EdgeloopError
 from shared.imaging import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class EvalResult:
     infer_s: float
     per_class: dict[str, float] = field(default_factory=dict)
     predictions: npt.NDArray[np.int64] | None = None
+    evaluated: npt.NDArray[np.int64] | None = None  # indices (into the samples) of ``predictions``
+    unreadable: int = 0  # images skipped because they could not be read or decoded
 
     @property
     def throughput_ips(self) -> float:
@@ -76,13 +79,20 @@ def _random_input(runtime: Runtime, batch: int, seed: int = 0) -> npt.NDArray[np
     return rng.standard_normal((batch, *runtime.engine.input_shape), dtype=np.float32)
 
 
-def measure_latency(runtime: Runtime, batch: int = 1, warmup: int = 20, iterations: int = 200) -> LatencyResult:
+def measure_latency(
+    runtime: Runtime, batch: int = 1, warmup: int = 20, iterations: int = 200, deadline: float | None = None
+) -> LatencyResult:
+    """``deadline`` (a ``perf_counter()`` time) stops the timed runs early, after at least one."""
     x = _random_input(runtime, batch)
     for _ in range(warmup):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         runtime.infer(x)
     times: list[float] = []
     parts: list[tuple[float, float, float]] = []
     for _ in range(iterations):
+        if times and deadline is not None and time.perf_counter() > deadline:
+            break
         t0 = time.perf_counter()
         runtime.infer(x)
         times.append((time.perf_counter() - t0) * 1e3)
@@ -93,7 +103,7 @@ def measure_latency(runtime: Runtime, batch: int = 1, warmup: int = 20, iteratio
     if parts:
         h2d, compute, d2h = np.mean(np.asarray(parts), axis=0)
         breakdown = {"h2d": float(h2d), "compute": float(compute), "d2h": float(d2h)}
-    return LatencyResult(batch, iterations, latency_stats(times), breakdown)
+    return LatencyResult(batch, len(times), latency_stats(times), breakdown)
 
 
 def measure_throughput(
@@ -114,7 +124,9 @@ def measure_throughput(
     return ThroughputResult(batch, n * batch, elapsed)
 
 
-def throughput_rounds(runtime: Runtime, batch: int = 256, rounds: int = 3, min_seconds: float = 0.5) -> list[float]:
+def throughput_rounds(
+    runtime: Runtime, batch: int = 256, rounds: int = 3, min_seconds: float = 0.5, deadline: float | None = None
+) -> list[float]:
     """Raw throughput (img/s) measured ``rounds`` times back to back; report their median.
 
     One figure from a shared CPU or a Jetson changing clocks can be off by tens of percent;
@@ -122,23 +134,44 @@ def throughput_rounds(runtime: Runtime, batch: int = 256, rounds: int = 3, min_s
     """
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
-    return [measure_throughput(runtime, batch=batch, min_seconds=min_seconds).ips for _ in range(rounds)]
+    out: list[float] = []
+    for _ in range(rounds):
+        if out and deadline is not None and time.perf_counter() > deadline:
+            break  # past the benchmark's time budget: the rounds so far give the median
+        out.append(measure_throughput(runtime, batch=batch, min_seconds=min_seconds).ips)
+    return out
 
 
 def _decode_batch(
-    chunk: list[tuple[Sample, int]], members: dict[str, bytes], prep: Preprocessing
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float]:
-    """Read, decode and preprocess one batch in a worker thread (file reads and OpenCV release the GIL)."""
+    chunk: list[tuple[int, Sample, int]], members: dict[str, bytes], prep: Preprocessing
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64], float]:
+    """Read, decode and preprocess one batch in a worker thread (file reads and OpenCV release the GIL).
+
+    An image that cannot be read or decoded is left out and logged, never fatal: the batch returns
+    the indices of the samples it did decode.
+    """
     t0 = time.perf_counter()
-    images = [imaging.decode(datasets.read_sample(sample, members)) for sample, _ in chunk]
+    images, kept, labels = [], [], []
+    for index, sample, label in chunk:
+        try:
+            images.append(imaging.decode(datasets.read_sample(sample, members)))
+        except (EdgeloopError, OSError) as e:
+            log.warning("skipping unreadable image %s: %s", sample.source, e)
+            continue
+        kept.append(index)
+        labels.append(label)
     x = imaging.preprocess_batch(images, prep)
-    y = np.fromiter((label for _, label in chunk), dtype=np.int64, count=len(chunk))
-    return x, y, time.perf_counter() - t0
+    return x, np.asarray(labels, dtype=np.int64), np.asarray(kept, dtype=np.int64), time.perf_counter() - t0
 
 
-def _chunks(samples: Sequence[Sample], labels: npt.NDArray[np.int64], size: int) -> Iterator[list[tuple[Sample, int]]]:
+def _chunks(
+    samples: Sequence[Sample], labels: npt.NDArray[np.int64], size: int
+) -> Iterator[list[tuple[int, Sample, int]]]:
     for i in range(0, len(samples), size):
-        yield [(s, int(label)) for s, label in zip(samples[i : i + size], labels[i : i + size], strict=True)]
+        yield [
+            (i + j, s, int(label))
+            for j, (s, label) in enumerate(zip(samples[i : i + size], labels[i : i + size], strict=True))
+        ]
 
 
 def evaluate(
@@ -151,6 +184,7 @@ def evaluate(
     prefetch: int = 4,
     progress: Callable[[int], None] | None = None,
     members: dict[str, bytes] | None = None,
+    deadline: float | None = None,
 ) -> EvalResult:
     """Top-1 on labelled samples, with decode/preprocess pipelined ahead of inference.
 
@@ -158,7 +192,9 @@ def evaluate(
     already uses every core, one thread decodes 32x32 JPEGs ~10x faster than the CPU infers them,
     and a second only adds contention (measured: 0.84 vs 0.87 of raw throughput on 2 cores). With
     a GPU doing the inference, up to four threads keep it fed. ``members``: the samples' archive
-    contents when the caller already read them (``datasets.archive_members``).
+    contents when the caller already read them (``datasets.archive_members``). Unreadable images
+    are skipped and counted (``EvalResult.unreadable``); ``deadline`` (a ``perf_counter()`` time)
+    stops the evaluation early, on the images done by then.
     """
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if runtime.uses_gpu() else 1
@@ -168,6 +204,7 @@ def evaluate(
     batch = min(batch, runtime.engine.max_batch)
     preds: list[npt.NDArray[np.int64]] = []
     truth: list[npt.NDArray[np.int64]] = []
+    kept: list[npt.NDArray[np.int64]] = []
     decode_s = infer_s = 0.0
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
@@ -178,24 +215,29 @@ def evaluate(
             if len(pending) >= prefetch:
                 break
         while pending:
-            x, y, dt = pending.popleft().result()
-            nxt = next(chunks, None)
+            x, y, idx, dt = pending.popleft().result()
+            past = deadline is not None and time.perf_counter() > deadline
+            nxt = None if past else next(chunks, None)
             if nxt is not None:
                 pending.append(pool.submit(_decode_batch, nxt, members, prep))
             decode_s += dt
-            ti = time.perf_counter()
-            logits = runtime.infer(x)
-            infer_s += time.perf_counter() - ti
-            preds.append(logits.argmax(1))
-            truth.append(y)
+            if len(y):
+                ti = time.perf_counter()
+                logits = runtime.infer(x)
+                infer_s += time.perf_counter() - ti
+                preds.append(logits.argmax(1))
+                truth.append(y)
+                kept.append(idx)
             if progress is not None:
-                progress(len(y))
+                progress(len(idx))
     seconds = time.perf_counter() - t0
     p = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     t = np.concatenate(truth) if truth else np.zeros(0, dtype=np.int64)
+    done = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
     per_class = {c: float((p[t == i] == i).mean()) for i, c in enumerate(classes) if (t == i).any()}
     top1 = float((p == t).mean()) if len(t) else 0.0
-    return EvalResult(len(t), top1, seconds, decode_s, infer_s, per_class, p)
+    attempted = int(done.max()) + 1 if len(done) else 0
+    return EvalResult(len(t), top1, seconds, decode_s, infer_s, per_class, p, done, attempted - len(t))
 
 
 @dataclass

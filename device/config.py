@@ -117,6 +117,17 @@ class AgentConfig(BaseSettings):
     )
     trusted_keys: list[Path] = Field(default_factory=list, description="ed25519 public keys (PEM) of release signers")
     require_signature: bool = Field(True, description="refuse unsigned releases")
+    command_keys: list[Path] = Field(
+        default_factory=list,
+        description="ed25519 public keys (PEM) of the hosts that sign commands (default: trusted_keys)",
+    )
+    require_command_signature: bool | None = Field(
+        None, description="refuse unsigned or forged commands, rollbacks included (default: as require_signature)"
+    )
+    max_clock_skew_s: float = Field(
+        600.0, ge=10, le=7 * 86400, description="refuse commands whose sent_at is further than this from the clock"
+    )
+    max_command_kb: int = Field(512, ge=16, le=65536, description="refuse larger command payloads before decoding")
     max_artifact_mb: int = Field(512, ge=1, description="refuse artifacts larger than this")
     http_timeout_s: float = Field(30.0, gt=0)
     selftest_tolerance: float = Field(0.10, ge=0, le=1, description="allowed golden-set top-1 drop vs the release's")
@@ -134,11 +145,15 @@ class AgentConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _paths(self) -> AgentConfig:
-        for k in self.trusted_keys:
+        for k in [*self.trusted_keys, *self.command_keys]:
             if not k.is_file():
                 raise ValueError(f"trusted key not found: {k}")
         if self.require_signature and not self.trusted_keys:
             raise ValueError("require_signature is on but no trusted_keys are configured")
+        if self.require_command_signature is None:
+            self.require_command_signature = self.require_signature
+        if self.require_command_signature and not (self.command_keys or self.trusted_keys):
+            raise ValueError("require_command_signature is on but neither command_keys nor trusted_keys are configured")
         for name in ("eval_dir", "field_dir"):
             p = getattr(self, name)
             if p is not None and not p.is_dir():

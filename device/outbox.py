@@ -79,17 +79,20 @@ class Outbox:
             return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     # Commands are delivered at least once too (QoS 1, persistent session): remember which ran.
-    def first_time(self, message_id: str) -> bool:
-        """Record a command id; False if it was seen before."""
+    def first_time(self, message_id: str, keep_s: float = 3600.0) -> bool:
+        """Record a command id before the command runs; False if it was seen before.
+
+        The record is committed first (autocommit), so a crash in the middle of the command cannot
+        let a replay of it run again. Ids older than ``keep_s`` are forgotten: the agent's clock-skew
+        window (at most half of ``keep_s``) refuses any command that old before it gets here.
+        """
+        now = time.time()
         with self._lock:
             cur = self._db.execute(
-                "INSERT OR IGNORE INTO seen_commands (message_id, seen_at) VALUES (?, ?)", (message_id, time.time())
+                "INSERT OR IGNORE INTO seen_commands (message_id, seen_at) VALUES (?, ?)", (message_id, now)
             )
             if cur.rowcount and cur.rowcount > 0:
-                self._db.execute(
-                    "DELETE FROM seen_commands WHERE message_id NOT IN "
-                    "(SELECT message_id FROM seen_commands ORDER BY seen_at DESC LIMIT 10000)"
-                )
+                self._db.execute("DELETE FROM seen_commands WHERE seen_at < ?", (now - keep_s,))
                 return True
             return False
 
@@ -124,6 +127,13 @@ class OutboxPump:
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
 
     def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive() or self._stop.is_set()
+
+    def restart(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

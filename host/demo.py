@@ -222,6 +222,7 @@ def run_demo(
         embedded_broker=True,
         embedded_broker_port=_free_port(),
         tick_s=0.3,
+        command_key=pub.with_suffix(".key"),  # one demo key signs releases and commands
     )
     server = HostServer(cfg)
     server.start()

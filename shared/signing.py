@@ -1,7 +1,9 @@
-"""ed25519 signing of release manifests (``cryptography``).
+"""ed25519 signing of release manifests and host commands (``cryptography``).
 
-The signed bytes are the manifest's canonical JSON (sorted keys, no whitespace) without the
+The signed bytes are the model's canonical JSON (sorted keys, no whitespace) without the
 ``signature`` field; ``key_id`` is inside the signed bytes, so it cannot be swapped afterwards.
+Releases are signed by whoever cuts them (``edgeloop release create --sign-key``); commands by the
+host that sends them (``edgeloop serve --command-key``); devices trust both through public keys.
 """
 
 from __future__ import annotations
@@ -13,21 +15,31 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shared.errors import EdgeloopError
-from shared.protocol import ReleaseManifest
+from shared.protocol import ReleaseManifest, SignedCommand
 
 
 class SignatureError(EdgeloopError):
     """A manifest whose signature is missing, malformed, or made by an unknown key."""
 
 
-def canonical_bytes(manifest: ReleaseManifest) -> bytes:
-    body = manifest.model_dump(mode="json", exclude={"signature"})
+Signed = TypeVar("Signed", bound=ReleaseManifest | SignedCommand)
+
+
+def _what(model: ReleaseManifest | SignedCommand) -> str:
+    if isinstance(model, ReleaseManifest):
+        return f"release {model.ref}"
+    return f"{getattr(model, 'kind', 'command')} command {model.message_id}"
+
+
+def canonical_bytes(model: ReleaseManifest | SignedCommand) -> bytes:
+    body = model.model_dump(mode="json", exclude={"signature"})
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -74,31 +86,31 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
-def sign(manifest: ReleaseManifest, key: Ed25519PrivateKey) -> ReleaseManifest:
-    unsigned = manifest.model_copy(update={"key_id": key_id(key.public_key()), "signature": None})
+def sign(model: Signed, key: Ed25519PrivateKey) -> Signed:
+    """``model`` (a release manifest or a command) with ``key_id`` and ``signature`` set."""
+    unsigned = model.model_copy(update={"key_id": key_id(key.public_key()), "signature": None})
     signature = key.sign(canonical_bytes(unsigned))
-    return unsigned.model_copy(update={"signature": base64.b64encode(signature).decode()})
+    # model_copy keeps the class; mypy only sees the bound's union through a TypeVar's Self
+    return cast(Signed, unsigned.model_copy(update={"signature": base64.b64encode(signature).decode()}))
 
 
-def verify(manifest: ReleaseManifest, keys: Iterable[Ed25519PublicKey]) -> str:
+def verify(model: ReleaseManifest | SignedCommand, keys: Iterable[Ed25519PublicKey]) -> str:
     """Check the signature against the trusted keys; return the key id that signed it."""
-    if not manifest.signature:
-        raise SignatureError(f"release {manifest.ref} is not signed")
+    what = _what(model)
+    if not model.signature:
+        raise SignatureError(f"{what} is not signed")
     try:
-        signature = base64.b64decode(manifest.signature, validate=True)
+        signature = base64.b64decode(model.signature, validate=True)
     except (binascii.Error, ValueError) as e:
-        raise SignatureError(f"release {manifest.ref}: signature is not valid base64") from e
-    data = canonical_bytes(manifest)
+        raise SignatureError(f"{what}: signature is not valid base64") from e
     trusted = {key_id(k): k for k in keys}
     if not trusted:
-        raise SignatureError("no trusted public key configured to verify releases")
-    candidates = [trusted[manifest.key_id]] if manifest.key_id in trusted else []
-    if not candidates:
-        raise SignatureError(f"release {manifest.ref} was signed by unknown key {manifest.key_id!r}")
-    for k in candidates:
-        try:
-            k.verify(signature, data)
-        except InvalidSignature:
-            continue
-        return key_id(k)
-    raise SignatureError(f"release {manifest.ref}: signature does not match its contents")
+        raise SignatureError(f"no trusted public key configured to verify a {what.split()[0]}")
+    k = trusted.get(model.key_id or "")
+    if k is None:
+        raise SignatureError(f"{what} was signed by unknown key {model.key_id!r}")
+    try:
+        k.verify(signature, canonical_bytes(model))
+    except InvalidSignature:
+        raise SignatureError(f"{what}: signature does not match its contents") from None
+    return key_id(k)

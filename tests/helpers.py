@@ -17,6 +17,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from shared import protocol, signing
+from shared.protocol import SignedCommand
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -76,6 +79,11 @@ def mosquitto_available() -> bool:
     return shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
 
 
+def signed(cmd: SignedCommand, key: Path) -> bytes:
+    """A command as the host sends it: signed with ``key`` (the agents of the tests trust its public key)."""
+    return protocol.encode(signing.sign(cmd, signing.load_private_key(key)))
+
+
 class Recorder:
     """A plain paho MQTT 5 client that records every message under a filter."""
 
@@ -104,6 +112,15 @@ class Recorder:
                 return found
             time.sleep(0.1)
         raise TimeoutError(f"waited {timeout}s for {count} message(s) on *{suffix}; got {len(self.topics(suffix))}")
+
+    def wait_online(self, timeout: float = 60.0) -> None:
+        """Until an agent's "online" status arrived: it has subscribed to its commands by then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(protocol.decode_status(raw).state == "online" for raw in self.topics("/status")):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"no agent came online within {timeout:.0f}s")
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.client.publish(topic, payload, qos=qos).wait_for_publish(timeout=10)

@@ -117,6 +117,7 @@ class EngineManager:
         rollback: bool = False,
     ) -> Activation:
         self.verify(manifest)
+        expired = steps.check_expiry(manifest, rollback)
         current = self.state.current
         if (
             current is not None
@@ -137,10 +138,13 @@ class EngineManager:
                 )
         runtime = self.new_runtime()
         try:
-            return self._activate_with(runtime, manifest, base_url, precision)
+            act = self._activate_with(runtime, manifest, base_url, precision)
         except BaseException:
             runtime.close()
             raise
+        if expired:
+            act.events.append(("warning", "release_expired", expired))
+        return act
 
     def _activate_with(
         self, runtime: Runtime, manifest: ReleaseManifest, base_url: str | None, precision: Precision | None

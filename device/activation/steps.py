@@ -7,11 +7,12 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from device import selftest
+from device import onnx_check, selftest
 from device.activation.int8 import Loaded
 from device.activation.records import ActivationError, prep_of
 from device.builder import EngineCache
@@ -75,6 +76,17 @@ def with_cache_dirs(config: RuntimeConfig, root: Path) -> RuntimeConfig:
     return config
 
 
+def check_expiry(manifest: ReleaseManifest, rollback: bool) -> str | None:
+    """Refuse a deploy of a release past its signed ``not_after``; a signed rollback to one may run
+    (it returns a warning for the report), so an expired previous release can still be gone back to."""
+    if manifest.not_after is None or datetime.now(UTC) <= manifest.not_after:
+        return None
+    message = f"release {manifest.ref} expired at {manifest.not_after.isoformat()}"
+    if not rollback:
+        raise ActivationError("release_expired", f"refusing {message}; cut a new release (edgeloop release create)")
+    return message + ": rolled back to it anyway, as the signed rollback asked"
+
+
 def choose(manifest: ReleaseManifest, runtime: Runtime, precision: Precision | None) -> Artifact:
     """The artifact to run: the asked precision (or the nearest the runtime runs), else its best."""
     wanted = precisions_to_try(runtime, precision)
@@ -136,6 +148,12 @@ class ArtifactOpener:
 
     def open(self, artifact: Artifact, runtime: Runtime | None = None) -> Loaded:
         onnx = self.fetch(artifact)
+        try:
+            onnx_check.check(onnx, self.manifest.model.input_shape, self.config.max_artifact_mb << 20)
+        except onnx_check.OnnxRejectedError as e:
+            if runtime is not None:
+                runtime.close()
+            raise ActivationError("onnx_rejected", str(e)) from e
         runtime = runtime or self.new_runtime()
         match_sparsity(runtime, artifact)
         try:

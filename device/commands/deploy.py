@@ -4,6 +4,7 @@ report it, and measure what runs on the device."""
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Any
 
 from device import bench, sysinfo
@@ -105,17 +106,19 @@ def activate(
 def run_benchmark(
     agent: AgentContext, settings: BenchSettings, rollout_id: str | None = None, command_id: Any = None
 ) -> BenchmarkReport:
-    """Latency, raw throughput and (with an eval set) top-1 of the active engine."""
+    """Latency, raw throughput and (with an eval set) top-1 of the active engine, within ``max_seconds``
+    (each stage stops at the deadline, so one benchmark never holds up the commands behind it)."""
+    deadline = time.perf_counter() + settings.max_seconds
     with agent.engines.active() as (rt, manifest, slot):
-        lat = bench.measure_latency(rt, batch=settings.batch, warmup=settings.warmup, iterations=settings.iterations)
-        raw = bench.throughput_rounds(rt, batch=settings.throughput_batch, rounds=settings.throughput_rounds)
+        lat = bench.measure_latency(rt, settings.batch, settings.warmup, settings.iterations, deadline=deadline)
+        raw = bench.throughput_rounds(rt, settings.throughput_batch, settings.throughput_rounds, deadline=deadline)
         top1 = n_images = e2e = None
         if settings.evaluate and agent.config.eval_dir is not None:
             samples = datasets.list_samples(agent.config.eval_dir)
             limit = settings.eval_limit or agent.config.eval_limit
             if limit:
                 samples = datasets.balanced_subset(samples, limit)
-            ev = bench.evaluate(rt, samples, manifest.model.classes, prep_of(manifest))
+            ev = bench.evaluate(rt, samples, manifest.model.classes, prep_of(manifest), deadline=deadline)
             top1, n_images, e2e = ev.top1, ev.n_images, ev.throughput_ips
         return BenchmarkReport(
             device_id=agent.device_id,
@@ -127,7 +130,7 @@ def run_benchmark(
             precision=slot.precision,
             accelerator=rt.accelerator(),
             batch=settings.batch,
-            iterations=settings.iterations,
+            iterations=max(1, lat.iterations),
             latency_ms=LatencyStats(**lat.latency_ms),
             raw_throughput_ips=statistics.median(raw),
             top1=top1,

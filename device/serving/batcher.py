@@ -101,6 +101,13 @@ class DynamicBatcher:
     def start(self) -> None:
         self._thread.start()
 
+    def alive(self) -> bool:
+        return self._thread.is_alive() or self._stopping or not self._thread.ident
+
+    def restart(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+        self._thread.start()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True
         self._queue.put(None)

@@ -23,6 +23,7 @@ def _cmd_release_create(args: argparse.Namespace) -> int:
         source_top1=args.source_top1,
         notes=args.notes,
         reference_data=args.reference_data,
+        valid_days=args.valid_days or None,
     )
     if args.json:
         print(m.model_dump_json(indent=2))
@@ -84,6 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--store", default="releases", help="artifact store served by `edgeloop serve --releases`")
     c.add_argument("--include", nargs="+", help="only these ONNX files of the build directory")
     c.add_argument("--source-top1", type=float, help="source-model top-1 (0..1) if no model card says it")
+    c.add_argument(
+        "--valid-days",
+        type=float,
+        default=365.0,
+        help="devices refuse the release this many days after it is made (its signed not_after; 0: never)",
+    )
     c.add_argument(
         "--reference-data",
         metavar="DIR",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import os
     import signal
     import threading
 
@@ -26,6 +26,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ingest_workers=args.ingest_workers,
         broker_username=os.environ.get("EDGELOOP_BROKER_USERNAME"),
         broker_password=os.environ.get("EDGELOOP_BROKER_PASSWORD"),
+        command_key=Path(args.command_key) if args.command_key else None,
     )
     server = HostServer(cfg)
     stop = threading.Event()
@@ -52,4 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedded-broker", action="store_true", help="start an embedded MQTT broker (amqtt, 3.1.1)")
     p.add_argument("--embedded-broker-port", type=int, default=1883)
     p.add_argument("--ingest-workers", type=int, default=1, help="workers sharing the report subscription (MQTT 5)")
+    p.add_argument(
+        "--command-key",
+        default=os.environ.get("EDGELOOP_COMMAND_KEY"),
+        help="ed25519 private key (PEM, `edgeloop keys generate`) that signs every command; devices trust its "
+        "public key (command_keys, else trusted_keys) and refuse unsigned commands (env EDGELOOP_COMMAND_KEY)",
+    )
     p.set_defaults(handler=_cmd_serve)

@@ -6,6 +6,7 @@ file is evaluated and timed on ONNX Runtime's CPU provider.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ from shared import datasets
 from shared.datasets import Sample
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
+
+log = logging.getLogger(__name__)
 
 
 def speed_onnx(
@@ -116,4 +119,8 @@ def _onnx_predictions(
     ):
         ev = bench.evaluate(rt, samples, classes, prep, batch=256, progress=bar.update)
     preds = ev.predictions if ev.predictions is not None else np.zeros(0, dtype=np.int64)
+    if ev.unreadable:
+        log.warning("%d of %d images could not be read and are not counted", ev.unreadable, len(samples))
+    if ev.evaluated is not None:
+        labels = labels[ev.evaluated]  # the predictions of the images that were read
     return classes, labels, preds, precision

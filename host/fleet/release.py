@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from shared.protocol import (
     PreprocessingSpec,
     ReleaseManifest,
     check_id,
+    utcnow,
     version_key,
 )
 from shared.samples import golden_dir
@@ -221,6 +223,7 @@ def create_release(
     source_top1: float | None = None,
     notes: str = "",
     reference_data: str | Path | None = None,
+    valid_days: float | None = 365.0,
 ) -> ReleaseManifest:
     """Package the ONNX files of ``build_dir`` (or just ``include``) as release ``name@version``.
 
@@ -239,9 +242,12 @@ def create_release(
     reference = drift_reference(files, metas, reference_data)
     model = _model_info(metas[files[0]], card, source_top1, files[0].name, reference)
     recipe_file = build_dir / "recipe.toml"
+    created = utcnow()
     manifest = ReleaseManifest(
         name=name,
         version=version,
+        created_at=created,
+        not_after=created + timedelta(days=valid_days) if valid_days is not None else None,
         notes=notes,
         model=model,
         artifacts=artifacts,

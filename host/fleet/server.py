@@ -15,6 +15,7 @@ from host.fleet.ingest import Ingest, IngestProcess
 from host.fleet.release import ReleaseStore
 from host.fleet.rollout import RolloutController
 from host.fleet.samples import FieldSamples
+from host.fleet.signer import CommandSigner
 from host.fleet.store import Store
 from host.fleet.web.app import create_app
 from shared.errors import EdgeloopError
@@ -43,6 +44,7 @@ class ServeConfig:
     tick_s: float = 0.5
     broker_username: str | None = None
     broker_password: str | None = field(default=None, repr=False)
+    command_key: Path | None = None  # ed25519 private key that signs every command
 
     @property
     def base_url(self) -> str:
@@ -84,7 +86,8 @@ class HostServer:
             for i in range(1, config.ingest_workers)
         ]
         self.publisher = MqttSession(self._broker_settings(), client_id=f"edgeloop-host-{config.port}")
-        self.controller = RolloutController(self.store, self.publish, config.base_url, config.tick_s)
+        self.signer = CommandSigner(config.command_key)
+        self.controller = RolloutController(self.store, self.publish, config.base_url, config.tick_s, self.signer)
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 

@@ -36,6 +36,7 @@ from shared.protocol.commands import (
     RecalibrateCommand,
     RollbackCommand,
     SampleCommand,
+    SignedCommand,
 )
 from shared.protocol.releases import (
     Artifact,
@@ -112,6 +113,7 @@ __all__ = [
     "RollbackCommand",
     "SampleCommand",
     "Sha256",
+    "SignedCommand",
     "SystemInfo",
     "TelemetryReport",
     "Topic",

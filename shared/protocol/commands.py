@@ -18,25 +18,39 @@ class BenchSettings(WireModel):
     throughput_batch: int = Field(64, ge=1, le=4096)
     throughput_rounds: int = Field(3, ge=1, le=20, description="raw throughput rounds; the report has their median")
     evaluate: bool = Field(True, description="also measure top-1 on the device's labelled eval set")
-    eval_limit: int | None = Field(None, ge=1, description="evaluate on at most this many images")
+    eval_limit: int | None = Field(None, ge=1, le=1_000_000, description="evaluate on at most this many images")
+    max_seconds: float = Field(
+        120.0, gt=0, le=3600, description="the whole benchmark stops by then, so later commands never wait long"
+    )
 
 
-class DeployCommand(Message):
+class SignedCommand(Message):
+    """A command the host signed: ed25519 over its canonical JSON without ``signature`` (shared.signing).
+
+    A device refuses an unsigned or forged command, rollbacks included, and one whose ``sent_at`` is
+    outside its clock-skew window (device config).
+    """
+
+    key_id: str | None = Field(None, max_length=64)
+    signature: str | None = Field(None, max_length=256, description="base64 ed25519 signature")
+
+
+class DeployCommand(SignedCommand):
     kind: Literal["deploy"] = "deploy"
     manifest: ReleaseManifest
-    base_url: str | None = Field(None, description="resolves relative artifact URLs")
+    base_url: str | None = Field(None, max_length=2048, description="resolves relative artifact URLs")
     rollout_id: Id | None = None
     precision: Precision | None = Field(None, description="force a precision; default: the best the device runs")
     bench: BenchSettings = BenchSettings()
 
 
-class BenchmarkCommand(Message):
+class BenchmarkCommand(SignedCommand):
     kind: Literal["benchmark"] = "benchmark"
     bench: BenchSettings = BenchSettings()
     rollout_id: Id | None = None
 
 
-class RecalibrateCommand(Message):
+class RecalibrateCommand(SignedCommand):
     """Re-quantize the running release's FP32 model on field images, verify it, and (auto) promote it.
 
     ``action = "promote"`` instead swaps in the engine an earlier ``manual`` calibration kept.
@@ -68,19 +82,19 @@ class RecalibrateCommand(Message):
         return self
 
 
-class RollbackCommand(Message):
+class RollbackCommand(SignedCommand):
     kind: Literal["rollback"] = "rollback"
     target: ReleaseRef | None = Field(None, description="release to return to; default: the previous one")
     manifest: ReleaseManifest | None = Field(None, description="the target's manifest, if not cached")
-    base_url: str | None = None
+    base_url: str | None = Field(None, max_length=2048)
     rollout_id: Id | None = None
     reason: str = Field("", max_length=1024)
 
 
-class SampleCommand(Message):
+class SampleCommand(SignedCommand):
     kind: Literal["sample"] = "sample"
     n_images: int = Field(16, ge=1, le=1000)
-    upload_url: str = Field(pattern=r"^https?://")
+    upload_url: str = Field(max_length=2048, pattern=r"^https?://")
 
 
 Command: TypeAlias = Annotated[

@@ -13,7 +13,21 @@ from pydantic import (
 
 from shared.drift import Summary
 from shared.errors import EdgeloopError
-from shared.protocol.base import Fraction, Id, Precision, Sha256, UtcDatetime, Version, WireModel, utcnow, version_key
+from shared.protocol.base import (
+    Finite,
+    Fraction,
+    Id,
+    Precision,
+    Sha256,
+    UtcDatetime,
+    Version,
+    WireModel,
+    utcnow,
+    version_key,
+)
+
+_Positive = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
+_Dim = Annotated[int, Field(ge=1, le=65536)]
 
 
 class ReleaseRef(WireModel):
@@ -31,8 +45,8 @@ class ReleaseRef(WireModel):
 class PreprocessingSpec(WireModel):
     """The model input, as shared.imaging.Preprocessing applies it."""
 
-    mean: tuple[float, float, float]
-    std: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+    mean: tuple[Finite, Finite, Finite]
+    std: tuple[_Positive, _Positive, _Positive]
     size: int = Field(32, ge=8, le=1024)
     layout: Literal["NCHW"] = "NCHW"
     color: Literal["RGB"] = "RGB"
@@ -81,12 +95,14 @@ class DriftReference(WireModel):
 
 class ModelInfo(WireModel):
     arch: str = Field(max_length=64)
-    classes: tuple[Annotated[str, StringConstraints(min_length=1, max_length=64)], ...] = Field(min_length=2)
-    input_shape: tuple[int, int, int] = (3, 32, 32)
+    classes: tuple[Annotated[str, StringConstraints(min_length=1, max_length=64)], ...] = Field(
+        min_length=2, max_length=1000
+    )
+    input_shape: tuple[_Dim, _Dim, _Dim] = (3, 32, 32)
     preprocessing: PreprocessingSpec
     source_top1: Fraction = Field(description="top-1 of the source model on the host's test set")
-    params: int | None = Field(None, ge=0)
-    macs: int | None = Field(None, ge=0)
+    params: int | None = Field(None, ge=0, le=10**13)
+    macs: int | None = Field(None, ge=0, le=10**15)
     reference: DriftReference | None = Field(None, description="drift reference statistics (None: no drift score)")
 
     @model_validator(mode="after")
@@ -104,9 +120,9 @@ class Artifact(WireModel):
     """One ONNX file of a release; devices pick the one meant for their runtime and precision."""
 
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
-    url: str = Field(description="absolute http(s) URL, or a path relative to the release's base URL")
+    url: str = Field(max_length=2048, description="absolute http(s) URL, or a path relative to the release's base URL")
     sha256: Sha256
-    size: int = Field(gt=0)
+    size: int = Field(gt=0, le=2**40)
     precision: Precision
     runtime: Literal["any", "onnxruntime", "tensorrt"] = "any"
     sparsity: Literal["dense", "2:4"] = "dense"
@@ -128,7 +144,8 @@ class ReleaseManifest(WireModel):
     version: Version
     created_at: UtcDatetime = Field(default_factory=utcnow)
     model: ModelInfo
-    artifacts: tuple[Artifact, ...] = Field(min_length=1)
+    not_after: UtcDatetime | None = Field(None, description="devices refuse the release after this time")
+    artifacts: tuple[Artifact, ...] = Field(min_length=1, max_length=32)
     recipe: str | None = Field(None, max_length=65536, description="the compression recipe used (TOML)")
     notes: str = Field("", max_length=4096)
     key_id: str | None = Field(None, max_length=64)

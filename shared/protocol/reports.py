@@ -10,7 +10,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from shared.protocol.base import Fraction, Id, Message, NonNegFloat, Precision, WireModel
+from shared.protocol.base import MAX_INT, Count, Finite, Fraction, Id, Message, Name, NonNegFloat, Precision, WireModel
 from shared.protocol.releases import ReleaseRef
 
 
@@ -23,11 +23,11 @@ class SystemInfo(WireModel):
     process_rss_mb: NonNegFloat | None = None
     gpu_load_percent: NonNegFloat | None = None
     gpu_mem_used_mb: NonNegFloat | None = None
-    temperatures_c: dict[str, float] | None = None
-    power_mw: dict[str, float] | None = None
+    temperatures_c: dict[Name, Finite] | None = Field(None, max_length=64)
+    power_mw: dict[Name, Finite] | None = Field(None, max_length=64)
     clocks_locked: bool | None = None
     nvpmodel: str | None = Field(None, max_length=64)
-    sources: tuple[str, ...] = Field((), description="which telemetry sources answered (psutil, tegrastats, ...)")
+    sources: tuple[Name, ...] = Field((), max_length=16, description="which telemetry sources answered")
 
 
 class DeviceStatus(Message):
@@ -41,6 +41,7 @@ class DeviceStatus(Message):
     accelerator: str = Field("cpu", max_length=128, description="GPU name, or 'cpu'")
     gpu: bool = False
     agent_version: str = Field("", max_length=32)
+    watchdog_restarts: Count = Field(0, description="worker threads the agent's watchdog had to restart")
     system: SystemInfo | None = None
 
 
@@ -76,11 +77,11 @@ class DeployReport(Message):
     action: Literal["deploy", "rollback"] = "deploy"
     error: str | None = Field(None, max_length=4096)
     previous_release: ReleaseRef | None = None
-    artifact: str | None = None
-    runtime: str | None = None
-    runtime_version: str | None = None
+    artifact: str | None = Field(None, max_length=160)
+    runtime: str | None = Field(None, max_length=64)
+    runtime_version: str | None = Field(None, max_length=64)
     precision: Precision | None = None
-    accelerator: str = "cpu"
+    accelerator: str = Field("cpu", max_length=128)
     cache_hit: bool = False
     fetch_s: NonNegFloat | None = None
     build_s: NonNegFloat | None = None
@@ -93,16 +94,16 @@ class BenchmarkReport(Message):
     rollout_id: Id | None = None
     command_id: uuid.UUID | None = None
     release: ReleaseRef | None = None
-    runtime: str
-    runtime_version: str = ""
+    runtime: str = Field(max_length=64)
+    runtime_version: str = Field("", max_length=64)
     precision: Precision
-    accelerator: str = "cpu"
-    batch: int = Field(ge=1)
-    iterations: int = Field(ge=1)
+    accelerator: str = Field("cpu", max_length=128)
+    batch: int = Field(ge=1, le=65536)
+    iterations: int = Field(ge=1, le=10**7)
     latency_ms: LatencyStats
     raw_throughput_ips: NonNegFloat
     top1: Fraction | None = None
-    n_images: int | None = Field(None, ge=0)
+    n_images: int | None = Field(None, ge=0, le=MAX_INT)
     end_to_end_throughput_ips: NonNegFloat | None = None
     system: SystemInfo | None = None
 

@@ -11,7 +11,7 @@ from shared.protocol.reports import REPORT_KINDS
 
 def check_id(value: str, what: str = "id") -> str:
     """Only ids matching ID_PATTERN may reach a topic (no '/', '+', '#', or empty levels)."""
-    if not isinstance(value, str) or not ID_RE.match(value):
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise ProtocolError(f"{what} {value!r} must match {ID_PATTERN}")
     return value
 

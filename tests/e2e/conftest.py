@@ -100,10 +100,16 @@ class ServeProcess:
     """`edgeloop serve` as a real process (killable, restartable on the same store)."""
 
     def __init__(
-        self, workdir: Path, broker_url: str, releases: Path, port: int, extra: list[str] | None = None
+        self,
+        workdir: Path,
+        broker_url: str,
+        releases: Path,
+        port: int,
+        extra: list[str] | None = None,
+        command_key: Path | None = None,
     ) -> None:
         self.workdir, self.broker_url, self.releases, self.port = workdir, broker_url, releases, port
-        self.extra = extra or []
+        self.extra = [*(extra or []), *(["--command-key", str(command_key)] if command_key else [])]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "serve.log"
 
@@ -167,9 +173,11 @@ def wait(fn: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @pytest.fixture
-def fleet(mosquitto: Mosquitto, start_agent: StartAgent, store: ReleaseStore, tmp_path: Path) -> Any:
+def fleet(
+    mosquitto: Mosquitto, start_agent: StartAgent, store: ReleaseStore, keys: tuple[Path, Path], tmp_path: Path
+) -> Any:
     store.root.mkdir(parents=True, exist_ok=True)
-    serve = ServeProcess(tmp_path, mosquitto.url, store.root, free_port())
+    serve = ServeProcess(tmp_path, mosquitto.url, store.root, free_port(), command_key=keys[0])
     serve.start()
     agents = {d: start_agent(d) for d in DEVICES}
     api = ApiClient(serve.url)

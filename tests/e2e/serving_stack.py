@@ -83,7 +83,7 @@ def serving_fleet(
     tmp_path: Path,
 ) -> Iterator[ServingFleet]:
     store.root.mkdir(parents=True, exist_ok=True)
-    serve = ServeProcess(tmp_path, mosquitto.url, store.root, free_port())
+    serve = ServeProcess(tmp_path, mosquitto.url, store.root, free_port(), command_key=keys[0])
     serve.start()
     d = tmp_path / "dev-1"
     d.mkdir()

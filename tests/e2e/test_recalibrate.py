@@ -24,9 +24,16 @@ from host.fleet.release import ReleaseStore, create_release
 from shared import datasets, imaging
 from shared import protocol as p
 from tests.e2e.conftest import StartAgent
-from tests.helpers import Mosquitto, Recorder, free_port
+from tests.helpers import Mosquitto, Recorder, free_port, signed
 
 pytestmark = pytest.mark.e2e
+KEY: list[Path] = []  # the session's signing key (set by the autouse fixture below)
+
+
+@pytest.fixture(autouse=True)
+def _command_key(keys: tuple[Path, Path]) -> None:
+    KEY[:] = [keys[0]]
+
 
 FAST = p.BenchSettings(warmup=2, iterations=20, throughput_batch=16, throughput_rounds=1, eval_limit=50)
 NO_GATE = "[int8]\nverify = false\n"
@@ -62,18 +69,8 @@ def _wait(rec: Recorder, suffix: str, n: int = 1, timeout: float = 180) -> list[
     raise TimeoutError(f"{n} x {suffix}")
 
 
-def _online(rec: Recorder, timeout: float = 60) -> None:
-    """Wait for the agent's first status: it has subscribed to its commands by then."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.decode_status(raw).state == "online" for raw in rec.topics("/status")):
-            return
-        time.sleep(0.1)
-    raise TimeoutError("the agent never came online")
-
-
 def _send(rec: Recorder, cmd: p.DeployCommand | p.RecalibrateCommand) -> None:
-    rec.publish(p.command_topic("lab", "dev-1"), p.encode(cmd))
+    rec.publish(p.command_topic("lab", "dev-1"), signed(cmd, KEY[0]))
 
 
 @pytest.fixture
@@ -102,7 +99,7 @@ def test_recalibration_promotes_only_when_not_worse_and_refuses_bad_sets(
     m = _release(zoo_onnx, golden_dir, store, keys, tmp_path)
     agent = start_agent(extra=NO_GATE)  # the gate off: the broken INT8 file goes live, as it would have before
     rec = Recorder(mosquitto.port)
-    _online(rec)
+    rec.wait_online()
     _send(rec, p.DeployCommand(device_id="dev-1", manifest=m, base_url=served, bench=FAST))
     (dep,) = _wait(rec, "/report/deploy")
     assert isinstance(dep, p.DeployReport) and dep.ok and dep.precision == "int8"
@@ -160,7 +157,7 @@ def test_without_labels_it_judges_by_agreement_with_fp32_from_the_reservoir(
     extra = f'{NO_GATE}[inference]\nlisten = "127.0.0.1:{port}"\n[inference.reservoir]\ncapacity = 500\n'
     agent = start_agent(extra=extra, eval_dir=None)
     rec = Recorder(mosquitto.port)
-    _online(rec)
+    rec.wait_online()
     _send(rec, p.DeployCommand(device_id="dev-1", manifest=m, base_url=served, bench=FAST))
     _wait(rec, "/report/deploy")
     url = f"http://127.0.0.1:{port}"
@@ -197,7 +194,7 @@ def test_an_int8_engine_that_fails_verification_is_refused(
     m = _release(zoo_onnx, golden_dir, store, keys, tmp_path)
     start_agent()  # the gate on (the default)
     rec = Recorder(mosquitto.port)
-    _online(rec)
+    rec.wait_online()
     _send(rec, p.DeployCommand(device_id="dev-1", manifest=m, base_url=served, bench=FAST))
     (dep,) = _wait(rec, "/report/deploy")
     events = _wait(rec, "/report/event")

@@ -15,9 +15,16 @@ from device.serving.loadgen import loadgen
 from shared import protocol as p
 from tests.e2e.conftest import StartAgent
 from tests.fixtures import MakeRelease
-from tests.helpers import REPO, Mosquitto, Recorder, free_port
+from tests.helpers import REPO, Mosquitto, Recorder, free_port, signed
 
 pytestmark = pytest.mark.e2e
+KEY: list[Path] = []  # the session's signing key (set by the autouse fixture below)
+
+
+@pytest.fixture(autouse=True)
+def _command_key(keys: tuple[Path, Path]) -> None:
+    KEY[:] = [keys[0]]
+
 
 FAST = p.BenchSettings(warmup=2, iterations=20, throughput_batch=16, throughput_rounds=1, eval_limit=50)
 SLIM = REPO / "host" / "zoo" / "resnet20-slim.onnx"
@@ -59,10 +66,11 @@ def test_an_engine_swap_under_load_fails_no_request(
     url = f"http://127.0.0.1:{port}"
     agent = start_agent(extra=f'[inference]\nlisten = "127.0.0.1:{port}"\ntelemetry_interval_s = 2\n')
     rec = Recorder(mosquitto.port)
+    rec.wait_online()
     old, new = make_release(zoo_onnx, "1.0.0"), make_release(SLIM, "1.1.0")
     rec.publish(
         p.command_topic("lab", "dev-1"),
-        p.encode(p.DeployCommand(device_id="dev-1", manifest=old, base_url=served, bench=FAST)),
+        signed(p.DeployCommand(device_id="dev-1", manifest=old, base_url=served, bench=FAST), KEY[0]),
     )
     _wait(lambda: _healthy(url), 120, "the agent serving 1.0.0")
     result: dict[str, Any] = {}
@@ -71,7 +79,7 @@ def test_an_engine_swap_under_load_fails_no_request(
     time.sleep(4)
     rec.publish(
         p.command_topic("lab", "dev-1"),
-        p.encode(p.DeployCommand(device_id="dev-1", manifest=new, base_url=served, bench=FAST)),
+        signed(p.DeployCommand(device_id="dev-1", manifest=new, base_url=served, bench=FAST), KEY[0]),
     )
     load.join(60)
     jpeg = next(golden_dir.rglob("*.jpg")).read_bytes()

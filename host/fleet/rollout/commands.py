@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from host.fleet.signer import CommandSigner
 from host.fleet.store import Store
 from host.fleet.store.records import COMMAND_IN_FLIGHT, DeviceRolloutState, RolloutDetail, RolloutRecord
 from shared import protocol
@@ -21,14 +22,15 @@ Publish = Callable[[str, bytes], bool]  # topic, payload -> True once the broker
 
 
 class CommandSender:
-    def __init__(self, store: Store, publish: Publish) -> None:
+    def __init__(self, store: Store, publish: Publish, signer: CommandSigner) -> None:
         self.store = store
         self.publish = publish
+        self.signer = signer
 
     def send(
         self, r: RolloutRecord, device_id: str, cmd: DeployCommand | RollbackCommand, state: DeviceRolloutState
     ) -> None:
-        payload = protocol.encode(cmd)
+        payload = protocol.encode(self.signer.sign(cmd))
         # stored first: if we die before the PUBACK, the resumed host re-sends this same message id
         self.store.update_rollout_device(
             r.id, device_id, state=state, command_id=str(cmd.message_id), command=payload.decode(), published=False

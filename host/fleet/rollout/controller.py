@@ -12,6 +12,7 @@ from host.fleet.rollout import gates
 from host.fleet.rollout.commands import CommandSender, Publish
 from host.fleet.rollout.rollback import Rollbacks
 from host.fleet.rollout_config import RolloutConfig, plan_waves
+from host.fleet.signer import CommandSigner
 from host.fleet.store import Store, now
 from host.fleet.store.records import (
     ACTIVE,
@@ -38,11 +39,13 @@ def _member(d: DeviceRecord) -> RolloutMember:
 
 
 class RolloutController:
-    def __init__(self, store: Store, publish: Publish, base_url: str, tick_s: float = 0.5) -> None:
+    def __init__(
+        self, store: Store, publish: Publish, base_url: str, tick_s: float = 0.5, signer: CommandSigner | None = None
+    ) -> None:
         self.store = store
         self.base_url = base_url
         self.tick_s = tick_s
-        self.sender = CommandSender(store, publish)
+        self.sender = CommandSender(store, publish, signer or CommandSigner(None))
         self.rollbacks = Rollbacks(store, self.sender, base_url)
         self._stop = threading.Event()
         self._lock = threading.RLock()

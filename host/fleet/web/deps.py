@@ -14,6 +14,7 @@ from host.fleet.ingest import IngestStats
 from host.fleet.release import ReleaseStore
 from host.fleet.rollout import RolloutController
 from host.fleet.samples import FieldSamples
+from host.fleet.signer import CommandSigner
 from host.fleet.store import Store
 
 
@@ -40,6 +41,9 @@ class FleetHost(Protocol):
 
     @property
     def samples(self) -> FieldSamples: ...
+
+    @property
+    def signer(self) -> CommandSigner: ...
 
     @property
     def base_url(self) -> str:

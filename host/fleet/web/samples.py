@@ -52,7 +52,7 @@ def router(host: FleetHost) -> APIRouter:
             raise HTTPException(409, f"{fleet}/{device} is offline; ask again when it is back")
         cid = uuid.uuid4()
         url = f"{host.base_url}api/v1/upload?command={cid}"
-        cmd = protocol.SampleCommand(message_id=cid, device_id=device, n_images=n, upload_url=url)
+        cmd = host.signer.sign(protocol.SampleCommand(message_id=cid, device_id=device, n_images=n, upload_url=url))
         samples.create(fleet, device, str(cid), n)  # before the command: the first upload may be quick
         if not host.publish(protocol.command_topic(fleet, device), protocol.encode(cmd)):
             samples.cancel(fleet, device, str(cid))

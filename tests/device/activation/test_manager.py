@@ -124,7 +124,7 @@ def test_failed_activation_keeps_the_running_engine(
             digest = hashlib.sha256(data).hexdigest()
             (store.artifacts / f"{digest}.onnx").write_bytes(data)
             art = art.model_copy(update={"sha256": digest, "size": len(data), "url": f"artifacts/{digest}.onnx"})
-            expected = "engine_build_failed"
+            expected = "onnx_rejected"  # refused by the ONNX checks before any build
         bad = resign(good.model_copy(update={"version": "1.1.0", "artifacts": (art,)}))
     with pytest.raises(ActivationError) as e:
         mgr.activate(bad, served)

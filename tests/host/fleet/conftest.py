@@ -14,7 +14,7 @@ from tests.helpers import free_port
 
 @pytest.fixture
 def server(
-    make_release: MakeRelease, zoo_onnx: Path, store: ReleaseStore, tmp_path: Path
+    make_release: MakeRelease, zoo_onnx: Path, store: ReleaseStore, keys: tuple[Path, Path], tmp_path: Path
 ) -> Iterator[tuple[HostServer, ReleaseManifest]]:
     """`edgeloop serve` in this process, with the embedded broker, and one release."""
     m = make_release(zoo_onnx, "1.0.0")
@@ -24,6 +24,7 @@ def server(
         port=free_port(),
         embedded_broker=True,
         embedded_broker_port=free_port(),
+        command_key=keys[0],
     )
     srv = HostServer(cfg)
     srv.start()
