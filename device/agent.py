@@ -183,6 +183,7 @@ class Agent:
             gpu=d["gpu"],
             agent_version=agent_version(),
             watchdog_restarts=self.watchdog.total if hasattr(self, "watchdog") else 0,
+            commands_rejected=min(self.counters["bad_commands"], 2**31 - 1),
             system=sysinfo.collect(d["gpu_mem_mb"]) if system else None,
         )
 
@@ -236,9 +237,9 @@ class Agent:
         try:
             cmd = self.admission.admit(payload)
         except CommandRefusedError as e:
-            if e.duplicate:
+            if e.duplicate:  # a redelivery or a replay: nothing runs twice, and the host hears of it
                 self.counters["duplicates"] += 1
-                log.info("ignoring a command seen before (%s)", e)
+                self.event("warning", e.code, str(e), **e.ids)
                 return
             self.counters["bad_commands"] += 1
             self.counters[e.code] = self.counters.get(e.code, 0) + 1

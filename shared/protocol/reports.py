@@ -42,6 +42,7 @@ class DeviceStatus(Message):
     gpu: bool = False
     agent_version: str = Field("", max_length=32)
     watchdog_restarts: Count = Field(0, description="worker threads the agent's watchdog had to restart")
+    commands_rejected: Count = Field(0, description="commands refused or dropped since start (each also an event)")
     system: SystemInfo | None = None
 
 

@@ -7,6 +7,7 @@ import logging
 import threading
 import uuid
 from datetime import timedelta
+from typing import TypeVar
 
 from host.fleet.rollout import gates
 from host.fleet.rollout.commands import CommandSender, Publish
@@ -30,6 +31,8 @@ from host.fleet.store.records import (
 from shared import protocol
 from shared.errors import EdgeloopError
 from shared.protocol import BenchmarkReport, DeployCommand, DeployReport, ReleaseManifest
+
+GateReport = TypeVar("GateReport", DeployReport, BenchmarkReport)
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +166,35 @@ class RolloutController:
         pending = {d.command_id: d for d in members if d.state in AWAITING_REPORTS and d.command_id}
         if not pending:
             return
-        deploys = {x.command_id: x.report for x in self.store.reports_for_commands(pending, DeployReport)}
-        benches = {x.command_id: x.report for x in self.store.reports_for_commands(pending, BenchmarkReport)}
+        deploys = self._answers(r, pending, DeployReport)
+        benches = self._answers(r, pending, BenchmarkReport)
         for cid, d in pending.items():
             dep = deploys.get(cid)
             if dep is not None:
                 self._judge(r, d, dep, benches.get(cid), manifest)
+
+    def _answers(
+        self, r: RolloutDetail, pending: dict[str, RolloutDeviceRecord], model: type[GateReport]
+    ) -> dict[str, GateReport]:
+        """Each command's report from the device it went to, the first to arrive; any other device's
+        report that names the command (a forgery, or a bug) is ignored."""
+        out: dict[str, GateReport] = {}
+        for x in self.store.reports_for_commands(pending, model):
+            d = pending.get(x.command_id or "")
+            if d is None or x.command_id in out:
+                continue
+            if x.answers(r.fleet, d.device_id):
+                out[str(x.command_id)] = x.report
+            else:
+                log.warning(
+                    "rollout %s: ignoring a %s report for %s's command from %s/%s",
+                    r.id,
+                    x.report.kind,
+                    d.device_id,
+                    x.fleet,
+                    x.device_id,
+                )
+        return out
 
     def _judge(
         self,

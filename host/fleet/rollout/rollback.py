@@ -55,8 +55,9 @@ class Rollbacks:
         if not waiting:
             return True
         for x in self.store.reports_for_commands(waiting, DeployReport):
-            d = waiting.pop(x.command_id or "", None)
-            if d is not None:
+            d = waiting.get(x.command_id or "")
+            if d is not None and x.answers(r.fleet, d.device_id):  # another device cannot settle it
+                del waiting[x.command_id or ""]
                 ok = x.report.ok
                 self.store.update_rollout_device(
                     r.id,

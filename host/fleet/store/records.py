@@ -226,6 +226,12 @@ class ReceivedReport(Generic[R]):
     command_id: str | None
     received_at: datetime
     report: R
+    fleet: str = ""
+
+    def answers(self, fleet: str, device_id: str) -> bool:
+        """True when this report came from the device (of the fleet) its command went to: the topic's
+        identity (bound to the device's certificate by the broker's ACL) and the payload agree."""
+        return self.fleet == fleet and self.device_id == device_id == self.report.device_id
 
 
 @dataclass(frozen=True, slots=True)

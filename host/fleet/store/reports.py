@@ -111,20 +111,23 @@ class ReportQueries(StoreBase):
 
     def _received(self, model: type[R], *where: Any) -> list[ReceivedReport[R]]:
         q = (
-            sa.select(reports.c.device_id, reports.c.command_id, reports.c.received_at, reports.c.payload)
+            sa.select(
+                reports.c.fleet, reports.c.device_id, reports.c.command_id, reports.c.received_at, reports.c.payload
+            )
             .where(reports.c.kind == _kind(model), *where)
-            .order_by(reports.c.sent_at)
+            .order_by(reports.c.received_at)  # the host's clock orders reports, never the device's sent_at
         )
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        return [ReceivedReport(r[0], r[1], aware(r[2]), model.model_validate_json(r[3])) for r in rows]
+        return [ReceivedReport(r[1], r[2], aware(r[3]), model.model_validate_json(r[4]), r[0]) for r in rows]
 
     def rollout_reports(self, rollout_id: str, model: type[R]) -> list[ReceivedReport[R]]:
         """Every report of one kind (``DeployReport``, ``BenchmarkReport``, ...) of a rollout, oldest first."""
         return self._received(model, reports.c.rollout_id == rollout_id)
 
     def reports_for_commands(self, command_ids: Iterable[str], model: type[R]) -> list[ReceivedReport[R]]:
-        """The reports of one kind that answer these commands, oldest first."""
+        """The reports of one kind that answer these commands, in the order they arrived (callers keep
+        only the report of the device each command went to: see ``ReceivedReport.answers``)."""
         ids = list(command_ids)
         return self._received(model, reports.c.command_id.in_(ids)) if ids else []
 
