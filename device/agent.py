@@ -28,7 +28,7 @@ from device.watchdog import Watchdog
 from shared import protocol
 from shared.errors import EdgeloopError
 from shared.mqtt import MqttSession
-from shared.protocol import ClassificationResult, DeviceStatus, EventReport, WireModel
+from shared.protocol import ClassificationResult, CommandCounts, DeviceStatus, EventReport, WireModel
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,14 @@ class Agent:
         self.engines = EngineManager(config, self.state, EngineCache(config.state_dir / "engines"))
         self.outbox = Outbox(config.state_dir / "outbox.sqlite")
         self.admission = Admission(config, self.outbox)
-        self.counters: dict[str, int] = {"commands": 0, "bad_commands": 0, "duplicates": 0, "errors": 0}
+        self.counters: dict[str, int] = {
+            "received": 0,
+            "commands": 0,
+            "bad_commands": 0,
+            "duplicates": 0,
+            "handled": 0,
+            "errors": 0,
+        }
         self._commands: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
         self._stop = threading.Event()
         self._status_due = threading.Event()
@@ -156,6 +163,7 @@ class Agent:
             self.counters["foreign_messages"] = self.counters.get("foreign_messages", 0) + 1
             log.warning("ignoring a message on %s (subscribed to %s only)", topic, self._command_topic)
             return
+        self.counters["received"] += 1
         if len(payload) > self.config.max_command_kb * 1024:  # never queued: 64 of them would be memory
             self.counters["bad_commands"] += 1
             self.counters["command_too_large"] = self.counters.get("command_too_large", 0) + 1
@@ -183,8 +191,19 @@ class Agent:
             gpu=d["gpu"],
             agent_version=agent_version(),
             watchdog_restarts=self.watchdog.total if hasattr(self, "watchdog") else 0,
-            commands_rejected=min(self.counters["bad_commands"], 2**31 - 1),
+            commands=self._command_counts(),
             system=sysinfo.collect(d["gpu_mem_mb"]) if system else None,
+        )
+
+    def _command_counts(self) -> CommandCounts:
+        c = self.counters
+        clip = 2**31 - 1
+        return CommandCounts(
+            received=min(c["received"], clip),
+            rejected=min(c["bad_commands"], clip),
+            duplicates=min(c["duplicates"], clip),
+            handled=min(c["handled"], clip),
+            queued=self._commands.qsize(),
         )
 
     def publish_status(self) -> None:
@@ -247,6 +266,7 @@ class Agent:
             return
         ids = {"command_id": cmd.message_id, "rollout_id": getattr(cmd, "rollout_id", None)}
         self._busy = True
+        self.counters["handled"] += 1
         self.publish_status()
         try:
             commands.handler_for(cmd.kind).handle(self, cmd)

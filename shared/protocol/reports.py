@@ -30,6 +30,16 @@ class SystemInfo(WireModel):
     sources: tuple[Name, ...] = Field((), max_length=16, description="which telemetry sources answered")
 
 
+class CommandCounts(WireModel):
+    """Every payload on the device's command topic ends in exactly one of the last four counts."""
+
+    received: Count = 0
+    rejected: Count = Field(0, description="refused before running (each an event) or dropped (queue full)")
+    duplicates: Count = Field(0, description="a command id seen before: a redelivery or a replay")
+    handled: Count = Field(0, description="ran their handler (which may itself report a failure)")
+    queued: Count = Field(0, description="still waiting in the command queue")
+
+
 class DeviceStatus(Message):
     state: Literal["online", "offline", "busy"]
     fleet: Id
@@ -42,7 +52,7 @@ class DeviceStatus(Message):
     gpu: bool = False
     agent_version: str = Field("", max_length=32)
     watchdog_restarts: Count = Field(0, description="worker threads the agent's watchdog had to restart")
-    commands_rejected: Count = Field(0, description="commands refused or dropped since start (each also an event)")
+    commands: CommandCounts | None = Field(None, description="what became of the commands received since start")
     system: SystemInfo | None = None
 
 
