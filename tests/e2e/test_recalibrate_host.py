@@ -14,6 +14,7 @@ fleet view says so.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -160,3 +161,6 @@ def _shown(serve: ServeProcess, api: ApiClient, tmp_path: Path) -> None:
     assert row is not None and 'data-gate="int8_verification_failed"' in row.group(0)
     row = re.search(r'<tr data-device="dev-1">.*?</tr>', dom, re.S)
     assert row is not None and 'data-calibration="kept"' in row.group(0)
+    shot = Path(os.environ.get("EDGELOOP_RECALIBRATION_SCREENSHOT_OUT", tmp_path / "recalibration.png"))
+    done = _headless(serve.url + "/", tmp_path, f"--screenshot={shot}")
+    assert shot.exists() and shot.stat().st_size > 10_000, done.stderr[-2000:]

@@ -291,6 +291,7 @@ def test_cli_errors_are_clear(host: HostServer) -> None:
         (("promote", "dev-1", "--eval-dir", "/x"), "--eval-dir go with a calibration"),
         (("dev-1", "--calibration", "x"), "--calibration goes with `edgeloop recalibrate promote DEVICE`"),
         (("dev-1", "--images", "8"), "--images must be 32 to 100000"),
+        (("dev-1", "--source", "local"), "HTTP 422: Value error, calib_dir (a folder on the device) goes with source"),
         (("dev-2",), "lab/dev-2 is offline"),
         (("promote", "dev-1"), "keeps no calibration of r20@1.0.0"),
     ):
