@@ -299,3 +299,21 @@ def test_cli_errors_are_clear(host: HostServer) -> None:
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
     silent = _cli(host, "dev-1", "--wait", "--timeout", "1")  # nobody answers
     assert silent.returncode == 1 and "no answer within 1 s from dev-1" in silent.stdout
+
+
+def test_a_calibration_of_another_release_is_not_promoted(tmp_path: Path) -> None:
+    """A device keeps the INT8 file of the model it ran then: after a new release, promoting it is refused."""
+    store = Store(str(tmp_path / "s.sqlite"))
+    store.upsert_status(p.DeviceStatus(device_id="dev-1", fleet="lab", state="online", release=REF))
+    service = Recalibrations(store, lambda topic, payload: True, CalibrationSets(tmp_path / "sets"), "http://h/")
+    (r,), _ = service.start(RecalibrateRequest(device="dev-1", promote="manual"))
+    store.add_reports([("lab", calibration_report("dev-1", command_id=r.command_id, promoted=False))])
+    assert store.recalibration(r.command_id).state == "kept"  # type: ignore[union-attr]
+    newer = p.ReleaseRef(name="r20", version="1.1.0")
+    store.upsert_status(p.DeviceStatus(device_id="dev-1", fleet="lab", state="online", release=newer))
+    with pytest.raises(RecalibrationError, match=r"made for r20@1\.0\.0; lab/dev-1 now runs r20@1\.1\.0") as e:
+        service.promote(r.command_id)
+    assert e.value.status == 409
+    with pytest.raises(RecalibrationError, match=r"keeps no calibration of r20@1\.1\.0"):
+        service.promote_latest(None, "dev-1")
+    store.close()
