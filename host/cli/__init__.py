@@ -20,6 +20,7 @@ from host.cli import (
     export,
     fleet,
     keys,
+    recalibrate,
     release,
     report,
     rollout,
@@ -48,6 +49,7 @@ COMMANDS: list[ModuleType] = [
     serve,
     rollout,
     fleet,
+    recalibrate,
     simulate,
     demo,
 ]

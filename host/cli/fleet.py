@@ -1,4 +1,7 @@
-"""`edgeloop fleet`: fleet views and field samples, through the REST API of `edgeloop serve`."""
+"""`edgeloop fleet`: fleet views and field samples, through the REST API of `edgeloop serve`.
+
+`fleet status` shows, per device, its latest benchmark, what it served (latency, drift), its latest
+re-calibration (``edgeloop recalibrate``) and the latest verdict of its INT8 gate at activation."""
 
 from __future__ import annotations
 
@@ -22,6 +25,19 @@ def drift_text(drift: dict[str, Any] | None) -> str:
     return f"{'DRIFT' if drift['drifted'] else 'ok'} {drift['score']:.2f}"
 
 
+def calibration_text(c: dict[str, Any] | None) -> str:
+    """The calibration column: the latest outcome and its figures, e.g. "promoted 62.0->81.5" (top-1 or
+    agreement %, old -> new), "failed", "-" when the device was never re-calibrated."""
+    if not c:
+        return "-"
+    if c["before"] is None or c["after"] is None:
+        return str(c["state"])
+    return f"{c['state']} {100 * c['before']:.1f}->{100 * c['after']:.1f}"
+
+
+GATE_TEXT = {"int8_verification_failed": "refused", "int8_requantized": "requantized", "int8_unverified": "unverified"}
+
+
 def _cmd_fleet_status(args: argparse.Namespace) -> int:
     from host.fleet.client import ApiClient
     from host.table import print_table
@@ -32,8 +48,8 @@ def _cmd_fleet_status(args: argparse.Namespace) -> int:
         return 0
     print_table(
         "fleet",
-        ["fleet", "device", "state", "release", "p50 ms", "p99 ms", "top-1 %", "served p99 ms", "drift", "runtime",
-         "GPU/CPU"],
+        ["fleet", "device", "state", "release", "p50 ms", "p99 ms", "top-1 %", "served p99 ms", "drift", "calibration",
+         "INT8 gate", "runtime", "GPU/CPU"],
         [
             (
                 d["fleet"],
@@ -45,6 +61,8 @@ def _cmd_fleet_status(args: argparse.Namespace) -> int:
                 100 * d["top1"] if d["top1"] is not None else None,
                 d.get("served_p99_ms"),
                 drift_text(d.get("drift")),
+                calibration_text(d.get("calibration")),
+                GATE_TEXT.get((d.get("int8_gate") or {}).get("code", ""), "-"),
                 d["runtime"],
                 d["accelerator"] if d["gpu"] else "CPU",
             )
@@ -54,7 +72,7 @@ def _cmd_fleet_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fleet_of(api: ApiClient, device: str, fleet: str | None) -> str:
+def fleet_of(api: ApiClient, device: str, fleet: str | None) -> str:
     """The fleet of ``device``: --fleet, or the one fleet the host knows it in."""
     if fleet:
         return fleet
@@ -98,7 +116,7 @@ def _cmd_fleet_sample(args: argparse.Namespace) -> int:
     if not 1 <= args.n <= 1000:
         raise EdgeloopError("--n must be 1 to 1000 images")
     api = ApiClient(args.server)
-    result = fetch_samples(api, _fleet_of(api, args.device, args.fleet), args.device, args.n, Path(args.out),
+    result = fetch_samples(api, fleet_of(api, args.device, args.fleet), args.device, args.n, Path(args.out),
                            args.timeout)  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
@@ -110,7 +128,7 @@ def _cmd_fleet_sample(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fleet", help="fleet views and field samples")
     fsub = p.add_subparsers(dest="fleet_command", required=True)
-    s = fsub.add_parser("status", help="one line per device (with its served latency and drift)")
+    s = fsub.add_parser("status", help="one line per device (served latency, drift, calibration, INT8 gate)")
     s.add_argument("--fleet")
     s.add_argument("--json", action="store_true")
     server_arg(s)

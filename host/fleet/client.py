@@ -34,7 +34,7 @@ class ApiClient:
         except urllib.error.HTTPError as e:
             try:
                 answer = json.loads(e.read())
-                detail = answer.get("error") or answer.get("detail") or e.reason
+                detail = _detail(answer.get("error") or answer.get("detail")) or e.reason
             except (ValueError, AttributeError):
                 detail = e.reason
             raise EdgeloopError(f"{method} {path}: HTTP {e.code}: {detail}") from e
@@ -52,3 +52,15 @@ class ApiClient:
     def get_bytes(self, path: str) -> bytes:
         """A file (e.g. a field image), as bytes."""
         return self._raw("GET", path)
+
+
+def _detail(detail: Any) -> Any:
+    """FastAPI's 422 answer (a list of pydantic errors) as one readable line; anything else as it is."""
+    if not isinstance(detail, list):
+        return detail
+    parts = []
+    for err in detail:
+        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") if isinstance(err, dict) else ""
+        msg = err.get("msg", err) if isinstance(err, dict) else err
+        parts.append(f"{where}: {msg}" if where else str(msg))
+    return "; ".join(parts)

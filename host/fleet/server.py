@@ -1,5 +1,6 @@
 """``edgeloop serve``: one host process with the artifact server, telemetry ingest, the rollout
-controller, the REST API, the dashboard and /metrics. Optionally an embedded MQTT broker."""
+controller, field re-calibration, the REST API, the dashboard and /metrics. Optionally an embedded
+MQTT broker."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from host.fleet.broker import EmbeddedBroker
 from host.fleet.ingest import Ingest, IngestProcess
+from host.fleet.recalibration import CalibrationSets, Recalibrations
 from host.fleet.release import ReleaseStore
 from host.fleet.rollout import RolloutController
 from host.fleet.samples import FieldSamples
@@ -88,6 +90,8 @@ class HostServer:
         self.publisher = MqttSession(self._broker_settings(), client_id=f"edgeloop-host-{config.port}")
         self.signer = CommandSigner(config.command_key)
         self.controller = RolloutController(self.store, self.publish, config.base_url, config.tick_s, self.signer)
+        sets = CalibrationSets(self.release_store.root / "calibration-sets")
+        self.recalibrations = Recalibrations(self.store, self.publish, sets, config.base_url, self.signer)
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 
@@ -134,6 +138,7 @@ class HostServer:
         self.publisher.wait_connected(10)
         self._start_http()
         self.controller.start()
+        self.recalibrations.run()
         log.info(
             "serving on %s (broker %s, store %s)", self.config.base_url, self.config.broker_url, self.store.dialect
         )
@@ -160,6 +165,7 @@ class HostServer:
 
     def stop(self) -> None:
         self.controller.stop()
+        self.recalibrations.stop()
         if self._http is not None:
             self._http.should_exit = True
             if self._http_thread is not None:

@@ -15,6 +15,7 @@ from typing import Generic, Literal, TypeAlias, TypeVar, get_args
 from pydantic import BaseModel, ConfigDict, field_serializer
 
 from host.fleet.rollout_config import RolloutConfig
+from host.fleet.store.calibration_records import CalibrationFlag, GateEvent
 from shared.protocol import (
     BenchmarkReport,
     CalibrationReport,
@@ -159,7 +160,7 @@ class DriftFlag(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class FleetDevice:
-    """One line of the fleet view: a device with its latest benchmark and its latest served telemetry."""
+    """One line of the fleet view: a device with its latest benchmark, served telemetry and calibration."""
 
     fleet: str
     device_id: str
@@ -184,9 +185,18 @@ class FleetDevice:
     served_release: str | None = None
     served_at: datetime | None = None
     drift: DriftFlag | None = None
+    calibration: CalibrationFlag | None = None  # the latest recalibrate outcome
+    int8_gate: GateEvent | None = None  # the latest event of the INT8 gate at activation
 
     @classmethod
-    def of(cls, d: DeviceRecord, b: BenchmarkRecord | None, t: TelemetryRecord | None = None) -> FleetDevice:
+    def of(
+        cls,
+        d: DeviceRecord,
+        b: BenchmarkRecord | None,
+        t: TelemetryRecord | None = None,
+        calibration: CalibrationFlag | None = None,
+        int8_gate: GateEvent | None = None,
+    ) -> FleetDevice:
         return cls(
             fleet=d.fleet,
             device_id=d.device_id,
@@ -210,6 +220,8 @@ class FleetDevice:
             served_release=f"{t.release_name}@{t.release_version}" if t and t.release_name else None,
             served_at=t.sent_at if t else None,
             drift=DriftFlag.of(t),
+            calibration=calibration,
+            int8_gate=int8_gate,
         )
 
 

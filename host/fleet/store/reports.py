@@ -2,8 +2,10 @@
 
 Report writes are INSERT ... ON CONFLICT DO NOTHING on ``message_id``, so redelivered MQTT messages
 and several ingest workers never duplicate a row. Benchmark reports are also flattened into the
-``benchmarks`` table, which the charts and the fleet view read. Telemetry reports go to their own
-time series (``store.telemetry``), not to ``reports``: the table holds every field of the report.
+``benchmarks`` table, which the charts and the fleet view read, and calibration reports into
+``calibrations`` (``store.calibrations``); an event's code gets a column of its own. Telemetry
+reports go to their own time series (``store.telemetry``), not to ``reports``: the table holds
+every field of the report.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from host.fleet.store.base import StoreBase, aware, now
+from host.fleet.store.calibrations import calibration_row
 from host.fleet.store.records import AnyReport, BenchmarkRecord, EventRecord, R, ReceivedReport
-from host.fleet.store.schema import benchmarks, reports
+from host.fleet.store.schema import benchmarks, calibrations, reports
 from host.fleet.store.telemetry import insert_telemetry
-from shared.protocol import BenchmarkReport, EventReport, TelemetryReport
+from shared.protocol import BenchmarkReport, CalibrationReport, EventReport, TelemetryReport
 
 
 def _report_row(fleet: str, r: AnyReport, received: datetime) -> dict[str, Any]:
@@ -32,11 +35,12 @@ def _report_row(fleet: str, r: AnyReport, received: datetime) -> dict[str, Any]:
         "rollout_id": getattr(r, "rollout_id", None),
         "command_id": str(command_id) if command_id else None,
         "release_name": release.name if release else None,
-        "release_version": release.version if release else None,
+        "release_version": release.version[:32] if release else None,  # the wire does not bound versions
         "ok": getattr(r, "ok", None),
         "sent_at": r.sent_at,
         "received_at": received,
         "payload": r.model_dump_json(),
+        "code": r.code if isinstance(r, EventReport) else None,
     }
 
 
@@ -47,7 +51,7 @@ def _benchmark_row(fleet: str, r: BenchmarkReport) -> dict[str, Any]:
         "device_id": r.device_id,
         "rollout_id": r.rollout_id,
         "release_name": r.release.name if r.release else None,
-        "release_version": r.release.version if r.release else None,
+        "release_version": r.release.version[:32] if r.release else None,
         "runtime": r.runtime,
         "precision": r.precision,
         "accelerator": r.accelerator,
@@ -92,14 +96,18 @@ class ReportQueries(StoreBase):
     def _insert_logged(self, conn: Connection, items: Sequence[tuple[str, AnyReport]], received: datetime) -> int:
         rows = [_report_row(fleet, r, received) for fleet, r in items]
         bench_rows = [_benchmark_row(fleet, r) for fleet, r in items if isinstance(r, BenchmarkReport)]
+        calib_rows = [calibration_row(fleet, r, received) for fleet, r in items if isinstance(r, CalibrationReport)]
         res = conn.execute(
             self._insert(reports).on_conflict_do_nothing(index_elements=["message_id"]).returning(reports.c.message_id),
             rows,
         )
         new = {r[0] for r in res}
-        fresh = [b for b in bench_rows if b["message_id"] in new]
-        if fresh:
-            conn.execute(self._insert(benchmarks).on_conflict_do_nothing(index_elements=["message_id"]), fresh)
+        for table, flat in ((benchmarks, bench_rows), (calibrations, calib_rows)):
+            fresh = list(
+                {b["message_id"]: b for b in flat if b["message_id"] in new}.values()
+            )  # a batch may repeat one
+            if fresh:
+                conn.execute(self._insert(table).on_conflict_do_nothing(index_elements=["message_id"]), fresh)
         return len(new)
 
     def count_reports(self, kind: str | None = None) -> int:

@@ -7,6 +7,7 @@ second tool for a dozen tables). A new step goes at the end; a step that has run
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -111,6 +112,7 @@ reports = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("code", sa.String(64)),  # an EventReport's code (v4; NULL for other kinds)
     sa.Index("ix_reports_rollout", "rollout_id", "kind"),
     sa.Index("ix_reports_device_time", "fleet", "device_id", "sent_at"),
 )
@@ -186,6 +188,62 @@ served_counts = sa.Table(
 )
 
 
+recalibrations = sa.Table(
+    "recalibrations",
+    metadata,
+    # one row per recalibrate command the host sent (calibrate or promote), stored before it is published
+    sa.Column("command_id", sa.String(36), primary_key=True),
+    sa.Column("fleet", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # calibrate | promote
+    sa.Column("promote", sa.Boolean, nullable=False),  # calibrate: True = auto, False = manual (kept)
+    sa.Column("calibration_id", sa.String(36)),  # promote: the calibration command it promotes
+    sa.Column("release_name", sa.String(64)),  # what the device ran when the command was sent
+    sa.Column("release_version", sa.String(32)),
+    sa.Column("command", sa.Text, nullable=False),  # the exact payload, so a re-send keeps the message id
+    sa.Column("published", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_recalibrations_device", "fleet", "device_id", "created_at"),
+)
+
+calibrations = sa.Table(
+    "calibrations",
+    metadata,
+    # one row per CalibrationReport: the outcome of a recalibrate, flattened for the views
+    sa.Column("message_id", sa.String(36), primary_key=True),
+    sa.Column("command_id", sa.String(36)),
+    sa.Column("fleet", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("rollout_id", sa.String(64)),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("release_name", sa.String(64), nullable=False),
+    sa.Column("release_version", sa.String(32), nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(256), nullable=False),
+    sa.Column("n_images", sa.Integer, nullable=False),
+    sa.Column("n_eval", sa.Integer, nullable=False),
+    sa.Column("evaluation", sa.String(16), nullable=False),  # labelled | agreement | none
+    sa.Column("top1_before", sa.Float),
+    sa.Column("top1_after", sa.Float),
+    sa.Column("agreement_before", sa.Float),
+    sa.Column("agreement_after", sa.Float),
+    sa.Column("precision_before", sa.String(8)),
+    sa.Column("form", sa.String(32)),
+    sa.Column("form_reason", sa.String(512)),
+    sa.Column("artifact", sa.String(160)),
+    sa.Column("calibration_s", sa.Float),
+    sa.Column("build_s", sa.Float),
+    sa.Column("moved_ranges", sa.JSON, nullable=False),  # list of RangeShift
+    sa.Column("better", sa.Boolean),
+    sa.Column("promoted", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_calibrations_command", "command_id"),
+    sa.Index("ix_calibrations_device_time", "fleet", "device_id", "sent_at"),
+)
+
+
 def _m1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[devices, releases, rollouts, rollout_waves, rollout_devices, reports, benchmarks])
 
@@ -200,4 +258,17 @@ def _m3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[telemetry, served_counts])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3]
+def _m4(conn: Connection) -> None:
+    # v4: field re-calibration (the commands the host sent and their outcomes), and events by code
+    if "code" not in {c["name"] for c in sa.inspect(conn).get_columns("reports")}:  # _m1 made it on a new store
+        conn.execute(sa.text("ALTER TABLE reports ADD COLUMN code VARCHAR(64)"))
+        for message_id, payload in conn.execute(
+            sa.select(reports.c.message_id, reports.c.payload).where(reports.c.kind == "event")
+        ).all():
+            code = json.loads(payload).get("code")
+            conn.execute(reports.update().where(reports.c.message_id == message_id).values(code=code))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_reports_code ON reports (code, fleet, device_id, sent_at)"))
+    metadata.create_all(conn, tables=[recalibrations, calibrations])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4]

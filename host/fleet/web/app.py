@@ -1,8 +1,9 @@
 """HTTP side of ``edgeloop serve``: artifacts (with Range requests), REST API, dashboard, /metrics.
 
 One router per area (``artifacts``, ``rollouts``, ``fleet`` with telemetry, ``samples`` (asking a
-device for field images) and ``upload`` (the device sending them), ``dashboard`` with /metrics); each
-gets only what it needs from the host process (``deps.FleetHost``).
+device for field images) and ``upload`` (the device sending them), ``recalibrations`` (field
+re-calibration), ``dashboard`` with /metrics); each gets only what it needs from the host process
+(``deps.FleetHost``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from host.fleet.web import artifacts, dashboard, fleet, rollouts, samples, upload
+from host.fleet.web import artifacts, dashboard, fleet, recalibrations, rollouts, samples, upload
 from host.fleet.web.deps import FleetHost
 from shared.errors import EdgeloopError
 
@@ -28,6 +29,7 @@ def create_app(host: FleetHost) -> FastAPI:
     app.include_router(rollouts.router(host))
     app.include_router(samples.router(host))
     app.include_router(upload.router(host.samples))
+    app.include_router(recalibrations.router(host))
     app.include_router(dashboard.router(host))
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app

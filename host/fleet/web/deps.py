@@ -1,7 +1,7 @@
 """What the web app needs from the host process, as a Protocol: ``HostServer`` provides it.
 
 The web side names only what it uses (the store, the release files, the controller, ingest counters,
-the field samples, broker health, publishing a command), so it never imports the server that mounts it.
+the field samples, recalibrations, broker health, publishing a command), so it never imports the server that mounts it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from host.fleet.ingest import IngestStats
+from host.fleet.recalibration import Recalibrations
 from host.fleet.release import ReleaseStore
 from host.fleet.rollout import RolloutController
 from host.fleet.samples import FieldSamples
@@ -44,6 +45,11 @@ class FleetHost(Protocol):
 
     @property
     def signer(self) -> CommandSigner: ...
+
+    @property
+    def recalibrations(self) -> Recalibrations:
+        """Sends recalibrate commands and promotes kept calibrations."""
+        ...
 
     @property
     def base_url(self) -> str:

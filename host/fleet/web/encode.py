@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from host.fleet.store.calibration_records import CalibrationRecord, RecalibrationRecord
 from host.fleet.store.records import EventRecord, RolloutDetail
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ def _plain(value: object) -> object:
         return value.isoformat()
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
     return value
 
 
@@ -41,3 +44,30 @@ def rollout_json(r: RolloutDetail) -> dict[str, Any]:
 
 def event_json(e: EventRecord) -> dict[str, Any]:
     return {"fleet": e.fleet, **e.report.model_dump(mode="json")}
+
+
+def calibration_json(c: CalibrationRecord) -> dict[str, Any]:
+    """A CalibrationReport as stored, with ``before``/``after``: the figures its evaluation compared."""
+    return {**record_json(c), "before": c.before, "after": c.after}
+
+
+def recalibration_json(r: RecalibrationRecord) -> dict[str, Any]:
+    """A recalibrate command with its state and outcome (the stored payload itself is not part of the API)."""
+    c = r.command
+    return {
+        "id": r.command_id,
+        "fleet": r.fleet,
+        "device_id": r.device_id,
+        "action": r.action,
+        "state": r.state,
+        "promote": ("auto" if r.promote else "manual") if r.action == "calibrate" else None,
+        "calibration_id": r.calibration_id,
+        "release": str(r.release) if r.release else None,
+        "options": c.model_dump(mode="json", include={"n_images", "method", "source", "calib_dir", "calib_url",
+                                                      "eval_dir"}),
+        "published": r.published,
+        "created_at": r.created_at.isoformat(),
+        "promoted_by": r.promoted_by,
+        "error": r.error,
+        "outcome": calibration_json(r.outcome) if r.outcome is not None else None,
+    }  # fmt: skip

@@ -9,6 +9,11 @@ Served telemetry (``TelemetryReport``) appears as:
 * ``edgeloop_served_throughput_ips`` and ``edgeloop_served_last_report_timestamp_seconds`` (gauges);
 * ``edgeloop_drift_score``, ``edgeloop_drift_threshold`` and ``edgeloop_device_drifted`` (0/1)
   from the latest window, when it carried a drift score.
+
+Field re-calibration (the fleet view's ``calibration`` and ``int8_gate``) appears as
+``edgeloop_calibration_score{engine="before"|"after", evaluation}`` (the latest re-calibration's
+top-1 or agreement with FP32, old and new engine), ``edgeloop_calibration_promoted`` (0/1) and
+``edgeloop_int8_gate_refused`` (1 when the gate's latest verdict was ``int8_verification_failed``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from host.fleet.store.telemetry import ERROR_PREFIX, LATENCY_SUM, REQUESTS
 from host.fleet.web.deps import IngestWorker
 
 QUANTILES = (("0.5", "p50_ms"), ("0.9", "p90_ms"), ("0.99", "p99_ms"))
+REFUSED = "int8_verification_failed"
 
 
 class FleetCollector:
@@ -64,6 +70,7 @@ class FleetCollector:
         yield from (up, p50, p99, acc)
         yield from self._served()
         yield from _drift(devices)
+        yield from _calibration(devices)
         rollouts = GaugeMetricFamily("edgeloop_rollouts", "rollouts by state", labels=["state"])
         counts: dict[str, int] = {}
         for r in self.store.rollouts():
@@ -132,6 +139,31 @@ def _drift(devices: Sequence[FleetDevice]) -> Iterator[Metric]:
             threshold.add_metric(key, d.drift.threshold)
             drifted.add_metric(key, 1.0 if d.drift.drifted else 0.0)
     yield from (score, threshold, drifted)
+
+
+def _calibration(devices: Sequence[FleetDevice]) -> Iterator[Metric]:
+    score = GaugeMetricFamily(
+        "edgeloop_calibration_score",
+        "latest re-calibration: top-1 (labelled) or agreement with FP32, of the old and the new engine",
+        labels=["fleet", "device", "release", "evaluation", "engine"],
+    )
+    promoted = GaugeMetricFamily(
+        "edgeloop_calibration_promoted", "1 when the latest re-calibration swapped in its engine", labels=["fleet",
+        "device", "release"],
+    )  # fmt: skip
+    refused = GaugeMetricFamily(
+        "edgeloop_int8_gate_refused", "1 when the INT8 gate's latest verdict refused the engine",
+        labels=["fleet", "device", "release"],
+    )  # fmt: skip
+    for d in devices:
+        if (c := d.calibration) is not None:
+            promoted.add_metric([d.fleet, d.device_id, c.release], 1.0 if c.promoted else 0.0)
+            for engine, value in (("before", c.before), ("after", c.after)):
+                if value is not None:
+                    score.add_metric([d.fleet, d.device_id, c.release, c.evaluation, engine], value)
+        if (g := d.int8_gate) is not None:
+            refused.add_metric([d.fleet, d.device_id, g.release or ""], 1.0 if g.code == REFUSED else 0.0)
+    yield from (score, promoted, refused)
 
 
 def render(store: Store, ingests: Sequence[IngestWorker]) -> tuple[bytes, str]:

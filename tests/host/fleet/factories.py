@@ -25,3 +25,20 @@ def telemetry_report(device: str = "d1", **kw: object) -> p.TelemetryReport:
     }  # fmt: skip
     data.update(kw)
     return p.TelemetryReport(**data)
+
+
+def calibration_report(device: str = "d1", **kw: object) -> p.CalibrationReport:
+    """A labelled re-calibration that went from 62% to 81% top-1 and was promoted."""
+    data: dict[str, object] = {
+        "device_id": device, "release": REF, "method": "percentile", "source": "reservoir", "n_images": 150,
+        "n_eval": 200, "evaluation": "labelled", "top1_before": 0.62, "top1_after": 0.81, "precision_before": "int8",
+        "form": "u8s8_reduce_range", "form_reason": "AVX2 without VNNI", "artifact": "device-int8-x.onnx",
+        "calibration_s": 1.5, "build_s": 0.3, "better": True, "promoted": True,
+        "moved_ranges": (p.RangeShift(tensor="conv1", before=0.5, after=4.0, change=7.0),),
+    }  # fmt: skip
+    data.update(kw)
+    return p.CalibrationReport(**data)
+
+
+def recalibrate_command(device: str = "d1", **kw: object) -> p.RecalibrateCommand:
+    return p.RecalibrateCommand(device_id=device, **kw)

@@ -1,4 +1,5 @@
-"""Prometheus /metrics from served telemetry: the latency summary, served counters and the drift gauges."""
+"""Prometheus /metrics from served telemetry (the latency summary, served counters and the drift gauges)
+and from field re-calibration (old and new engine, promoted, the INT8 gate's verdict)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from host.fleet.store import Store
 from host.fleet.web.metrics import render
 from shared import protocol as p
-from tests.host.fleet.factories import drift_stats, telemetry_report
+from tests.host.fleet.factories import REF, calibration_report, drift_stats, telemetry_report
 
 
 def _samples(store: Store) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -80,7 +81,8 @@ def test_every_grafana_query_names_a_metric_we_export(tmp_path: Path) -> None:
 
     store = Store(str(tmp_path / "m.sqlite"))
     store.upsert_status(p.DeviceStatus(device_id="d1", fleet="lab", state="online"))
-    store.add_reports([("lab", telemetry_report("d1")), ("lab", benchmark_report("d1", top1=0.9))])
+    store.add_reports([("lab", telemetry_report("d1")), ("lab", benchmark_report("d1", top1=0.9)),
+                       ("lab", calibration_report("d1")), ("lab", _refused("d1"))])  # fmt: skip
     exported = set(_samples(store))
     dashboard = json.loads((REPO / "deploy" / "grafana" / "edgeloop-fleet.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
@@ -89,4 +91,37 @@ def test_every_grafana_query_names_a_metric_we_export(tmp_path: Path) -> None:
     assert named - always <= exported, named - always - exported
     titles = [panel["title"] for panel in dashboard["panels"]]
     assert any("Served latency" in t for t in titles) and any("Drift" in t for t in titles)
+    assert any("re-calibration" in t for t in titles) and any("INT8" in t for t in titles)
+    store.close()
+
+
+def _refused(device: str) -> p.EventReport:
+    return p.EventReport(device_id=device, level="error", code="int8_verification_failed", message="m", release=REF)
+
+
+def test_calibration_and_int8_gate_gauges(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "m.sqlite"))
+    for device in ("d1", "d2", "d3"):
+        store.upsert_status(p.DeviceStatus(device_id=device, fleet="lab", state="online", release=REF))
+    store.add_reports([
+        ("lab", calibration_report("d1")),
+        ("lab", calibration_report("d2", evaluation="agreement", top1_before=None, top1_after=None,
+                                   agreement_before=0.9, agreement_after=0.8, better=False, promoted=False)),
+        ("lab", _refused("d2")),
+        ("lab", p.EventReport(device_id="d3", level="info", code="int8_requantized", message="m", release=REF)),
+    ])  # fmt: skip
+    m = _samples(store)
+    rel = "r20@1.0.0"
+    score = m["edgeloop_calibration_score"]
+    assert score[_key(fleet="lab", device="d1", release=rel, evaluation="labelled", engine="before")] == 0.62
+    assert score[_key(fleet="lab", device="d1", release=rel, evaluation="labelled", engine="after")] == 0.81
+    assert score[_key(fleet="lab", device="d2", release=rel, evaluation="agreement", engine="after")] == 0.8
+    promoted = m["edgeloop_calibration_promoted"]
+    assert promoted[_key(fleet="lab", device="d1", release=rel)] == 1.0
+    assert promoted[_key(fleet="lab", device="d2", release=rel)] == 0.0
+    refused = m["edgeloop_int8_gate_refused"]
+    assert refused == {
+        _key(fleet="lab", device="d2", release=rel): 1.0,
+        _key(fleet="lab", device="d3", release=rel): 0.0,
+    }
     store.close()

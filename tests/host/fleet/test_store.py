@@ -48,9 +48,9 @@ def _bench(device: str = "d1", **kw: object) -> p.BenchmarkReport:
 
 
 def test_schema_is_versioned_and_migrations_are_idempotent(store: Store) -> None:
-    assert store.version() == 3
-    assert store.migrate() == 3  # running again changes nothing
-    assert store.version() == 3
+    assert store.version() == 4
+    assert store.migrate() == 4  # running again changes nothing
+    assert store.version() == 4
 
 
 def test_reports_are_idempotent_on_message_id(store: Store) -> None:

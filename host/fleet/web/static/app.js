@@ -24,6 +24,22 @@ function driftCell(drift) {
     `${drift.drifted ? "DRIFT" : "ok"} ${fmt(drift.score, 2)}</span></td>`;
 }
 
+// the latest re-calibration: its state, and old -> new (top-1 on a labelled set, else agreement with FP32)
+function calibrationCell(c) {
+  if (!c) return `<td class="calibration" data-calibration="none">–</td>`;
+  const figures = c.before !== null && c.after !== null ? ` ${pct(c.before)} → ${pct(c.after)}` : "";
+  const title = `${c.action} ${c.evaluation} ${c.release} at ${c.at}${c.error ? ": " + c.error : ""}`;
+  return `<td class="calibration" data-calibration="${esc(c.state)}" title="${esc(title)}">${badge(c.state)}${figures}</td>`;
+}
+
+const GATE = {int8_verification_failed: "refused", int8_requantized: "requantized", int8_unverified: "unverified"};
+
+function gateCell(g) {
+  if (!g) return `<td class="gate" data-gate="none">–</td>`;
+  return `<td class="gate" data-gate="${esc(g.code)}" title="${esc(g.message)}">` +
+    `<span class="badge ${esc(g.level)}">${esc(GATE[g.code] || g.code)}</span></td>`;
+}
+
 function renderFleet(devices) {
   const body = document.querySelector("#fleet-table tbody");
   body.innerHTML = devices.map((d) => `<tr data-device="${esc(d.device_id)}">
@@ -31,7 +47,7 @@ function renderFleet(devices) {
     <td>${esc(d.runtime ?? "–")}</td><td>${esc(d.precision ?? "–")}</td><td>${esc(d.accelerator)}</td>
     <td>${fmt(d.p50_ms, 3)}</td><td>${fmt(d.p99_ms, 3)}</td><td>${pct(d.top1)}</td>
     <td>${fmt(d.served_p50_ms, 2)}</td><td>${fmt(d.served_p99_ms, 2)}</td><td>${fmt(d.served_throughput_ips, 1)}</td>
-    ${driftCell(d.drift)}
+    ${driftCell(d.drift)}${calibrationCell(d.calibration)}${gateCell(d.int8_gate)}
     <td>${esc((d.last_seen || "").replace("T", " ").slice(0, 19))}</td></tr>`).join("");
 }
 
@@ -107,6 +123,27 @@ function renderAccuracy(rows) {
   }).join("");
 }
 
+function calibrationNote(r) {
+  if (r.error) return r.error;
+  if (r.state === "kept") return `kept: edgeloop recalibrate promote ${r.device_id} --calibration ${r.id}`;
+  if (r.state === "rejected") return "not better: the running engine stays";
+  if (r.promoted_by) return `promoted by ${r.promoted_by}`;
+  return r.action === "promote" ? `swaps in ${r.calibration_id}` : "";
+}
+
+function renderCalibrations(rows) {
+  const body = document.querySelector("#calibration-table tbody");
+  body.innerHTML = rows.map((r) => {
+    const o = r.outcome || {};
+    return `<tr data-recalibration="${esc(r.id)}" data-state="${esc(r.state)}">
+      <td>${esc((r.created_at || "").replace("T", " ").slice(0, 19))}</td><td>${esc(r.device_id)}</td>
+      <td>${esc(r.action)}</td><td>${badge(r.state)}</td><td>${esc(r.promote ?? "–")}</td><td>${esc(o.evaluation ?? "–")}</td>
+      <td>${pct(o.before)}</td><td>${pct(o.after)}</td><td>${o.n_images ?? "–"}</td><td>${o.n_eval ?? "–"}</td>
+      <td>${esc(o.form ?? "–")}</td><td>${fmt(o.calibration_s, 2)}</td><td>${fmt(o.build_s, 2)}</td>
+      <td class="note">${esc(calibrationNote(r))}</td></tr>`;
+  }).join("");
+}
+
 function renderRollouts(rollouts) {
   const el = document.getElementById("rollouts");
   if (!rollouts.length) { el.textContent = "no rollouts yet"; return; }
@@ -130,9 +167,10 @@ function renderEvents(events) {
 
 async function refresh() {
   try {
-    const [health, fleet, telemetry, live, rollouts, events] = await Promise.all([
+    const [health, fleet, telemetry, live, rollouts, events, calibrations] = await Promise.all([
       get("/api/v1/health"), get("/api/v1/fleet"), get("/api/v1/telemetry?limit=5000"),
-      get("/api/v1/telemetry/live?limit=5000"), get("/api/v1/rollouts"), get("/api/v1/events?limit=50")]);
+      get("/api/v1/telemetry/live?limit=5000"), get("/api/v1/rollouts"), get("/api/v1/events?limit=50"),
+      get("/api/v1/recalibrations?limit=50")]);
     const h = document.getElementById("health");
     h.textContent = health.broker_connected ? "broker connected" : "broker disconnected";
     h.className = "badge " + (health.broker_connected ? "online" : "offline");
@@ -142,6 +180,7 @@ async function refresh() {
     renderAccuracy(telemetry);
     renderRollouts(rollouts);
     renderEvents(events);
+    renderCalibrations(calibrations);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.loaded = "1";
   } catch (err) {
