@@ -98,7 +98,7 @@ def test_recalibrate_promotes_only_when_not_worse_and_manual_waits_for_promote(
     shift_dataset(golden_dir, night, "night", seed=0)
     night_flat, dim = _flat(night, tmp_path / "night-flat"), _flat(golden_dir, tmp_path / "dim", 0.12)
     m = _broken_release(zoo_onnx, golden_dir, store, keys, tmp_path)
-    serve = ServeProcess(tmp_path, mosquitto.url, store.root, free_port())
+    serve = ServeProcess(tmp_path, mosquitto.url, store.root, free_port(), command_key=keys[0])
     serve.start()
     try:
         agents = {"dev-1": start_agent("dev-1", extra=NO_GATE), "dev-2": start_agent("dev-2")}
