@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from host.cli.common import server_arg
+from host.cli.common import api_client, server_arg
 from shared.errors import EdgeloopError
 
 if TYPE_CHECKING:
@@ -23,10 +23,9 @@ def drift_text(drift: dict[str, Any] | None) -> str:
 
 
 def _cmd_fleet_status(args: argparse.Namespace) -> int:
-    from host.fleet.client import ApiClient
     from host.table import print_table
 
-    devices = ApiClient(args.server).get("/api/v1/fleet" + (f"?fleet={args.fleet}" if args.fleet else ""))
+    devices = api_client(args).get("/api/v1/fleet" + (f"?fleet={args.fleet}" if args.fleet else ""))
     if args.json:
         print(json.dumps(devices, indent=2))
         return 0
@@ -93,11 +92,9 @@ def fetch_samples(api: ApiClient, fleet: str, device: str, n: int, out: Path, ti
 
 
 def _cmd_fleet_sample(args: argparse.Namespace) -> int:
-    from host.fleet.client import ApiClient
-
     if not 1 <= args.n <= 1000:
         raise EdgeloopError("--n must be 1 to 1000 images")
-    api = ApiClient(args.server)
+    api = api_client(args)
     result = fetch_samples(api, _fleet_of(api, args.device, args.fleet), args.device, args.n, Path(args.out),
                            args.timeout)  # fmt: skip
     if args.json:

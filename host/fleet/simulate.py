@@ -3,18 +3,24 @@
 Each simulated device holds one ``MqttSession`` (its own client id, retained status, Last Will),
 answers ``deploy``/``rollback``/``benchmark`` with DeployReport + BenchmarkReport from a simple
 latency/accuracy model, and can stream telemetry for load tests. Failures can be injected.
-Used to test and benchmark the host (ingest, rollouts, dashboard) at fleet scale.
+Used to test and benchmark the host (ingest, rollouts, dashboard) at fleet scale. Over TLS a simulated
+fleet either shares one client certificate (``--broker-cert``: the host-services listener with a
+simulator identity, or a development broker) or, like real devices, uses one certificate per device
+from the PKI folder of ``edgeloop certs`` (``--device-certs``: the device listener and its ACL).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from host.fleet.tls import BrokerTls, broker_settings
 from shared import protocol
 from shared.errors import EdgeloopError
 from shared.mqtt import BrokerSettings, MqttSession
@@ -230,6 +236,23 @@ def raise_fd_limit(needed: int) -> None:
             log.warning("file descriptor limit %d is below the %d this fleet needs", target, needed)
 
 
+def device_broker(broker: BrokerSettings, pki: Path | None, device_id: str, fleet: str) -> BrokerSettings:
+    """``broker`` with the device's own certificate from the PKI folder (``devices/<id>/``), when one is given."""
+    if pki is None:
+        return broker
+    bundle = pki / "devices" / device_id
+    cert, key = bundle / "device.crt", bundle / "device.key"
+    if not cert.is_file() or not key.is_file():
+        raise EdgeloopError(
+            f"no certificate for simulated device {device_id} in {pki}: "
+            f"edgeloop certs device {device_id} --fleet {fleet} --out {pki}"
+        )
+    if not broker.tls:
+        raise EdgeloopError("--device-certs needs an mqtts:// broker URL (the device listener)")
+    ca = broker.ca_file or str(bundle / "ca.crt")
+    return dataclasses.replace(broker, ca_file=ca, cert_file=str(cert), key_file=str(key))
+
+
 class SimFleet:
     def __init__(
         self,
@@ -239,11 +262,14 @@ class SimFleet:
         model: DeviceModel | None = None,
         prefix: str = "sim",
         seed: int = 0,
+        device_certs: Path | None = None,
     ) -> None:
         raise_fd_limit(3 * n + 256)
         width = max(3, len(str(n)))
+        ids = [f"{prefix}-{i:0{width}d}" for i in range(n)]
         self.devices = [
-            SimDevice(f"{prefix}-{i:0{width}d}", fleet, broker, model or DeviceModel(), seed + i) for i in range(n)
+            SimDevice(d, fleet, device_broker(broker, device_certs, d, fleet), model or DeviceModel(), seed + i)
+            for i, d in enumerate(ids)
         ]
 
     def start(self, timeout: float = 60.0) -> None:
@@ -299,8 +325,10 @@ def run_shard(args: Any, stop: threading.Event) -> int:
 
     model = DeviceModel(p50_ms=args.p50_ms, accuracy_drop_points=args.accuracy_drop,
                         deploy_failure_rate=args.fail_rate, respond_delay_s=args.respond_delay)  # fmt: skip
-    broker = BrokerSettings.from_url(args.broker, protocol=args.mqtt_protocol)
-    fleet = SimFleet(args.devices, broker, args.fleet, model, prefix=args.prefix)
+    tls = BrokerTls.from_env(args.broker_ca, args.broker_cert, args.broker_key)
+    broker = broker_settings(args.broker, tls, protocol=args.mqtt_protocol)
+    certs = Path(args.device_certs) if args.device_certs else None
+    fleet = SimFleet(args.devices, broker, args.fleet, model, prefix=args.prefix, device_certs=certs)
     t0 = time.monotonic()
     fleet.start()
     print(f"{args.devices} simulated devices online in fleet {args.fleet} ({time.monotonic() - t0:.1f}s)", flush=True)

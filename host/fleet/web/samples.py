@@ -11,11 +11,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from host.fleet.samples import SampleRequest, SampleUploadError
+from host.fleet.web import auth
 from host.fleet.web.deps import FleetHost
 from host.fleet.web.encode import event_json
 from shared import protocol
@@ -30,7 +31,8 @@ class SampleAsk(BaseModel):
 
 
 def router(host: FleetHost) -> APIRouter:
-    api = APIRouter(prefix="/api/v1/devices/{fleet}/{device}/samples")
+    guard = [Depends(auth.operator(host.auth))]  # field images are the fleet's data
+    api = APIRouter(prefix="/api/v1/devices/{fleet}/{device}/samples", dependencies=guard)
     store, samples = host.store, host.samples
 
     def known(fleet: str, device: str, command_id: str) -> SampleRequest:
