@@ -201,3 +201,24 @@ def test_make_certs_script_calls_the_cli(tmp_path: Path) -> None:
     assert san.get_values_for_type(x509.DNSName) == ["mqtt.lan"]
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(a) for a in ("127.0.0.1", "10.1.2.3")]
     assert acl.device_lines("d1", "lab")[0] == "user d1"
+
+
+def test_deploys_agent_toml_takes_a_device_bundle(pki: Pki, keys: tuple[Path, Path], tmp_path: Path) -> None:
+    """deploy/agent.toml with its /etc and /var paths pointed at a `certs device` bundle: TLS and upload token."""
+    from device.config import load_config
+
+    bundle = pki.devices / "dev-a"
+    (tmp_path / "eval").mkdir()
+    text = (REPO / "deploy" / "agent.toml").read_text()
+    text = text.replace("/etc/edgeloop/tls/", f"{bundle}/").replace("/etc/edgeloop/release.pub", str(keys[1]))
+    text = text.replace("/var/lib/edgeloop/eval", str(tmp_path / "eval")).replace("/var/lib/edgeloop", str(tmp_path))
+    (tmp_path / "agent.toml").write_text(text)
+    cfg = load_config(tmp_path / "agent.toml")
+    s = cfg.broker.settings()
+    assert (s.tls, s.cert_file, s.key_file, s.ca_file) == (
+        True, str(bundle / "device.crt"), str(bundle / "device.key"), str(bundle / "ca.crt")
+    )  # fmt: skip
+    assert cfg.upload_credential() == (bundle / "upload.token").read_text().strip()
+    (tmp_path / "agent.toml").write_text(text.replace(str(bundle / "upload.token"), str(tmp_path / "missing")))
+    with pytest.raises(EdgeloopError, match="upload_token_file"):
+        load_config(tmp_path / "agent.toml")
