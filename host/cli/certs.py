@@ -20,13 +20,22 @@ def _cmd_init(args: argparse.Namespace) -> int:
     pki = Pki(args.out)
     broker = pki.init(args.broker_host, args.ip, args.dns)
     host = pki.services / f"{HOST_SERVICE}.crt"
-    result = {"out": str(pki.root), "ca": str(pki.ca_cert), "broker_cert": str(broker.cert), "host_cert": str(host),
-              "host_key": str(host.with_suffix(".key")), "acl": str(pki.acl), "upload_secret": str(pki.upload_secret),
-              "sans": [args.broker_host, *args.ip, *args.dns]}  # fmt: skip
+    result = {
+        "out": str(pki.root),
+        "ca": str(pki.ca_cert),
+        "broker_dir": str(pki.broker_dir),
+        "broker_cert": str(broker.cert),
+        "host_cert": str(host),
+        "host_key": str(host.with_suffix(".key")),
+        "acl": str(pki.acl),
+        "upload_secret": str(pki.upload_secret),
+        "sans": [args.broker_host, *args.ip, *args.dns],
+    }
     _print(args, result, [
         f"PKI in {pki.root}: device CA ca.crt, services CA services-ca.crt, broker certificate broker.crt "
         f"for {', '.join(result['sans'])}",
-        f"broker: mount {pki.root} at /etc/mosquitto/certs (deploy/mosquitto/mosquitto.conf)",
+        f"broker: {pki.broker_dir} is its /etc/mosquitto/certs (deploy/mosquitto/mosquitto.conf); the mosquitto "
+        "user must read broker.key",
         f"host:   edgeloop serve --broker mqtts://{args.broker_host}:8884 --broker-ca {pki.ca_cert} "
         f"--broker-cert {host} --broker-key {host.with_suffix('.key')} --upload-secret-file {pki.upload_secret}",
         f"next:   edgeloop certs device DEVICE --fleet FLEET --out {pki.root}",

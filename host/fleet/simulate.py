@@ -11,7 +11,6 @@ from the PKI folder of ``edgeloop certs`` (``--device-certs``: the device listen
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import threading
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.fleet.tls import BrokerTls, broker_settings
+from host.fleet.tls import BrokerTls, broker_settings, device_broker
 from shared import protocol
 from shared.errors import EdgeloopError
 from shared.mqtt import BrokerSettings, MqttSession
@@ -236,23 +235,6 @@ def raise_fd_limit(needed: int) -> None:
             log.warning("file descriptor limit %d is below the %d this fleet needs", target, needed)
 
 
-def device_broker(broker: BrokerSettings, pki: Path | None, device_id: str, fleet: str) -> BrokerSettings:
-    """``broker`` with the device's own certificate from the PKI folder (``devices/<id>/``), when one is given."""
-    if pki is None:
-        return broker
-    bundle = pki / "devices" / device_id
-    cert, key = bundle / "device.crt", bundle / "device.key"
-    if not cert.is_file() or not key.is_file():
-        raise EdgeloopError(
-            f"no certificate for simulated device {device_id} in {pki}: "
-            f"edgeloop certs device {device_id} --fleet {fleet} --out {pki}"
-        )
-    if not broker.tls:
-        raise EdgeloopError("--device-certs needs an mqtts:// broker URL (the device listener)")
-    ca = broker.ca_file or str(bundle / "ca.crt")
-    return dataclasses.replace(broker, ca_file=ca, cert_file=str(cert), key_file=str(key))
-
-
 class SimFleet:
     def __init__(
         self,
@@ -321,7 +303,6 @@ MAX_DEVICES_PER_PROCESS = 300
 def run_shard(args: Any, stop: threading.Event) -> int:
     """One process of simulated devices (the ``edgeloop simulate`` work)."""
     import json
-    from pathlib import Path
 
     model = DeviceModel(p50_ms=args.p50_ms, accuracy_drop_points=args.accuracy_drop,
                         deploy_failure_rate=args.fail_rate, respond_delay_s=args.respond_delay)  # fmt: skip

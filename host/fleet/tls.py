@@ -8,10 +8,12 @@ The broker's certificate is always verified, host name or IP included (its SANs)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host.fleet.pki import Pki
 from shared.errors import EdgeloopError
 from shared.mqtt import BrokerSettings, ProtocolChoice
 
@@ -62,3 +64,21 @@ def broker_settings(
             raise EdgeloopError(f"{option} {path}: no such file")
     settings.ca_file, settings.cert_file, settings.key_file = tls.ca_file, tls.cert_file, tls.key_file
     return settings
+
+
+def device_broker(broker: BrokerSettings, pki_dir: Path | None, device_id: str, fleet: str) -> BrokerSettings:
+    """``broker`` with a device's own certificate from the PKI folder (``devices/<id>/``), when one is given:
+    how ``edgeloop simulate --device-certs`` connects each simulated device like a real one."""
+    if pki_dir is None:
+        return broker
+    bundle = Pki(pki_dir).devices / device_id
+    cert, key = bundle / "device.crt", bundle / "device.key"
+    if not cert.is_file() or not key.is_file():
+        raise EdgeloopError(
+            f"no certificate for device {device_id} in {pki_dir}: edgeloop certs device {device_id} --fleet {fleet} "
+            f"--out {pki_dir}"
+        )
+    if not broker.tls:
+        raise EdgeloopError("device certificates need an mqtts:// broker URL (the device listener)")
+    ca = broker.ca_file or str(bundle / "ca.crt")
+    return dataclasses.replace(broker, ca_file=ca, cert_file=str(cert), key_file=str(key))
