@@ -130,6 +130,10 @@ class AgentConfig(BaseSettings):
     max_command_kb: int = Field(512, ge=16, le=65536, description="refuse larger command payloads before decoding")
     max_artifact_mb: int = Field(512, ge=1, description="refuse artifacts larger than this")
     http_timeout_s: float = Field(30.0, gt=0)
+    upload_token_file: Path | None = Field(
+        None, description="this device's upload token (upload.token from `edgeloop certs device`), sent with uploads"
+    )
+    upload_token: SecretStr | None = Field(None, description="the upload token itself: set EDGELOOP_UPLOAD_TOKEN")
     selftest_tolerance: float = Field(0.10, ge=0, le=1, description="allowed golden-set top-1 drop vs the release's")
     selftest_min_top1: float = Field(0.5, ge=0, le=1, description="golden-set floor when the release states none")
     status_interval_s: float = Field(30.0, ge=1, description="heartbeat with system telemetry")
@@ -154,11 +158,21 @@ class AgentConfig(BaseSettings):
             self.require_command_signature = self.require_signature
         if self.require_command_signature and not (self.command_keys or self.trusted_keys):
             raise ValueError("require_command_signature is on but neither command_keys nor trusted_keys are configured")
+        if self.upload_token_file is not None and not self.upload_token_file.is_file():
+            raise ValueError(f"upload_token_file {self.upload_token_file} not found")
         for name in ("eval_dir", "field_dir"):
             p = getattr(self, name)
             if p is not None and not p.is_dir():
                 raise ValueError(f"{name} {p} is not a directory")
         return self
+
+    def upload_credential(self) -> str | None:
+        """The upload token (``upload_token``, else ``upload_token_file``'s first line), or None."""
+        if self.upload_token is not None:
+            return self.upload_token.get_secret_value().strip() or None
+        if self.upload_token_file is not None:
+            return self.upload_token_file.read_text().strip() or None
+        return None
 
     @classmethod
     def settings_customise_sources(

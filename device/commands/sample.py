@@ -2,7 +2,9 @@
 
 They come from the field-sample reservoir when serving keeps one (a uniform sample of what the
 device served), else from ``field_dir``, the eval set, or the golden images, in that order. The
-count is bounded by the command (at most 1,000) and each image by ``MAX_UPLOAD_BYTES``.
+count is bounded by the command (at most 1,000) and each image by ``MAX_UPLOAD_BYTES``. Each upload
+carries the device's upload token (``upload_token_file``), which the host checks against the fleet and
+device it names.
 """
 
 from __future__ import annotations
@@ -31,17 +33,17 @@ def field_images(agent: AgentContext) -> tuple[str, list[Path]]:
     return str(source), files
 
 
-def _upload(agent: AgentContext, cmd: SampleCommand, path: Path) -> None:
+def _upload(agent: AgentContext, cmd: SampleCommand, path: Path, token: str | None) -> None:
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "X-Edgeloop-Device": agent.device_id,
+        "X-Edgeloop-Fleet": agent.fleet,
+        "X-Edgeloop-Filename": path.name,
+    }
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(  # noqa: S310  (URL pattern-checked http(s))
-        cmd.upload_url,
-        data=path.read_bytes(),
-        method="POST",
-        headers={
-            "Content-Type": "application/octet-stream",
-            "X-Edgeloop-Device": agent.device_id,
-            "X-Edgeloop-Fleet": agent.fleet,
-            "X-Edgeloop-Filename": path.name,
-        },
+        cmd.upload_url, data=path.read_bytes(), method="POST", headers=headers
     )
     try:
         with urllib.request.urlopen(req, timeout=agent.config.http_timeout_s):  # noqa: S310
@@ -60,8 +62,9 @@ class SampleHandler(CommandHandler):
         if not files:
             raise EdgeloopError(f"no field images under {source}")
         picked = random.sample(files, min(cmd.n_images, len(files)))
+        token = agent.config.upload_credential()
         for path in picked:
-            _upload(agent, cmd, path)
+            _upload(agent, cmd, path, token)
         agent.event(
             "info", "samples_uploaded", f"uploaded {len(picked)} field images from {source}", command_id=cmd.message_id
         )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from host.cli import (
+    certs,
     compress,
     data,
     demo,
@@ -45,6 +46,7 @@ COMMANDS: list[ModuleType] = [
     compress,
     report,
     keys,
+    certs,
     release,
     serve,
     rollout,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from host.cli.common import server_arg
+from host.cli.common import api_client, server_arg
 from shared.errors import EdgeloopError
 
 if TYPE_CHECKING:
@@ -39,10 +39,9 @@ GATE_TEXT = {"int8_verification_failed": "refused", "int8_requantized": "requant
 
 
 def _cmd_fleet_status(args: argparse.Namespace) -> int:
-    from host.fleet.client import ApiClient
     from host.table import print_table
 
-    devices = ApiClient(args.server).get("/api/v1/fleet" + (f"?fleet={args.fleet}" if args.fleet else ""))
+    devices = api_client(args).get("/api/v1/fleet" + (f"?fleet={args.fleet}" if args.fleet else ""))
     if args.json:
         print(json.dumps(devices, indent=2))
         return 0
@@ -111,11 +110,9 @@ def fetch_samples(api: ApiClient, fleet: str, device: str, n: int, out: Path, ti
 
 
 def _cmd_fleet_sample(args: argparse.Namespace) -> int:
-    from host.fleet.client import ApiClient
-
     if not 1 <= args.n <= 1000:
         raise EdgeloopError("--n must be 1 to 1000 images")
-    api = ApiClient(args.server)
+    api = api_client(args)
     result = fetch_samples(api, fleet_of(api, args.device, args.fleet), args.device, args.n, Path(args.out),
                            args.timeout)  # fmt: skip
     if args.json:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from host.cli.common import fraction, server_arg
+from host.cli.common import api_client, fraction, server_arg
 
 
 def _rollout_table(r: dict[str, Any]) -> None:
@@ -39,11 +39,10 @@ def _rollout_table(r: dict[str, Any]) -> None:
 def _cmd_rollout(args: argparse.Namespace) -> int:
     import time
 
-    from host.fleet.client import ApiClient
     from host.fleet.rollout_config import RolloutConfig, parse_duration
     from host.fleet.store.records import TERMINAL
 
-    api = ApiClient(args.server)
+    api = api_client(args)
     if args.rollout_command == "start":
         cfg = RolloutConfig(
             waves=[w.strip() for w in args.waves.split(",")],

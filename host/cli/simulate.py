@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from host.cli.common import broker_tls_args
+
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import math
@@ -25,7 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="N protocol-true simulated devices for fleet-scale tests")
     p.add_argument("--devices", type=int, default=10)
     p.add_argument("--processes", type=int, help="split the devices over processes (default: 300 per process)")
-    p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL (mqtts://HOST:PORT for TLS)")
+    broker_tls_args(p)
+    p.add_argument(
+        "--device-certs",
+        help="PKI folder of `edgeloop certs`: each simulated device connects with its own certificate "
+        "(devices/<id>/device.crt, issued with `edgeloop certs device <prefix>-000 --fleet <fleet>`)",
+    )
     p.add_argument("--mqtt-protocol", choices=["5", "3.1.1", "auto"], default="5")
     p.add_argument("--fleet", default="sim")
     p.add_argument("--prefix", default="sim", help="device id prefix")

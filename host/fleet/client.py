@@ -1,4 +1,5 @@
-"""A small client for the REST API of ``edgeloop serve`` (used by the CLI)."""
+"""A small client for the REST API of ``edgeloop serve`` (used by the CLI); it sends the API token when it
+has one (``Authorization: Bearer``). HTTPS verifies against the system CAs, or SSL_CERT_FILE."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from shared.errors import EdgeloopError
 
 
 class ApiClient:
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         raw = self._raw(method, path, body)
@@ -25,7 +29,7 @@ class ApiClient:
             self.base + path,
             data=data,
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers=self._headers,
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
@@ -37,7 +41,8 @@ class ApiClient:
                 detail = _detail(answer.get("error") or answer.get("detail")) or e.reason
             except (ValueError, AttributeError):
                 detail = e.reason
-            raise EdgeloopError(f"{method} {path}: HTTP {e.code}: {detail}") from e
+            hint = "" if e.code != 401 or "Authorization" in self._headers else " (no token given: --token-file)"
+            raise EdgeloopError(f"{method} {path}: HTTP {e.code}: {detail}{hint}") from e
         except (urllib.error.URLError, OSError) as e:
             raise EdgeloopError(
                 f"cannot reach edgeloop serve at {self.base} ({getattr(e, 'reason', e)}); is it running? (--server)"

@@ -1,6 +1,10 @@
 """``edgeloop serve``: one host process with the artifact server, telemetry ingest, the rollout
 controller, field re-calibration, the REST API, the dashboard and /metrics. Optionally an embedded
-MQTT broker."""
+MQTT broker.
+
+Every MQTT connection it opens (the publisher, each ingest worker, in this process or its own) uses the
+same ``BrokerSettings``: TLS and a client certificate when configured (``host.fleet.tls``). The REST API
+needs the operator token unless the server runs open on a loopback bind (``host.fleet.web.auth``)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from host.fleet.broker import EmbeddedBroker
 from host.fleet.ingest import Ingest, IngestProcess
@@ -19,9 +24,11 @@ from host.fleet.rollout import RolloutController
 from host.fleet.samples import FieldSamples
 from host.fleet.signer import CommandSigner
 from host.fleet.store import Store
+from host.fleet.tls import BrokerTls, broker_settings
 from host.fleet.web.app import create_app
+from host.fleet.web.auth import ApiAuth, is_loopback
 from shared.errors import EdgeloopError
-from shared.mqtt import BrokerSettings, MqttSession
+from shared.mqtt import BrokerSettings, MqttSession, ProtocolChoice
 
 if TYPE_CHECKING:
     import uvicorn  # imported when the HTTP server starts
@@ -37,7 +44,7 @@ class ServeConfig:
     port: int = 8080
     public_url: str | None = None
     broker_url: str = "mqtt://127.0.0.1:1883"
-    broker_protocol: str = "5"
+    broker_protocol: ProtocolChoice = "5"
     embedded_broker: bool = False
     embedded_broker_port: int = 1883
     ingest_workers: int = 1
@@ -47,10 +54,30 @@ class ServeConfig:
     broker_username: str | None = None
     broker_password: str | None = field(default=None, repr=False)
     command_key: Path | None = None  # ed25519 private key that signs every command
+    broker_tls: BrokerTls = field(default_factory=BrokerTls)
+    api_token: str | None = field(default=None, repr=False)  # None: open, allowed on a loopback bind only
+    upload_secret: bytes | None = field(default=None, repr=False)  # the devices' upload tokens' key
+    http_cert: Path | None = None  # HTTPS: certificate chain and key (e.g. the broker's, from `edgeloop certs`)
+    http_key: Path | None = None
 
     @property
     def base_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/") + "/"
+        scheme = "https" if self.http_cert is not None else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/") + "/"
+
+
+def _api_auth(config: ServeConfig) -> ApiAuth:
+    """Open (no token) only when nothing off this machine can reach the server: a loopback bind, and a
+    loopback public URL (anything else means devices or a proxy elsewhere reach it)."""
+    public = urlsplit(config.base_url).hostname or ""
+    if config.api_token is None and not (is_loopback(config.host) and is_loopback(public)):
+        raise EdgeloopError(
+            f"{config.base_url} is reachable from other machines, so the REST API needs a token: "
+            "--api-token-file FILE (a new token is written there when FILE does not exist) or EDGELOOP_API_TOKEN"
+        )
+    if (config.http_cert is None) != (config.http_key is None):
+        raise EdgeloopError("--http-cert and --http-key go together")
+    return ApiAuth(config.api_token, config.upload_secret)
 
 
 class HostServer:
@@ -58,6 +85,7 @@ class HostServer:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
+        self.auth = _api_auth(config)
         self.broker: EmbeddedBroker | None = None
         if config.embedded_broker:
             self.broker = EmbeddedBroker(port=config.embedded_broker_port)
@@ -97,12 +125,7 @@ class HostServer:
 
     def _broker_settings(self) -> BrokerSettings:
         c = self.config
-        return BrokerSettings.from_url(
-            c.broker_url,
-            protocol=c.broker_protocol,
-            username=c.broker_username,
-            password=c.broker_password,
-        )
+        return broker_settings(c.broker_url, c.broker_tls, c.broker_protocol, c.broker_username, c.broker_password)
 
     def broker_connected(self) -> bool:
         return self.publisher.connected.is_set()
@@ -153,6 +176,8 @@ class HostServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ssl_certfile=self.config.http_cert,
+            ssl_keyfile=self.config.http_key,
         )
         self._http = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)

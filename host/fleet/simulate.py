@@ -3,7 +3,10 @@
 Each simulated device holds one ``MqttSession`` (its own client id, retained status, Last Will),
 answers ``deploy``/``rollback``/``benchmark`` with DeployReport + BenchmarkReport from a simple
 latency/accuracy model, and can stream telemetry for load tests. Failures can be injected.
-Used to test and benchmark the host (ingest, rollouts, dashboard) at fleet scale.
+Used to test and benchmark the host (ingest, rollouts, dashboard) at fleet scale. Over TLS a simulated
+fleet either shares one client certificate (``--broker-cert``: the host-services listener with a
+simulator identity, or a development broker) or, like real devices, uses one certificate per device
+from the PKI folder of ``edgeloop certs`` (``--device-certs``: the device listener and its ACL).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from host.fleet.tls import BrokerTls, broker_settings, device_broker
 from shared import protocol
 from shared.errors import EdgeloopError
 from shared.mqtt import BrokerSettings, MqttSession
@@ -239,11 +244,14 @@ class SimFleet:
         model: DeviceModel | None = None,
         prefix: str = "sim",
         seed: int = 0,
+        device_certs: Path | None = None,
     ) -> None:
         raise_fd_limit(3 * n + 256)
         width = max(3, len(str(n)))
+        ids = [f"{prefix}-{i:0{width}d}" for i in range(n)]
         self.devices = [
-            SimDevice(f"{prefix}-{i:0{width}d}", fleet, broker, model or DeviceModel(), seed + i) for i in range(n)
+            SimDevice(d, fleet, device_broker(broker, device_certs, d, fleet), model or DeviceModel(), seed + i)
+            for i, d in enumerate(ids)
         ]
 
     def start(self, timeout: float = 60.0) -> None:
@@ -295,12 +303,13 @@ MAX_DEVICES_PER_PROCESS = 300
 def run_shard(args: Any, stop: threading.Event) -> int:
     """One process of simulated devices (the ``edgeloop simulate`` work)."""
     import json
-    from pathlib import Path
 
     model = DeviceModel(p50_ms=args.p50_ms, accuracy_drop_points=args.accuracy_drop,
                         deploy_failure_rate=args.fail_rate, respond_delay_s=args.respond_delay)  # fmt: skip
-    broker = BrokerSettings.from_url(args.broker, protocol=args.mqtt_protocol)
-    fleet = SimFleet(args.devices, broker, args.fleet, model, prefix=args.prefix)
+    tls = BrokerTls.from_env(args.broker_ca, args.broker_cert, args.broker_key)
+    broker = broker_settings(args.broker, tls, protocol=args.mqtt_protocol)
+    certs = Path(args.device_certs) if args.device_certs else None
+    fleet = SimFleet(args.devices, broker, args.fleet, model, prefix=args.prefix, device_certs=certs)
     t0 = time.monotonic()
     fleet.start()
     print(f"{args.devices} simulated devices online in fleet {args.fleet} ({time.monotonic() - t0:.1f}s)", flush=True)

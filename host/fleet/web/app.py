@@ -3,7 +3,8 @@
 One router per area (``artifacts``, ``rollouts``, ``fleet`` with telemetry, ``samples`` (asking a
 device for field images) and ``upload`` (the device sending them), ``recalibrations`` (field
 re-calibration), ``dashboard`` with /metrics); each gets only what it needs from the host process
-(``deps.FleetHost``).
+(``deps.FleetHost``), and each guards its routes with ``auth`` (the operator token, or a device's upload
+token; see that module for what stays open).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def create_app(host: FleetHost) -> FastAPI:
     app.include_router(fleet.router(host))
     app.include_router(rollouts.router(host))
     app.include_router(samples.router(host))
-    app.include_router(upload.router(host.samples))
+    app.include_router(upload.router(host.samples, host.auth))
     app.include_router(recalibrations.router(host))
     app.include_router(dashboard.router(host))
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")

@@ -1,12 +1,13 @@
-"""The dashboard page and Prometheus /metrics."""
+"""The dashboard page (open: it asks for the API token) and Prometheus /metrics (operator token)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, Response
 
+from host.fleet.web import auth
 from host.fleet.web.deps import FleetHost
 from host.fleet.web.metrics import render
 
@@ -16,7 +17,8 @@ STATIC = Path(__file__).parent / "static"
 def router(host: FleetHost) -> APIRouter:
     api = APIRouter()
 
-    @api.get("/metrics")
+    # the fleet inventory (device ids, releases, latency): Prometheus sends the token (deploy/prometheus.yml)
+    @api.get("/metrics", dependencies=[Depends(auth.operator(host.auth))])
     def metrics() -> Response:
         body, content_type = render(host.store, host.ingests)
         return Response(body, media_type=content_type)

@@ -1,7 +1,8 @@
 """What the web app needs from the host process, as a Protocol: ``HostServer`` provides it.
 
-The web side names only what it uses (the store, the release files, the controller, ingest counters,
-the field samples, recalibrations, broker health, publishing a command), so it never imports the server that mounts it.
+The web side names only what it uses (the API's credentials, the store, the release files, the controller,
+ingest counters, the field samples, recalibrations, broker health, publishing a command), so it never imports
+the server that mounts it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from host.fleet.rollout import RolloutController
 from host.fleet.samples import FieldSamples
 from host.fleet.signer import CommandSigner
 from host.fleet.store import Store
+from host.fleet.web.auth import ApiAuth
 
 
 class IngestWorker(Protocol):
@@ -25,6 +27,11 @@ class IngestWorker(Protocol):
 
 
 class FleetHost(Protocol):
+    @property
+    def auth(self) -> ApiAuth:
+        """Who may call the API (``host.fleet.web.auth``)."""
+        ...
+
     @property
     def store(self) -> Store: ...
 

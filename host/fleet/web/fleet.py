@@ -1,26 +1,30 @@
-"""The fleet and telemetry API: health, devices, releases, benchmark series, served telemetry, events."""
+"""The fleet and telemetry API: health (open), devices, releases, benchmark series, served telemetry, events
+(operator token)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from host.fleet.web import auth
 from host.fleet.web.deps import FleetHost
 from host.fleet.web.encode import event_json, record_json
 
 
 def router(host: FleetHost) -> APIRouter:
-    api = APIRouter(prefix="/api/v1")
+    public = APIRouter(prefix="/api/v1")
+    api = APIRouter(dependencies=[Depends(auth.operator(host.auth))])
     store = host.store
 
-    @api.get("/health")
+    @public.get("/health")
     def health() -> dict[str, Any]:
         return {
             "ok": True,
             "broker_connected": host.broker_connected(),
             "ingest": [vars(i.stats) | {"seen_ids": None} for i in host.ingests],
             "store": store.dialect,
+            "auth": host.auth.mode,
         }
 
     @api.get("/fleet")
@@ -45,4 +49,5 @@ def router(host: FleetHost) -> APIRouter:
     def events(limit: int = 100) -> list[dict[str, Any]]:
         return [event_json(e) for e in store.events(min(max(1, limit), 1000))]
 
-    return api
+    public.include_router(api)
+    return public

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from host.fleet.recalibration import RecalibrateRequest, RecalibrationError
+from host.fleet.web import auth
 from host.fleet.web.deps import FleetHost
 from host.fleet.web.encode import recalibration_json
 from shared import protocol
@@ -38,7 +39,7 @@ def _answer(call: Callable[[], T]) -> T:
 
 
 def router(host: FleetHost) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(dependencies=[Depends(auth.operator(host.auth))])  # every route: the operator token
     service, store = host.recalibrations, host.store
 
     @api.post("/api/v1/recalibrations", status_code=201)

@@ -1,13 +1,14 @@
-"""The rollouts API: list, show, start, abort, roll back."""
+"""The rollouts API: list, show, start, abort, roll back (operator token: reads show command ids)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from host.fleet.rollout_config import RolloutConfig
+from host.fleet.web import auth
 from host.fleet.web.deps import FleetHost
 from host.fleet.web.encode import rollout_json
 from shared import protocol
@@ -28,7 +29,7 @@ class ReasonRequest(BaseModel):
 
 
 def router(host: FleetHost) -> APIRouter:
-    api = APIRouter(prefix="/api/v1/rollouts")
+    api = APIRouter(prefix="/api/v1/rollouts", dependencies=[Depends(auth.operator(host.auth))])
     store = host.store
 
     def show(rollout_id: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 ``POST /api/v1/devices/{fleet}/{device}/samples`` stores the request (``host.fleet.samples``), then
 publishes the command, whose ``upload_url`` names the request; the device uploads to
 ``/api/v1/upload`` (``web.upload``). ``GET .../samples/{command_id}`` says what has arrived and
-whether the device is done (its ``samples_uploaded`` event, or the error it answered with).
+whether the device is done (its ``samples_uploaded`` event, or the error it answered with). Every route
+needs the operator token: the images are the fleet's data (camera frames), reads included.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from host.fleet.samples import SampleRequest, SampleUploadError
+from host.fleet.web import auth
 from host.fleet.web.deps import FleetHost
 from host.fleet.web.encode import event_json
 from shared import protocol
@@ -30,7 +32,7 @@ class SampleAsk(BaseModel):
 
 
 def router(host: FleetHost) -> APIRouter:
-    api = APIRouter(prefix="/api/v1/devices/{fleet}/{device}/samples")
+    api = APIRouter(prefix="/api/v1/devices/{fleet}/{device}/samples", dependencies=[Depends(auth.operator(host.auth))])
     store, samples = host.store, host.samples
 
     def known(fleet: str, device: str, command_id: str) -> SampleRequest:

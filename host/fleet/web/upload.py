@@ -1,5 +1,6 @@
-"""Field images sent by a device's ``sample`` command: checked, bounded in size (1 MiB each) and in count
-(what the command asked for), stored under our own names (``host.fleet.samples``)."""
+"""Field images sent by a device's ``sample`` command: authenticated by the device's upload token
+(``host.fleet.web.auth``), checked, bounded in size (1 MiB each) and in count (what the command asked for),
+stored under our own names (``host.fleet.samples``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 
 from host.fleet.samples import FieldSamples, SampleUploadError, command_id_of
+from host.fleet.web.auth import ApiAuth
 from shared import imaging, protocol
 from shared.errors import EdgeloopError
 
@@ -26,7 +28,7 @@ async def _read_limited(request: Request) -> bytes:
     return bytes(buf)
 
 
-def router(samples: FieldSamples) -> APIRouter:
+def router(samples: FieldSamples, auth: ApiAuth) -> APIRouter:
     api = APIRouter()
 
     @api.post("/api/v1/upload", status_code=201)
@@ -34,10 +36,12 @@ def router(samples: FieldSamples) -> APIRouter:
         """One field image of a ``sample`` command (raw body): only into a request this host made.
 
         The command id comes from the upload URL the command carried (``?command=ID``) or from an
-        ``X-Edgeloop-Command`` header; each request takes at most the images it asked for.
+        ``X-Edgeloop-Command`` header; each request takes at most the images it asked for. The device
+        sends its upload token (``Authorization: Bearer``), which names its fleet and id.
         """
         device = protocol.check_id(request.headers.get("X-Edgeloop-Device", ""), "device")
         fleet_id = protocol.check_id(request.headers.get("X-Edgeloop-Fleet", "default"), "fleet")
+        auth.check_upload(request, fleet_id, device)  # before anything about the request is looked up
         command = command or request.headers.get("X-Edgeloop-Command")
         try:
             if not command:

@@ -35,7 +35,9 @@ class FakeAgent:
 
     def __init__(self, broker_port: int, field_dir: Path, device: str = "dev-1", fleet: str = "lab") -> None:
         self.device_id, self.fleet, self.serving = device, fleet, None
-        self.config = SimpleNamespace(field_dir=field_dir, eval_dir=None, http_timeout_s=10.0)
+        self.config = SimpleNamespace(
+            field_dir=field_dir, eval_dir=None, http_timeout_s=10.0, upload_credential=lambda: None
+        )
         self.commands: queue.Queue[bytes | None] = queue.Queue()
         self.session = MqttSession(
             BrokerSettings(port=broker_port, protocol="3.1.1"),

@@ -9,8 +9,50 @@ const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(2)
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 const badge = (s) => `<span class="badge ${esc(s)}">${esc(s)}</span>`;
 
+// The API token: asked for once (or taken from a "#token=..." link, which never reaches the server), kept in
+// sessionStorage (this tab only, gone when it closes), sent as "Authorization: Bearer" on every API call.
+const TOKEN_KEY = "edgeloop-api-token";
+let needToken = false;
+
+class TokenNeeded extends Error {}
+
+function takeTokenFromLink() {
+  const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
+  if (!m) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search);  // out of the address bar and history
+}
+
+function askForToken(refused) {
+  needToken = true;
+  document.body.dataset.auth = refused ? "refused" : "required";
+  document.getElementById("login").hidden = false;
+  document.getElementById("login-note").textContent = refused
+    ? "that token was refused; paste the one serve was given (--api-token-file)"
+    : "this server needs its API token (serve --api-token-file); it is kept for this tab only";
+  document.getElementById("health").textContent = "token needed";
+}
+
+document.getElementById("login").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const input = document.getElementById("token");
+  if (!input.value.trim()) return;
+  sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+  input.value = "";
+  document.getElementById("login").hidden = true;
+  needToken = false;
+  refresh();
+});
+
 async function get(path) {
-  const r = await fetch(path, {cache: "no-store"});
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = token ? {Authorization: `Bearer ${token}`} : {};
+  const r = await fetch(path, {cache: "no-store", headers});
+  if (r.status === 401) {
+    if (token) sessionStorage.removeItem(TOKEN_KEY);
+    askForToken(Boolean(token));
+    throw new TokenNeeded(`${path}: HTTP 401`);
+  }
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
 }
@@ -166,6 +208,7 @@ function renderEvents(events) {
 }
 
 async function refresh() {
+  if (needToken) return;  // wait for the form rather than polling with a missing token
   try {
     const [health, fleet, telemetry, live, rollouts, events, calibrations] = await Promise.all([
       get("/api/v1/health"), get("/api/v1/fleet"), get("/api/v1/telemetry?limit=5000"),
@@ -183,10 +226,12 @@ async function refresh() {
     renderCalibrations(calibrations);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.loaded = "1";
+    document.body.dataset.auth = sessionStorage.getItem(TOKEN_KEY) ? "token" : "open";
   } catch (err) {
-    document.getElementById("health").textContent = String(err);
+    if (!(err instanceof TokenNeeded)) document.getElementById("health").textContent = String(err);
   }
 }
 
+takeTokenFromLink();
 refresh();
 setInterval(refresh, 2000);
