@@ -202,34 +202,10 @@ def evaluate(
     if members is None:  # a .tar.gz is read once, sequentially, before timing starts; folders lazily
         members = datasets.archive_members(samples)
     batch = min(batch, runtime.engine.max_batch)
-    preds: list[npt.NDArray[np.int64]] = []
-    truth: list[npt.NDArray[np.int64]] = []
-    kept: list[npt.NDArray[np.int64]] = []
-    decode_s = infer_s = 0.0
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: deque[Future[Any]] = deque()
-        chunks = _chunks(samples, labels, batch)
-        for chunk in chunks:
-            pending.append(pool.submit(_decode_batch, chunk, members, prep))
-            if len(pending) >= prefetch:
-                break
-        while pending:
-            x, y, idx, dt = pending.popleft().result()
-            past = deadline is not None and time.perf_counter() > deadline
-            nxt = None if past else next(chunks, None)
-            if nxt is not None:
-                pending.append(pool.submit(_decode_batch, nxt, members, prep))
-            decode_s += dt
-            if len(y):
-                ti = time.perf_counter()
-                logits = runtime.infer(x)
-                infer_s += time.perf_counter() - ti
-                preds.append(logits.argmax(1))
-                truth.append(y)
-                kept.append(idx)
-            if progress is not None:
-                progress(len(idx))
+        run = _pipeline(runtime, pool, _chunks(samples, labels, batch), members, prep, prefetch, deadline, progress)
+    preds, truth, kept, decode_s, infer_s = run
     seconds = time.perf_counter() - t0
     p = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     t = np.concatenate(truth) if truth else np.zeros(0, dtype=np.int64)
@@ -238,6 +214,48 @@ def evaluate(
     top1 = float((p == t).mean()) if len(t) else 0.0
     attempted = int(done.max()) + 1 if len(done) else 0
     return EvalResult(len(t), top1, seconds, decode_s, infer_s, per_class, p, done, attempted - len(t))
+
+
+_Run = tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]], float, float]
+
+
+def _pipeline(
+    runtime: Runtime,
+    pool: ThreadPoolExecutor,
+    chunks: Iterator[list[tuple[int, Sample, int]]],
+    members: dict[str, bytes],
+    prep: Preprocessing,
+    prefetch: int,
+    deadline: float | None,
+    progress: Callable[[int], None] | None,
+) -> _Run:
+    """Decode ``prefetch`` batches ahead of inference; (predictions, labels, indices, decode s, infer s)."""
+    preds: list[npt.NDArray[np.int64]] = []
+    truth: list[npt.NDArray[np.int64]] = []
+    kept: list[npt.NDArray[np.int64]] = []
+    decode_s = infer_s = 0.0
+    pending: deque[Future[Any]] = deque()
+    for chunk in chunks:
+        pending.append(pool.submit(_decode_batch, chunk, members, prep))
+        if len(pending) >= prefetch:
+            break
+    while pending:
+        x, y, idx, dt = pending.popleft().result()
+        past = deadline is not None and time.perf_counter() > deadline
+        nxt = None if past else next(chunks, None)
+        if nxt is not None:
+            pending.append(pool.submit(_decode_batch, nxt, members, prep))
+        decode_s += dt
+        if len(y):
+            ti = time.perf_counter()
+            logits = runtime.infer(x)
+            infer_s += time.perf_counter() - ti
+            preds.append(logits.argmax(1))
+            truth.append(y)
+            kept.append(idx)
+        if progress is not None:
+            progress(len(idx))
+    return preds, truth, kept, decode_s, infer_s
 
 
 @dataclass

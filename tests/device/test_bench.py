@@ -11,6 +11,9 @@ from device.runtimes.base import Runtime
 from device.runtimes.onnxruntime import OnnxRuntimeRuntime
 from shared import datasets, imaging
 from shared.modelmeta import read_meta
+from tests.helpers import REPO
+
+ZOO_ONNX = REPO / "host" / "zoo" / "resnet20.onnx"
 
 
 @pytest.fixture
@@ -60,3 +63,35 @@ def test_throughput_rounds_measures_every_round(fp32_runtime: Runtime) -> None:
     assert len(raw) == 3 and all(v > 0 for v in raw)
     with pytest.raises(ValueError, match="rounds"):
         bench.throughput_rounds(fp32_runtime, rounds=0)
+
+
+def test_an_unreadable_image_is_skipped_and_counted_not_fatal(
+    fp32_runtime: Runtime, golden_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    data = tmp_path / "set"
+    for f in sorted(golden_dir.rglob("*.jpg"))[:30]:
+        (data / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, data / f.parent.name / f.name)
+    broken = next((data).rglob("*.jpg"))
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    meta = read_meta(ZOO_ONNX)
+    samples = datasets.list_samples(data)
+    ev = bench.evaluate(fp32_runtime, samples, meta.classes, meta.preprocessing, batch=8)
+    assert ev.unreadable == 1 and ev.n_images == len(samples) - 1
+    assert ev.evaluated is not None and len(ev.evaluated) == ev.n_images
+    assert samples.index(next(s for s in samples if s.source == str(broken))) not in set(ev.evaluated.tolist())
+
+
+def test_a_deadline_stops_the_work_early(fp32_runtime: Runtime, golden_dir: Path) -> None:
+    import time
+
+    meta = read_meta(ZOO_ONNX)
+    samples = datasets.list_samples(golden_dir)
+    ev = bench.evaluate(
+        fp32_runtime, samples, meta.classes, meta.preprocessing, batch=10, prefetch=1, deadline=time.perf_counter()
+    )
+    assert 0 < ev.n_images < len(samples)
+    lat = bench.measure_latency(fp32_runtime, iterations=10_000, deadline=time.perf_counter() + 0.2)
+    assert 1 <= lat.iterations < 10_000
