@@ -114,7 +114,7 @@ class Int8Gate:
     def run(self, int8: Loaded, precisions: tuple[str, ...]) -> GateResult:
         """Verify ``int8``; returns what to run (``int8`` itself, a re-quantized engine, or a fallback)."""
         try:
-            fp32_artifact = self.manifest.artifact_for(int8.runtime.name, "fp32")
+            fp32_artifact = self.manifest.artifact_for(int8.runtime.name, "fp32", int8.runtime.also_runs)
         except EdgeloopError:
             note = f"release {self.manifest.ref} carries no FP32 model to verify against: INT8 runs unverified"
             return GateResult(int8, [_candidate(int8, None, note=note)], [("warning", "int8_unverified", note)])
@@ -186,7 +186,7 @@ class Int8Gate:
                 result.candidates.append(_candidate(reference, None, note="the FP32 reference itself"))
                 return reference
             try:
-                artifact = self.manifest.artifact_for(reference.runtime.name, p)  # type: ignore[arg-type]
+                artifact = self.manifest.artifact_for(reference.runtime.name, p, reference.runtime.also_runs)  # type: ignore[arg-type]
             except EdgeloopError:
                 continue
             loaded = self.open_artifact(artifact)

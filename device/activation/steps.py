@@ -92,7 +92,7 @@ def choose(manifest: ReleaseManifest, runtime: Runtime, precision: Precision | N
     wanted = precisions_to_try(runtime, precision)
     for p in wanted:
         try:
-            return manifest.artifact_for(runtime.name, p)
+            return manifest.artifact_for(runtime.name, p, runtime.also_runs)
         except EdgeloopError:
             continue
     raise ActivationError(

@@ -117,6 +117,8 @@ class Runtime(ABC):
     name: ClassVar[str]  # the config's ``type`` and the engine record's ``runtime``
     config_class: ClassVar[type[RuntimeConfig]]  # its ``[runtime]`` table, ``type: Literal[name]``
     priority: ClassVar[int]  # ``auto`` tries the backends from the highest priority down
+    # artifacts made for these runtimes run here too, after the ones made for this runtime itself
+    also_runs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: RuntimeConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class.model_validate({})

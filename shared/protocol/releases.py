@@ -155,10 +155,14 @@ class ReleaseManifest(WireModel):
     def ref(self) -> ReleaseRef:
         return ReleaseRef(name=self.name, version=self.version)
 
-    def artifact_for(self, runtime: str, precision: Precision | None = None) -> Artifact:
-        """The artifact a device should run: exact runtime match first, then a portable one."""
+    def artifact_for(
+        self, runtime: str, precision: Precision | None = None, also: tuple[str, ...] = ()
+    ) -> Artifact:
+        """The artifact a device should run: exact runtime match first, then the runtimes in ``also``
+        whose files this one runs as well (e.g. OpenVINO runs ONNX Runtime's CPU form), then a portable one."""
         wanted = [a for a in self.artifacts if precision is None or a.precision == precision]
-        for candidate in ([a for a in wanted if a.runtime == runtime], [a for a in wanted if a.runtime == "any"]):
+        for tag in (runtime, *also, "any"):
+            candidate = [a for a in wanted if a.runtime == tag]
             if candidate:
                 return candidate[0]
         raise EdgeloopError(

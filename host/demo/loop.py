@@ -1,8 +1,9 @@
-"""``edgeloop demo``: the whole closed loop on one machine, offline, in a couple of minutes.
+"""``edgeloop demo``: the whole closed loop on one machine, offline, in well under a minute.
 
 embedded MQTT broker + ``serve`` + three real agent processes (ONNX Runtime) -> signed releases of
 the zoo baseline and its slimmed INT8 variant -> install the baseline everywhere -> roll the
-compressed release out canary -> 25% -> 100% with the accuracy/latency gates -> summary table.
+compressed release out canary -> 25% -> 100% with the accuracy/latency gates -> the field: the last
+agent serves night-time images, is flagged as drifted and re-calibrated (``field``) -> summary tables.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from host.demo.field import print_field, run_field
 from host.fleet.release import ReleaseStore, create_release
 from host.fleet.rollout_config import RolloutConfig
 from host.fleet.server import HostServer, ServeConfig
@@ -58,12 +60,18 @@ def _build_dir(work: Path, name: str, files: list[str]) -> Path:
     return d
 
 
-def _agent_config(path: Path, device_id: str, broker_url: str, state: Path, pub: Path) -> None:
+def _agent_config(path: Path, device_id: str, broker_url: str, state: Path, pub: Path, serve_port: int | None) -> None:
+    serving = (
+        f'[inference]\nlisten = "127.0.0.1:{serve_port}"\ntelemetry_interval_s = 1\n'
+        "[inference.drift]\nwindow = 200\nmin_images = 100\n[inference.reservoir]\ncapacity = 500\n"
+        if serve_port is not None
+        else ""
+    )
     path.write_text(
         f'device_id = "{device_id}"\nfleet = "demo"\nstate_dir = {json.dumps(str(state))}\n'
         f"eval_dir = {json.dumps(str(golden_dir()))}\nstatus_interval_s = 5\ntrusted_keys = [{json.dumps(str(pub))}]\n"
         f'[broker]\nurl = "{broker_url}"\nprotocol = "3.1.1"\nreconnect_max_s = 2\n'
-        f'[runtime]\ntype = "onnxruntime"\nintra_op_threads = 1\n'
+        f'[runtime]\ntype = "onnxruntime"\nintra_op_threads = 1\n{serving}'
     )
 
 
@@ -146,15 +154,17 @@ def _releases(workdir: Path) -> tuple[ReleaseStore, ReleaseManifest, ReleaseMani
 
 
 def _start_agents(
-    agents: list[subprocess.Popen[bytes]], workdir: Path, devices: int, broker_url: str, pub: Path
+    agents: list[subprocess.Popen[bytes]], workdir: Path, devices: int, broker_url: str, pub: Path, serve_port: int
 ) -> None:
-    """Start the agent processes, adding each to ``agents`` at once (so a failure still stops the others)."""
+    """Start the agent processes, adding each to ``agents`` at once (so a failure still stops the others).
+    The last one also serves its engine on ``serve_port`` (the field stage)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("EDGELOOP_DEVICE_ID", None)
     for i in range(devices):
         d = workdir / "devices" / f"jetson-{i + 1:02d}"
         d.mkdir(parents=True, exist_ok=True)
-        _agent_config(d / "agent.toml", f"jetson-{i + 1:02d}", broker_url, d / "state", pub)
+        port = serve_port if i == devices - 1 else None
+        _agent_config(d / "agent.toml", f"jetson-{i + 1:02d}", broker_url, d / "state", pub, port)
         agents.append(
             subprocess.Popen(  # noqa: S603  (our own interpreter and module, no user input)
                 [sys.executable, "-m", "device.cli", "run", "--config", str(d / "agent.toml")],
@@ -227,8 +237,9 @@ def run_demo(
     server = HostServer(cfg)
     server.start()
     agents: list[subprocess.Popen[bytes]] = []
+    serve_port = _free_port()
     try:
-        _start_agents(agents, workdir, devices, cfg.broker_url, pub)
+        _start_agents(agents, workdir, devices, cfg.broker_url, pub, serve_port)
         _wait(
             lambda: len([x for x in server.store.devices("demo") if x.state == "online"]) >= devices,
             60,
@@ -236,13 +247,15 @@ def run_demo(
         )
         print(f"  {devices} agents online (ONNX Runtime, golden set as local eval data); dashboard {cfg.base_url}")
         second = _two_rollouts(server, base, slim, max_accuracy_drop)
+        outcome = run_field(server, workdir, f"jetson-{devices:02d}", f"http://127.0.0.1:{serve_port}")
         _summary(server, second)
+        print_field(outcome)
         print(f"demo finished in {time.monotonic() - t0:.0f}s; dashboard: {cfg.base_url}")
         if keep_running:
             print("--keep-running: serving until Ctrl-C")
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
-        return 0 if second.state == "completed" else 1
+        return 0 if second.state == "completed" and outcome.record.state in ("promoted", "rejected") else 1
     finally:
         _stop_agents(agents)
         server.stop()
