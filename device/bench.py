@@ -125,7 +125,12 @@ def measure_throughput(
 
 
 def throughput_rounds(
-    runtime: Runtime, batch: int = 256, rounds: int = 3, min_seconds: float = 0.5, deadline: float | None = None
+    runtime: Runtime,
+    batch: int = 256,
+    rounds: int = 3,
+    min_seconds: float = 0.5,
+    deadline: float | None = None,
+    min_batches: int = 5,
 ) -> list[float]:
     """Raw throughput (img/s) measured ``rounds`` times back to back; report their median.
 
@@ -138,7 +143,7 @@ def throughput_rounds(
     for _ in range(rounds):
         if out and deadline is not None and time.perf_counter() > deadline:
             break  # past the benchmark's time budget: the rounds so far give the median
-        out.append(measure_throughput(runtime, batch=batch, min_seconds=min_seconds).ips)
+        out.append(measure_throughput(runtime, batch=batch, min_seconds=min_seconds, min_batches=min_batches).ips)
     return out
 
 

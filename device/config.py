@@ -100,6 +100,37 @@ class Int8Config(BaseModel):
     )
 
 
+class SelectionConfig(BaseModel):
+    """How the agent picks what it runs: every runtime x precision it can run that the release carries
+    (or that it can make itself with a local calibration), each self-tested, INT8 verified against FP32
+    (``[int8]``), timed, and the fastest verified one wins. A pin narrows the choice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    measure: bool = Field(
+        True, description="measure every candidate; off: the first that works (runtime priority, best precision)"
+    )
+    runtime: str | None = Field(None, description="pin a runtime (a registered name) under `[runtime] type = auto`")
+    precision: Literal["fp32", "fp16", "int8"] | None = Field(
+        None, description="pin a precision (a deploy command's own precision still wins)"
+    )
+    calibrate: bool = Field(
+        True, description="also try an INT8 engine made here when the release has none (needs field images)"
+    )
+    batch: int = Field(64, ge=1, le=4096, description="batch the candidates' throughput is measured at")
+    seconds: float = Field(1.0, gt=0, le=60, description="timing per candidate (median of three rounds)")
+    budget_s: float = Field(
+        120.0, gt=0, le=3600, description="bound on the whole selection: candidates not reached by then are skipped"
+    )
+
+    @field_validator("runtime")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        if v is not None and v not in registry.names():
+            raise ValueError(f"unknown runtime {v!r}; registered: {', '.join(registry.names())}")
+        return v
+
+
 class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGELOOP_", env_nested_delimiter="__", extra="forbid")
 
@@ -138,6 +169,7 @@ class AgentConfig(BaseSettings):
     selftest_min_top1: float = Field(0.5, ge=0, le=1, description="golden-set floor when the release states none")
     status_interval_s: float = Field(30.0, ge=1, description="heartbeat with system telemetry")
     int8: Int8Config = Int8Config()
+    selection: SelectionConfig = SelectionConfig()
     inference: InferenceConfig | None = Field(
         None, description="serve the active engine to local applications (off unless the table is there)"
     )
@@ -158,6 +190,9 @@ class AgentConfig(BaseSettings):
             self.require_command_signature = self.require_signature
         if self.require_command_signature and not (self.command_keys or self.trusted_keys):
             raise ValueError("require_command_signature is on but neither command_keys nor trusted_keys are configured")
+        pin = self.selection.runtime
+        if pin is not None and not isinstance(self.runtime, AutoConfig) and pin != self.runtime.type:
+            raise ValueError(f"selection.runtime pins {pin!r} but [runtime] is {self.runtime.type!r}")
         if self.upload_token_file is not None and not self.upload_token_file.is_file():
             raise ValueError(f"upload_token_file {self.upload_token_file} not found")
         for name in ("eval_dir", "field_dir"):

@@ -76,7 +76,7 @@ def device_artifact(path: Path, name: str) -> Artifact:
     )
 
 
-def _candidate(
+def candidate_of(
     loaded: Loaded, v: Verification | None, origin: Literal["release", "device"] = "release", note: str = ""
 ) -> EngineCandidate:
     return EngineCandidate(
@@ -117,7 +117,7 @@ class Int8Gate:
             fp32_artifact = self.manifest.artifact_for(int8.runtime.name, "fp32", int8.runtime.also_runs)
         except EdgeloopError:
             note = f"release {self.manifest.ref} carries no FP32 model to verify against: INT8 runs unverified"
-            return GateResult(int8, [_candidate(int8, None, note=note)], [("warning", "int8_unverified", note)])
+            return GateResult(int8, [candidate_of(int8, None, note=note)], [("warning", "int8_unverified", note)])
         reference = self.open_artifact(fp32_artifact)
         try:
             result = self._decide(int8, reference, precisions)
@@ -128,9 +128,20 @@ class Int8Gate:
         result.candidates = [c.model_copy(update={"chosen": c.artifact == name}) for c in result.candidates]
         return result
 
+    def calibrate(self, reference: Loaded) -> GateResult:
+        """An INT8 engine made on the device from the FP32 ``reference`` (for a runtime the release carries no
+        INT8 file for). ``chosen`` is the new engine when it verifies (``reference`` is then closed), else
+        ``reference`` itself."""
+        result = GateResult(reference)
+        local = self._requantize(reference, result)
+        if local is not None:
+            reference.runtime.close()
+            result.chosen = local
+        return result
+
     def _decide(self, int8: Loaded, reference: Loaded, precisions: tuple[str, ...]) -> GateResult:
         v = self._verify(int8.runtime, reference.runtime)
-        result = GateResult(int8, [_candidate(int8, v)])
+        result = GateResult(int8, [candidate_of(int8, v)])
         if v.passed:
             reference.runtime.close()
             return result
@@ -170,7 +181,7 @@ class Int8Gate:
             self.adopt_file(out, record)
         loaded = self.open_artifact(record)
         v = self._verify(loaded.runtime, reference.runtime)
-        result.candidates.append(_candidate(loaded, v, "device", f"{choice.form.name}: {choice.reason}"))
+        result.candidates.append(candidate_of(loaded, v, "device", f"{choice.form.name}: {choice.reason}"))
         if v.passed:
             note = f"re-quantized on the device ({choice.form.name}): {v.reason}"
             result.events.append(("info", "int8_requantized", note))
@@ -183,7 +194,7 @@ class Int8Gate:
             if p == "int8":
                 continue
             if p == "fp32":
-                result.candidates.append(_candidate(reference, None, note="the FP32 reference itself"))
+                result.candidates.append(candidate_of(reference, None, note="the FP32 reference itself"))
                 return reference
             try:
                 artifact = self.manifest.artifact_for(reference.runtime.name, p, reference.runtime.also_runs)  # type: ignore[arg-type]
@@ -191,10 +202,10 @@ class Int8Gate:
                 continue
             loaded = self.open_artifact(artifact)
             v = self._verify(loaded.runtime, reference.runtime)
-            result.candidates.append(_candidate(loaded, v))
+            result.candidates.append(candidate_of(loaded, v))
             if v.passed:
                 reference.runtime.close()
                 return loaded
             loaded.runtime.close()
-        result.candidates.append(_candidate(reference, None, note="the FP32 reference itself"))
+        result.candidates.append(candidate_of(reference, None, note="the FP32 reference itself"))
         return reference

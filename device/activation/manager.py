@@ -8,6 +8,7 @@ under a lock) and the state file replaced. On any failure the running engine sta
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -17,13 +18,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from device.activation import steps
+from device.activation import steps, trials
 from device.activation.int8 import Int8Gate, Int8Settings, Loaded
 from device.activation.records import Activation, ActivationError, prep_of
+from device.activation.select import Option, Selector, throughput
 from device.builder import EngineCache
+from device.calibration.calibset import MIN_IMAGES
 from device.config import AgentConfig
 from device.runtimes import registry
 from device.runtimes.base import Engine, EngineError, Runtime, RuntimeUnavailableError
+from device.runtimes.registry import AutoConfig
 from device.state import AgentState, Slot
 from shared import datasets, signing
 from shared.protocol import Precision, ReleaseManifest, version_key
@@ -76,9 +80,13 @@ class EngineManager:
             "gpu_mem_mb": rt.gpu_memory_mb() if rt else None,
         }
 
-    def new_runtime(self) -> Runtime:
+    def new_runtime(self, name: str | None = None) -> Runtime:
+        """A new runtime of the configured kind; ``name`` picks one backend of ``auto``."""
+        config = steps.with_cache_dirs(self.config.runtime, self.config.state_dir / "runtime-cache")
+        if name is not None and isinstance(config, AutoConfig):
+            config = config.backend(name)
         try:
-            return registry.create(steps.with_cache_dirs(self.config.runtime, self.config.state_dir / "runtime-cache"))
+            return registry.create(config)
         except RuntimeUnavailableError as e:
             raise ActivationError("runtime_unavailable", str(e)) from e
 
@@ -93,7 +101,11 @@ class EngineManager:
         if manifest is None or engine is None:
             log.error("cannot restore %s: manifest or engine missing; waiting for a deploy", slot.ref)
             return
-        runtime = self.new_runtime()
+        try:
+            runtime = self.new_runtime(engine.runtime)  # the backend that built it, whatever auto would pick now
+        except ActivationError as e:
+            log.error("cannot restore %s: %s", slot.ref, e)
+            return
         try:
             runtime.load(engine)
         except EngineError as e:
@@ -136,29 +148,52 @@ class EngineManager:
                 return Activation(
                     current, rt.engine, rt.name, rt.version(), rt.accelerator(), True, 0.0, 0.0, None, previous, True
                 )
-        runtime = self.new_runtime()
-        try:
-            act = self._activate_with(runtime, manifest, base_url, precision)
-        except BaseException:
-            runtime.close()
-            raise
+        act = self._activate_with(manifest, base_url, precision)
         if expired:
             act.events.append(("warning", "release_expired", expired))
         return act
 
+    def _runtimes_to_try(self) -> list[Runtime]:
+        """One (unloaded) runtime of every backend the selection may use, highest priority first."""
+        config, pin = self.config.runtime, self.config.selection.runtime
+        if not isinstance(config, AutoConfig):
+            return [self.new_runtime()]
+        if pin is not None:
+            return [self.new_runtime(pin)]
+        names = [n for n in registry.names() if registry.runtime_class(n).probe() is None]
+        if not names:
+            self.new_runtime()  # raises runtime_unavailable with every backend's reason
+        return [self.new_runtime(n) for n in (names if self.config.selection.measure else names[:1])]
+
+    def _plan(self, manifest: ReleaseManifest, precision: Precision | None) -> list[Option]:
+        s = self.config.selection
+        can_calibrate = (
+            s.measure and s.calibrate and self.config.int8.verify and len(self.calibration_files()) >= MIN_IMAGES
+        )
+        runtimes = self._runtimes_to_try()
+        try:
+            return trials.plan(manifest, runtimes, precision or s.precision, can_calibrate)
+        finally:
+            for rt in runtimes:
+                rt.close()
+
     def _activate_with(
-        self, runtime: Runtime, manifest: ReleaseManifest, base_url: str | None, precision: Precision | None
+        self, manifest: ReleaseManifest, base_url: str | None, precision: Precision | None
     ) -> Activation:
-        opener = steps.ArtifactOpener(self.config, self.state, self.cache, self.new_runtime, manifest, base_url)
         self.state.store_base_url(manifest.ref, base_url)
-        artifact = steps.choose(manifest, runtime, precision)
-        loaded = opener.open(artifact, runtime)
-        top1 = steps.selftest_top1(loaded.runtime, manifest, artifact, self.config)
-        activation_notes: tuple[list[Any], list[tuple[str, str, str]]] = ([], [])
-        if artifact.precision == "int8" and self.config.int8.verify:
-            loaded, activation_notes = self._int8_gate(loaded, manifest, opener)
-            if loaded.artifact is not artifact:
-                top1 = steps.selftest_top1(loaded.runtime, manifest, loaded.artifact, self.config)
+        openers: dict[str, steps.ArtifactOpener] = {}
+
+        def opener_for(name: str) -> steps.ArtifactOpener:
+            if name not in openers:
+                new = functools.partial(self.new_runtime, name)
+                openers[name] = steps.ArtifactOpener(self.config, self.state, self.cache, new, manifest, base_url)
+            return openers[name]
+
+        runner = trials.TrialRunner(manifest, self.config, opener_for, self._gate_factory(manifest))
+        chosen = Selector(self.config.selection, runner, throughput(self.config.selection)).run(
+            self._plan(manifest, precision)
+        )
+        loaded = chosen.loaded
         a = loaded.artifact
         slot = Slot(
             manifest.name, manifest.version, a.name, a.sha256, a.precision, _digest_of(loaded.engine, self.cache)
@@ -173,41 +208,39 @@ class EngineManager:
             rt.version(),
             rt.accelerator(),
             loaded.cache_hit,
-            opener.fetch_s,
+            sum(o.fetch_s for o in openers.values()),
             0.0 if loaded.cache_hit else engine.build_s,
-            top1,
+            chosen.top1,
             self.state.previous.ref if self.state.previous else None,
-            candidates=activation_notes[0],
-            events=activation_notes[1],
+            candidates=chosen.candidates,
+            events=chosen.events,
+            selection_s=chosen.seconds,
         )
 
-    def _int8_gate(
-        self, loaded: Loaded, manifest: ReleaseManifest, opener: steps.ArtifactOpener
-    ) -> tuple[Loaded, tuple[list[Any], list[tuple[str, str, str]]]]:
-        """Verify an INT8 engine against the release's FP32 model (see ``int8.Int8Gate``)."""
+    def _gate_factory(self, manifest: ReleaseManifest) -> Callable[[steps.ArtifactOpener], Int8Gate]:
+        """The INT8 gate of one runtime's opener; the labelled images are read once per activation."""
         prep = prep_of(manifest)
         c = self.config.int8
-        spec = self.config.eval_dir or golden_dir()
-        data = datasets.load_labelled(spec, manifest.model.classes, size=prep.size, limit=c.images)
-        gate = Int8Gate(
-            manifest,
-            data.images,
-            data.labels,
-            prep,
-            opener.open,
-            opener.adopt,
-            self.calibration_files,
-            Int8Settings(c.max_drop_points, c.min_agreement, c.calibration_images),
-        )
-        result = gate.run(loaded, loaded.runtime.supported_precisions())
-        return result.chosen, (result.candidates, result.events)
+        data: list[datasets.LabelledImages] = []
+
+        def gate(opener: steps.ArtifactOpener) -> Int8Gate:
+            if not data:
+                spec = self.config.eval_dir or golden_dir()
+                data.append(datasets.load_labelled(spec, manifest.model.classes, size=prep.size, limit=c.images))
+            settings = Int8Settings(c.max_drop_points, c.min_agreement, c.calibration_images)
+            images, labels = data[0].images, data[0].labels
+            return Int8Gate(manifest, images, labels, prep, opener.open, opener.adopt, self.calibration_files, settings)
+
+        return gate
 
     # -- device-made engines (recalibrate) ------------------------------------------------------
     def opener(self, manifest: ReleaseManifest, base_url: str | None) -> steps.ArtifactOpener:
-        """Fetches and builds artifacts of ``manifest`` in new runtimes of this device's kind (relative
+        """Fetches and builds artifacts of ``manifest`` in new runtimes of the running one's kind (relative
         artifact URLs resolve against ``base_url``, else where its activation fetched from)."""
         base = base_url or self.state.base_url(manifest.ref)
-        return steps.ArtifactOpener(self.config, self.state, self.cache, self.new_runtime, manifest, base)
+        running = self._runtime.name if self._runtime is not None else None
+        new = functools.partial(self.new_runtime, running)
+        return steps.ArtifactOpener(self.config, self.state, self.cache, new, manifest, base)
 
     def adopt(self, loaded: Loaded, manifest: ReleaseManifest) -> Slot:
         """Make ``loaded`` (an engine of the running release, e.g. re-calibrated) the active one."""

@@ -33,8 +33,9 @@ class Activation:
     selftest_top1: float | None
     previous: ReleaseRef | None
     already_active: bool = False
-    candidates: list[EngineCandidate] = field(default_factory=list)  # what was tried (the INT8 gate)
+    candidates: list[EngineCandidate] = field(default_factory=list)  # what was tried, with its figures
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (level, code, message) to report
+    selection_s: float | None = None  # what choosing between the candidates cost
 
 
 def prep_of(manifest: ReleaseManifest) -> Preprocessing:

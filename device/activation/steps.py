@@ -22,7 +22,6 @@ from device.runtimes.base import EngineError, Runtime, RuntimeConfig
 from device.runtimes.registry import AutoConfig
 from device.state import AgentState
 from shared import signing
-from shared.errors import EdgeloopError
 from shared.protocol import Artifact, Precision, ReleaseManifest
 
 log = logging.getLogger(__name__)
@@ -85,19 +84,6 @@ def check_expiry(manifest: ReleaseManifest, rollback: bool) -> str | None:
     if not rollback:
         raise ActivationError("release_expired", f"refusing {message}; cut a new release (edgeloop release create)")
     return message + ": rolled back to it anyway, as the signed rollback asked"
-
-
-def choose(manifest: ReleaseManifest, runtime: Runtime, precision: Precision | None) -> Artifact:
-    """The artifact to run: the asked precision (or the nearest the runtime runs), else its best."""
-    wanted = precisions_to_try(runtime, precision)
-    for p in wanted:
-        try:
-            return manifest.artifact_for(runtime.name, p, runtime.also_runs)
-        except EdgeloopError:
-            continue
-    raise ActivationError(
-        "no_suitable_artifact", f"release {manifest.ref} has no artifact {runtime.name} can run at {'/'.join(wanted)}"
-    )
 
 
 class ArtifactOpener:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from device import bench, sysinfo
+from device.cli import bench_all
 from device.fetch import sha256_file
 from device.runtimes import registry
 from device.runtimes.base import Engine, Runtime, RuntimeConfig
@@ -161,9 +162,25 @@ def bench_command(
     return result
 
 
+def _cmd_all(args: argparse.Namespace) -> int:
+    config = runtime_config(args.runtime, args.threads, args.sparse, (args.throughput_batch,))
+    r = bench_all.compare(
+        [Path(m) for m in args.model], config, args.throughput_batch, args.seconds, args.data, args.limit
+    )
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        bench_all.print_comparison(r)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.all:
+        return _cmd_all(args)
+    if len(args.model) > 1:
+        raise EdgeloopError("several ONNX files are compared with --all; without it, bench one file")
     r = bench_command(
-        Path(args.model),
+        Path(args.model[0]),
         args.precision,
         args.batch,
         args.data,
@@ -223,7 +240,16 @@ def _print_profile(r: dict[str, Any], top: int = 15) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="build and benchmark an ONNX model locally (like trtexec)")
-    b.add_argument("model", help="ONNX file")
+    b.add_argument("model", nargs="+", help="ONNX file (with --all: every precision's file of one model)")
+    b.add_argument(
+        "--all",
+        action="store_true",
+        help=(
+            "compare every installed runtime x every precision of the files, as the agent's selection does on a "
+            "deploy: built, self-tested, INT8 verified against the FP32 file, timed at --throughput-batch"
+        ),
+    )
+    b.add_argument("--seconds", type=float, default=1.0, help="with --all: timing per candidate")
     b.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: the file's own")
     b.add_argument("--batch", type=int, default=1, help="batch size for latency")
     b.add_argument("--throughput-batch", type=int, default=256, help="batch size for throughput and evaluation")

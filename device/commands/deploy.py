@@ -95,7 +95,8 @@ def activate(
             fetch_s=act.fetch_s,
             build_s=act.build_s,
             selftest_top1=act.selftest_top1,
-            candidates=tuple(act.candidates),
+            candidates=tuple(act.candidates[:32]),
+            selection_s=act.selection_s,
             **common,
         )
     )

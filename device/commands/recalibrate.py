@@ -104,10 +104,10 @@ def _pending_path(agent: AgentContext, command_id: object) -> Path:
 
 def _calibrate(agent: AgentContext, cmd: RecalibrateCommand, work: Path) -> dict[str, Any]:
     with agent.engines.active() as (old, manifest, slot):
-        rt_name, gpu, precision_before = old.name, old.uses_gpu(), slot.precision
+        rt_name, gpu, precision_before, also = old.name, old.uses_gpu(), slot.precision, old.also_runs
         old_file = agent.state.artifact_path(slot.artifact_sha256)
     opener = agent.engines.opener(manifest, cmd.base_url)
-    fp32_artifact = manifest.artifact_for(rt_name, "fp32")
+    fp32_artifact = manifest.artifact_for(rt_name, "fp32", also)
     fp32_path = opener.fetch(fp32_artifact)
     where, files = _files(agent, cmd, work)
     cal = calibset.load(files, manifest.model.preprocessing.size)

@@ -98,6 +98,7 @@ class DeployReport(Message):
     build_s: NonNegFloat | None = None
     selftest_top1: Fraction | None = None
     candidates: tuple[EngineCandidate, ...] = Field((), max_length=32, description="what was tried, and why")
+    selection_s: NonNegFloat | None = Field(None, le=86400, description="what choosing between them cost")
 
 
 class BenchmarkReport(Message):

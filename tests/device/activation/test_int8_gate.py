@@ -24,6 +24,8 @@ from shared.protocol import ReleaseManifest
 
 
 def _manager(state_dir: Path, pub: Path, **kw: object) -> EngineManager:
+    """ONNX Runtime with INT8 pinned: what the gate does, not what the selection would measure."""
+    kw.setdefault("selection", {"precision": "int8"})
     cfg: AgentConfig = load_config(
         None, device_id="dev", state_dir=str(state_dir), trusted_keys=[str(pub)], runtime={"type": "onnxruntime"}, **kw
     )
@@ -105,4 +107,5 @@ def test_the_gate_can_be_switched_off(
     mgr = _manager(tmp_path / "state", keys[1], int8={"verify": False})
     act = mgr.activate(m, served)
     mgr.close()
-    assert act.slot.precision == "int8" and act.candidates == []
+    assert act.slot.precision == "int8"
+    assert [(c.precision, c.verified, c.chosen) for c in act.candidates] == [("int8", None, True)]  # unchecked

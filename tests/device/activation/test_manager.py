@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from device.activation import ActivationError, EngineManager
 from device.builder import EngineCache
 from device.config import AgentConfig, load_config
 from device.state import AgentState
-from host.fleet.release import ReleaseStore
+from host.fleet.release import ReleaseStore, create_release
 from shared.protocol import ReleaseManifest
 from tests.fixtures import MakeRelease
 
@@ -132,3 +133,38 @@ def test_failed_activation_keeps_the_running_engine(
     assert mgr.state.current is not None and mgr.state.current.ref == good.ref
     _infer_ok(mgr)
     mgr.close()
+
+
+def _two_precisions(zoo_onnx: Path, store: ReleaseStore, keys: tuple[Path, Path], tmp_path: Path) -> ReleaseManifest:
+    build = tmp_path / "build-two"
+    build.mkdir()
+    for name in ("resnet20.onnx", "resnet20-int8.onnx"):
+        shutil.copy(zoo_onnx.parent / name, build / name)
+    return create_release(build, "two", "1.0.0", store, sign_key=keys[0], source_top1=0.9)
+
+
+def test_the_selection_times_each_precision_and_runs_the_fastest(
+    zoo_onnx: Path, store: ReleaseStore, served: str, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    m = _two_precisions(zoo_onnx, store, keys, tmp_path)
+    mgr = _manager(tmp_path / "state", keys[1], selection={"seconds": 0.3, "batch": 32})
+    act = mgr.activate(m, served)
+    mgr.close()
+    timed = {c.precision: c for c in act.candidates if c.throughput_ips}
+    assert set(timed) == {"int8", "fp32"}, act.candidates
+    fastest = max(timed.values(), key=lambda c: c.throughput_ips or 0.0)
+    assert fastest.chosen and act.slot.precision == fastest.precision
+    assert [c.chosen for c in act.candidates].count(True) == 1
+    assert timed["int8"].verified is True  # the gate ran on the INT8 candidate
+    assert act.selection_s is not None and act.selection_s > 0
+
+
+def test_a_pinned_precision_is_not_measured_against_others(
+    zoo_onnx: Path, store: ReleaseStore, served: str, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    m = _two_precisions(zoo_onnx, store, keys, tmp_path)
+    mgr = _manager(tmp_path / "state", keys[1], selection={"precision": "fp32"})
+    act = mgr.activate(m, served)
+    mgr.close()
+    assert act.slot.precision == "fp32"
+    assert [(c.precision, c.throughput_ips, c.chosen) for c in act.candidates] == [("fp32", None, True)]

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from device.activation import EngineManager
-from device.activation.steps import choose, match_sparsity, precisions_to_try, with_cache_dirs
+from device.activation.steps import match_sparsity, precisions_to_try, with_cache_dirs
+from device.activation.trials import plan
 from device.builder import EngineCache
 from device.cli.bench import bench_command, runtime_config
 from device.config import load_config
@@ -183,8 +184,8 @@ def test_the_activation_falls_back_to_what_the_gpu_runs(tmp_path: Path) -> None:
     rt.precisions = ("int8", "fp32")
     assert precisions_to_try(rt, "fp16") == ("fp32",)  # never to a more reduced precision than asked
     release = manifest(artifacts=(_artifact("int8"), _artifact("fp16"), _artifact("fp32")))
-    assert choose(release, _NanoRuntime(), "int8").precision == "fp16"
-    assert choose(release, _NanoRuntime(), None).precision == "fp16"
+    assert [o.artifact.precision for o in plan(release, [_NanoRuntime()], "int8", False)] == ["fp16", "fp32"]
+    assert [o.artifact.precision for o in plan(release, [_NanoRuntime()], None, False)] == ["fp16", "fp32"]
 
 
 # -- 4. int8 only from Q/DQ files; the engine is labelled with what the file is --------------------------------
