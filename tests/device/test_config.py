@@ -10,6 +10,7 @@ from device.runtimes.registry import AutoConfig
 from device.runtimes.tensorrt import TensorRTConfig
 from shared.errors import EdgeloopError
 from tests.device.fakes import FakeConfig, FakeRuntime
+from tests.helpers import REPO
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -101,3 +102,32 @@ def test_a_registered_backend_is_a_valid_runtime_table(fake_runtime: type[FakeRu
     assert cfg.runtime == FakeConfig(classes=3)
     with pytest.raises(EdgeloopError, match=r"runtime\.bogus: Extra inputs are not permitted"):
         load_config(None, device_id="d", require_signature=False, runtime={"type": "fake", "bogus": 1})
+
+
+def test_the_example_config_in_deploy_is_valid(tmp_path: Path) -> None:
+    """deploy/agent.toml, with its /etc and /var paths moved under tmp_path (the files made empty)."""
+    text = (REPO / "deploy" / "agent.toml").read_text()
+    for prefix in ("/etc/edgeloop", "/var/lib/edgeloop"):
+        text = text.replace(prefix, f"{tmp_path}{prefix}")
+    for line in text.splitlines():
+        for part in line.split('"')[1::2]:
+            if part.startswith(str(tmp_path)):
+                p = Path(part)
+                if p.suffix:
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.touch()
+                else:
+                    p.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.selection.measure and cfg.selection.batch == 64 and cfg.int8.verify
+    assert cfg.inference is not None and cfg.inference.reservoir is not None and cfg.inference.drift.threshold == 1.0
+
+
+def test_a_selection_pin_must_fit_the_runtime(tmp_path: Path) -> None:
+    base = f'device_id = "d"\nstate_dir = "{tmp_path}/s"\nrequire_signature = false\n'
+    with pytest.raises(EdgeloopError, match=r"selection\.runtime pins 'tensorrt'"):
+        load_config(_write(tmp_path, base + '[runtime]\ntype = "onnxruntime"\n[selection]\nruntime = "tensorrt"\n'))
+    with pytest.raises(EdgeloopError, match="unknown runtime 'nope'"):
+        load_config(_write(tmp_path, base + '[selection]\nruntime = "nope"\n'))
+    cfg = load_config(_write(tmp_path, base + '[selection]\nruntime = "onnxruntime"\nprecision = "fp32"\n'))
+    assert (cfg.selection.runtime, cfg.selection.precision) == ("onnxruntime", "fp32")

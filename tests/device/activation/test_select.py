@@ -54,7 +54,10 @@ class _Fleet:
         loaded = Loaded(rt, option.artifact, engine, False, Path("m.onnx"))  # type: ignore[arg-type]  # a fake
         verified = None if label in self.untrusted else True
         own = EngineCandidate(
-            runtime=option.runtime, precision=option.artifact.precision, artifact=option.artifact.name, verified=verified
+            runtime=option.runtime,
+            precision=option.artifact.precision,
+            artifact=option.artifact.name,
+            verified=verified,
         )
         return Trial(loaded, 0.9, own, trusted=label not in self.untrusted)
 
@@ -97,7 +100,7 @@ def test_an_unverified_engine_only_wins_when_nothing_verified() -> None:
     fleet = _Fleet(dict(SPEED), untrusted={"openvino int8"})
     chosen = _run(fleet)
     assert (chosen.loaded.runtime.name, chosen.loaded.artifact.precision) == ("onnxruntime", "int8")
-    fleet = _Fleet(dict(SPEED), untrusted={label for label in SPEED})
+    fleet = _Fleet(dict(SPEED), untrusted=set(SPEED))
     chosen = _run(fleet)
     assert chosen.loaded.artifact.precision == "int8" and chosen.loaded.runtime.name == "openvino"
     assert chosen.candidates[0].note.startswith("no candidate verified; fastest unverified")
@@ -113,7 +116,9 @@ def test_failed_candidates_are_listed_and_the_rest_still_compete() -> None:
 
 
 def test_when_every_candidate_fails_the_first_reason_is_raised_with_all_of_them() -> None:
-    fleet = _Fleet({}, errors={o.label: code for o, code in zip(OPTIONS, ["selftest_failed", "a", "b", "c"])})
+    fleet = _Fleet(
+        {}, errors={o.label: code for o, code in zip(OPTIONS, ["selftest_failed", "a", "b", "c"], strict=True)}
+    )
     with pytest.raises(ActivationError) as e:
         _run(fleet)
     assert e.value.code == "selftest_failed"
