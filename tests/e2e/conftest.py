@@ -58,12 +58,14 @@ def agent_toml(
     eval_dir: Path | None,
     fleet: str = "lab",
     extra: str = "",
+    runtime: str = 'type = "onnxruntime"\nintra_op_threads = 1\n',
 ) -> Path:
+    """``runtime``: the body of the ``[runtime]`` table (it may end with sub-tables, and comes last)."""
     evals = f'eval_dir = "{eval_dir}"\n' if eval_dir is not None else ""
     path.write_text(
         f'device_id = "{device_id}"\nfleet = "{fleet}"\nstate_dir = "{state_dir}"\n{evals}'
         f"eval_limit = 50\nstatus_interval_s = 2\ntrusted_keys = [{json.dumps(str(pub))}]\n{extra}\n"
-        f'[broker]\nurl = "{broker_url}"\nreconnect_max_s = 2\n[runtime]\ntype = "onnxruntime"\nintra_op_threads = 1\n'
+        f'[broker]\nurl = "{broker_url}"\nreconnect_max_s = 2\n[runtime]\n{runtime}'
     )
     return path
 
@@ -78,14 +80,20 @@ def start_agent(
     agents: list[AgentProcess] = []
 
     def start(
-        device_id: str = "dev-1", fleet: str = "lab", extra: str = "", eval_dir: Path | bool | None = True
+        device_id: str = "dev-1",
+        fleet: str = "lab",
+        extra: str = "",
+        eval_dir: Path | bool | None = True,
+        runtime: str | None = None,
     ) -> AgentProcess:
         """``extra``: more agent.toml (top-level keys, then tables such as ``[inference]``);
-        ``eval_dir``: True for the golden images, None for no labelled set, or a folder."""
+        ``eval_dir``: True for the golden images, None for no labelled set, or a folder;
+        ``runtime``: the ``[runtime]`` table's body (default: ONNX Runtime, one thread)."""
         d = tmp_path / device_id
         d.mkdir(exist_ok=True)
         evals = golden_dir if eval_dir is True else (eval_dir or None)
-        cfg = agent_toml(d / "agent.toml", device_id, mosquitto.url, d / "state", keys[1], evals, fleet, extra)
+        rt = {"runtime": runtime} if runtime is not None else {}
+        cfg = agent_toml(d / "agent.toml", device_id, mosquitto.url, d / "state", keys[1], evals, fleet, extra, **rt)
         a = AgentProcess(cfg, d / "agent.log")
         a.start()
         agents.append(a)

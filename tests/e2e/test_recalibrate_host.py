@@ -38,7 +38,8 @@ from tests.helpers import REPO, Mosquitto, agent_env, free_port
 
 pytestmark = pytest.mark.e2e
 
-NO_GATE = "[int8]\nverify = false\n"
+# the gate off and INT8 pinned: the broken INT8 file goes live, as it would have before the gate
+NO_GATE = '[int8]\nverify = false\n[selection]\nprecision = "int8"\n'
 BENCH = {"warmup": 2, "iterations": 20, "throughput_batch": 16, "throughput_rounds": 1, "eval_limit": 50}
 
 
