@@ -28,12 +28,12 @@ from host.fleet.server import HostServer, ServeConfig
 from host.fleet.store.records import TERMINAL, WAVE_FINISHED, RolloutDetail
 from shared import signing
 from shared.errors import EdgeloopError
-from shared.protocol import BenchSettings, ReleaseManifest
+from shared.protocol import BenchSettings, DeployReport, ReleaseManifest
 from shared.samples import golden_dir
 
 log = logging.getLogger(__name__)
 
-ZOO = Path(os.environ.get("EDGELOOP_ZOO") or Path(__file__).parent / "zoo")  # override for experiments
+ZOO = Path(os.environ.get("EDGELOOP_ZOO") or Path(__file__).parents[1] / "zoo")  # override for experiments
 BASELINE = ["resnet20.onnx", "resnet20-int8.onnx", "resnet20-int8-trt.onnx", "resnet20-fp16.onnx"]
 SLIM = ["resnet20-slim.onnx", "resnet20-slim-int8.onnx", "resnet20-slim-int8-trt.onnx", "resnet20-slim-fp16.onnx"]
 
@@ -61,6 +61,8 @@ def _build_dir(work: Path, name: str, files: list[str]) -> Path:
 
 
 def _agent_config(path: Path, device_id: str, broker_url: str, state: Path, pub: Path, serve_port: int | None) -> None:
+    # the selection times each candidate for half a second; the field agent keeps INT8 (the engine it re-calibrates)
+    selection = "[selection]\nseconds = 0.5\n" + ('precision = "int8"\n' if serve_port is not None else "")
     serving = (
         f'[inference]\nlisten = "127.0.0.1:{serve_port}"\ntelemetry_interval_s = 1\n'
         "[inference.drift]\nwindow = 200\nmin_images = 100\n[inference.reservoir]\ncapacity = 500\n"
@@ -71,7 +73,7 @@ def _agent_config(path: Path, device_id: str, broker_url: str, state: Path, pub:
         f'device_id = "{device_id}"\nfleet = "demo"\nstate_dir = {json.dumps(str(state))}\n'
         f"eval_dir = {json.dumps(str(golden_dir()))}\nstatus_interval_s = 5\ntrusted_keys = [{json.dumps(str(pub))}]\n"
         f'[broker]\nurl = "{broker_url}"\nprotocol = "3.1.1"\nreconnect_max_s = 2\n'
-        f'[runtime]\ntype = "onnxruntime"\nintra_op_threads = 1\n{serving}'
+        f'{selection}[runtime]\ntype = "onnxruntime"\nintra_op_threads = 1\n{serving}'
     )
 
 
@@ -263,6 +265,19 @@ def run_demo(
             tmp.cleanup()
 
 
+def _selections(server: HostServer, rollout: RolloutDetail) -> None:
+    """What each device measured before it chose (the DeployReport's candidates)."""
+    print("what each device measured before it chose (img/s at its selection batch; * = chosen):")
+    for received in server.store.rollout_reports(rollout.id, DeployReport):
+        d = received.report
+        tried = ", ".join(
+            f"{'*' if c.chosen else ''}{c.runtime} {c.precision} "
+            + (f"{c.throughput_ips:,.0f}" if c.throughput_ips else ("refused" if c.verified is False else "-"))
+            for c in d.candidates
+        )
+        print(f"  {d.device_id}: {tried}")
+
+
 def _summary(server: HostServer, rollout: RolloutDetail) -> None:
     from host.table import print_table
 
@@ -285,6 +300,7 @@ def _summary(server: HostServer, rollout: RolloutDetail) -> None:
         ["device", "release", "runtime", "precision", "p50 ms", "p99 ms", "img/s", "top-1 %", "images"],
         rows,
     )
+    _selections(server, rollout)
     fleet = server.store.fleet("demo")
     print("fleet now: " + ", ".join(f"{d.device_id}={d.release}" for d in fleet))
     if rollout.reason:
