@@ -25,7 +25,7 @@ from device.runtimes.openvino import util as ov_util
 from device.runtimes.tensorrt import TensorRTRuntime
 from shared import datasets, imaging
 from shared.modelmeta import read_meta
-from tests.helpers import REPO, agent_env, free_port, wait_port
+from tests.helpers import REPO, agent_env, free_port, wait_healthy, wait_port
 
 ZOO = REPO / "host" / "zoo"
 F32 = npt.NDArray[np.float32]
@@ -256,6 +256,7 @@ def test_serve_runs_on_openvino(ov: ModuleType, golden_dir: Path) -> None:
     proc = subprocess.Popen(argv, cwd=REPO, env=agent_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_port(port, timeout=120)
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=120)
         image = next((golden_dir / "bird").iterdir()).read_bytes()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/classify", data=image, headers={"Content-Type": "image/jpeg"}
