@@ -2,7 +2,7 @@
 # Everything the test suite needs, from a fresh Debian/Ubuntu machine, then the tests.
 #   ./scripts/test.sh [pytest args]        (root, or a user with sudo)
 # Installs Mosquitto (real MQTT broker), PostgreSQL (store tests) and Chromium (dashboard test)
-# from apt, a virtualenv with the CPU build of torch and edgeloop[host,dev], starts PostgreSQL,
+# from apt, a virtualenv with the CPU build of torch and edgeloop[host,openvino,dev], starts PostgreSQL,
 # runs ruff and mypy, then pytest (everything but tests marked slow; GPU tests skip where no GPU exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,7 @@ fi
 # torch first, pinned: this takes the CPU build; an unpinned torch would pull a multi-GB CUDA build
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/pip install -q --disable-pip-version-check -e ".[host,device,dev]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[host,device,openvino,dev]"
 
 # lint, types and layers first (seconds; mypy ~30 s cold): what does not pass them does not land
 .venv/bin/ruff check .

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,17 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+def wait_healthy(url: str, timeout: float = 60.0) -> None:
+    """Wait until ``url``/healthz answers 200 (an inference server answers 503 while its engine loads)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url}/healthz did not answer 200 within {timeout:.0f} s")
 
 
 @dataclass

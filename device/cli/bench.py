@@ -36,10 +36,11 @@ def runtime_config(name: str, threads: int = 0, sparse: bool = False, batches: t
     """The bench flags as a ``[runtime]`` table: a flag sets the config field of its name where a backend has one,
     under ``auto`` in every backend that has it.
 
-    ``--threads`` is ``intra_op_threads``, ``--sparse`` ``sparse_weights``; ``batches`` (``--batch`` and
-    ``--throughput-batch``) size the engine: ``max_batch`` is the largest, and ``opt_batches`` tunes for each.
+    ``--threads`` is ``intra_op_threads`` (OpenVINO: ``inference_num_threads``), ``--sparse`` ``sparse_weights``;
+    ``batches`` (``--batch`` and ``--throughput-batch``) size the engine: ``max_batch`` is the largest, and
+    ``opt_batches`` tunes for each.
     """
-    flags: dict[str, Any] = {"intra_op_threads": threads, "sparse_weights": sparse}
+    flags: dict[str, Any] = {"intra_op_threads": threads, "inference_num_threads": threads, "sparse_weights": sparse}
     if batches:
         flags.update(max_batch=max(batches), opt_batches=tuple(sorted(set(batches))))
     if name == registry.AUTO:
@@ -266,12 +267,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     # "auto" and every registered backend, from the registry
     b.add_argument("--runtime", choices=registry.config_types(), default=registry.AUTO)
-    b.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per core)")
+    b.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0: one per core)")
     b.add_argument("--sparse", action="store_true", help="enable 2:4 sparse weights (TensorRT, Ampere+)")
     b.add_argument(
         "--profile",
         action="store_true",
-        help="per-layer times at the throughput batch, like trtexec --dumpProfile (ORT profiler / TensorRT IProfiler)",
+        help="per-layer times at the throughput batch, like trtexec --dumpProfile (ORT, TensorRT, OpenVINO profilers)",
     )
     b.add_argument("--warmup", type=int, default=20)
     b.add_argument("--iterations", type=int, default=200)

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--listen", default=defaults.listen, help=f"HOST:PORT (default {defaults.listen}, loopback)")
     s.add_argument("--runtime", choices=registry.config_types(), default=registry.AUTO)
     s.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: the file's own")
-    s.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per core)")
+    s.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0: one per core)")
     s.add_argument(
         "--max-batch", type=int, default=defaults.max_batch, help="dynamic batching: most requests in one batch"
     )

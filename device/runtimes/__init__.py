@@ -5,7 +5,7 @@ Each backend is one folder with the same files (``config.py``, ``loader.py``, ``
 them, which is the one place a new backend is added.
 """
 
-from device.runtimes import onnxruntime, tensorrt
+from device.runtimes import onnxruntime, openvino, tensorrt
 from device.runtimes.base import (
     Engine,
     EngineError,
@@ -18,7 +18,7 @@ from device.runtimes.base import (
 from device.runtimes.registry import AutoConfig, create, names, parse_config, register, runtime_class
 
 # every backend package, imported for its registration (the order does not matter: ``priority`` does)
-BACKENDS = (tensorrt, onnxruntime)
+BACKENDS = (tensorrt, openvino, onnxruntime)
 
 __all__ = [
     "BACKENDS",

@@ -10,13 +10,20 @@ import argparse
 import json
 from pathlib import Path
 
+from device.runtimes import registry
+
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from host.factory.evaluate import evaluate_command
     from host.table import print_table
 
     r = evaluate_command(
-        Path(args.model), args.data, limit=args.limit, threads=args.threads, iterations=args.iterations
+        Path(args.model),
+        args.data,
+        limit=args.limit,
+        threads=args.threads,
+        iterations=args.iterations,
+        runtime=args.runtime,
     )
     if args.json:
         print(json.dumps(r, indent=2))
@@ -40,10 +47,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="accuracy, size and CPU speed of a .pt checkpoint or .onnx file")
+    # every registered backend (the device's own runtimes); the ONNX file's top-1 and speed are measured on it
+    p.add_argument("--runtime", choices=registry.names(), default="onnxruntime", help="default: onnxruntime")
     p.add_argument("model", help="a .pt checkpoint or an .onnx file")
     p.add_argument("--data", required=True, help="labelled ImageFolder dir or .tar.gz[::subdir]")
     p.add_argument("--limit", type=int, help="evaluate on a class-balanced subset of this many images")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all cores)")
+    p.add_argument("--threads", type=int, default=0, help="runtime threads (0 = all cores)")
     p.add_argument("--iterations", type=int, default=200, help="timed batch-1 runs for latency")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_cmd_evaluate)

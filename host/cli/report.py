@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from device.runtimes import registry
+
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from host.factory.report import build_report, print_report, write_report
@@ -22,6 +24,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         threads=args.threads,
         limit=args.limit,
         rounds=args.rounds,
+        runtimes=args.runtime,
     )
     json_path = Path(args.json_out or build_dir / "report.json")
     png_path = Path(args.png or json_path.with_suffix(".png"))
@@ -37,7 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="labelled evaluation set (e.g. the 10,000-image test split)")
     p.add_argument("--baseline", default="host/zoo/resnet20.onnx", help="FP32 ONNX the speed-ups refer to")
     p.add_argument("--torch-baseline", default="host/zoo/resnet20.pt", help="checkpoint for PyTorch eager FP32")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime / torch threads (0 = all cores)")
+    p.add_argument(
+        "--runtime",
+        action="append",
+        choices=registry.names(),
+        help="a runtime to run every variant on (repeatable; default: every backend installed here)",
+    )
+    p.add_argument("--threads", type=int, default=0, help="runtime and torch threads (0 = all cores)")
     p.add_argument("--limit", type=int, help="evaluate on a class-balanced subset")
     p.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds (median is reported)")
     p.add_argument("--json-out", help="default: BUILD_DIR/report.json")

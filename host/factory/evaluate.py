@@ -1,7 +1,8 @@
 """``edgeloop evaluate``: accuracy, size, compute and CPU speed of a checkpoint or ONNX file.
 
 A checkpoint is evaluated in PyTorch and timed as its verified, BN-folded ONNX export; an ONNX
-file is evaluated and timed on ONNX Runtime's CPU provider.
+file is evaluated and timed on one of the device's runtimes (``--runtime``: ONNX Runtime's CPU
+provider by default, ``openvino``, ...), exactly as a device running it would.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from host.factory import checkpoint
 from host.factory.export import export_verified
 from host.factory.fold import fold_bn
 from host.factory.onnx_stats import onnx_params_macs
-from host.factory.ort import open_onnx
+from host.factory.ort import DEFAULT_RUNTIME, describe, open_onnx
 from host.factory.predict import predict_torch
 from host.factory.stats import count_macs, count_params
 from shared import datasets
@@ -39,10 +40,11 @@ def speed_onnx(
     iterations: int = 200,
     throughput_batch: int = 256,
     min_seconds: float = 2.0,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> dict[str, Any]:
-    """Latency at batch 1 and throughput at ``throughput_batch`` on ONNX Runtime's CPU provider."""
+    """Latency at batch 1 and throughput at ``throughput_batch`` on ``runtime`` (ONNX Runtime's CPU provider)."""
     with tempfile.TemporaryDirectory() as tmp:
-        rt = open_onnx(onnx_path, precision, Path(tmp), threads)
+        rt = open_onnx(onnx_path, precision, Path(tmp), threads, runtime)
         with rt:
             lat = bench.measure_latency(rt, batch=1, warmup=20, iterations=iterations)
             thr = bench.measure_throughput(rt, batch=throughput_batch, min_seconds=min_seconds)
@@ -50,12 +52,19 @@ def speed_onnx(
                 "latency_ms": lat.latency_ms,
                 "throughput_ips": thr.ips,
                 "throughput_batch": thr.batch,
-                "runtime": f"onnxruntime {rt.version()} ({rt.providers[0]})",
+                "runtime": describe(rt),
+                "runtime_name": rt.name,
+                "accelerator": rt.accelerator(),
             }
 
 
 def evaluate_command(
-    model_path: Path, data: str, limit: int | None = None, threads: int = 0, iterations: int = 200
+    model_path: Path,
+    data: str,
+    limit: int | None = None,
+    threads: int = 0,
+    iterations: int = 200,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> dict[str, Any]:
     """``edgeloop evaluate``: accuracy (top-1, per class), size, compute and CPU speed of a model."""
     t0 = time.perf_counter()
@@ -72,7 +81,9 @@ def evaluate_command(
             precision = "fp32"
         else:
             onnx_path = model_path
-            classes, labels, preds, precision = _onnx_predictions(model_path, samples, threads, Path(tmp), result)
+            classes, labels, preds, precision = _onnx_predictions(
+                model_path, samples, threads, Path(tmp), result, runtime
+            )
         per_class = {c: float((preds[labels == i] == i).mean()) for i, c in enumerate(classes) if (labels == i).any()}
         result.update(
             top1=float((preds == labels).mean()) if len(labels) else 0.0,
@@ -80,7 +91,7 @@ def evaluate_command(
             per_class=per_class,
             precision=precision,
         )
-        result.update(speed_onnx(onnx_path, precision, threads, iterations))
+        result.update(speed_onnx(onnx_path, precision, threads, iterations, runtime=runtime))
     result["wall_time_s"] = round(time.perf_counter() - t0, 2)
     return result
 
@@ -103,18 +114,18 @@ def _checkpoint_predictions(
 
 
 def _onnx_predictions(
-    model_path: Path, samples: list[Sample], threads: int, tmp: Path, result: dict[str, Any]
+    model_path: Path, samples: list[Sample], threads: int, tmp: Path, result: dict[str, Any], runtime: str
 ) -> tuple[tuple[str, ...], npt.NDArray[np.int64], npt.NDArray[np.int64], str]:
-    """ONNX Runtime predictions of an ONNX file, with the classes and precision its metadata names."""
+    """Predictions of an ONNX file on ``runtime``, with the classes and precision its metadata names."""
     import onnx
 
     meta = read_meta(model_path)
     classes, prep, precision = meta.classes, meta.preprocessing, meta.precision
     labels = datasets.label_indices(samples, classes)
     params, macs = onnx_params_macs(onnx.load(str(model_path)))
-    result.update(params=params, macs=macs, runtime_eval="onnxruntime")
+    result.update(params=params, macs=macs, runtime_eval=runtime)
     with (
-        open_onnx(model_path, precision, tmp, threads) as rt,
+        open_onnx(model_path, precision, tmp, threads, runtime) as rt,
         tqdm(total=len(samples), desc="evaluate", unit="img", disable=None) as bar,
     ):
         ev = bench.evaluate(rt, samples, classes, prep, batch=256, progress=bar.update)

@@ -1,10 +1,12 @@
 """``edgeloop report``: every variant of a build directory evaluated on the same data in one run.
 
-Accuracy (top-1 and change vs the baseline), size (ONNX bytes and gzip bytes), params, MACs,
-ONNX Runtime CPU latency (batch 1) and throughput (batch 256), and speed-ups against the baseline
-FP32 ONNX and PyTorch eager FP32. Throughput is measured in interleaved rounds (every model once
-per round, median over rounds) so that machine noise hits all models alike. Writes JSON and a PNG
-of accuracy against throughput with the Pareto front.
+Every variant runs on every runtime asked for (``--runtime``, default: every backend installed here,
+e.g. ONNX Runtime and OpenVINO), one row per variant x runtime: accuracy (top-1 and change vs the
+baseline on the same runtime), size (ONNX bytes and gzip bytes), params, MACs, latency (batch 1) and
+throughput (batch 256), and speed-ups against the baseline FP32 ONNX *on its fastest FP32 runtime*
+and against PyTorch eager FP32. Throughput is measured in interleaved rounds (every engine once per
+round, median over rounds) so that machine noise hits all alike. Writes JSON and a PNG of accuracy
+against throughput with the Pareto front.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from device.sysinfo import machine
 from host.factory import checkpoint
 from host.factory.compress.sparsity import gzip_size
 from host.factory.onnx_stats import onnx_params_macs
-from host.factory.ort import open_onnx
+from host.factory.ort import describe, installed_runtimes, open_onnx
 from host.fleet.release import card_for
 from host.table import print_table
 from shared import datasets
@@ -78,41 +80,63 @@ def build_report(
     rounds: int = 3,
     seconds: float = 2.0,
     latency_iterations: int = 300,
+    runtimes: list[str] | None = None,
 ) -> dict[str, Any]:
     files, baseline_onnx = _variant_files(build_dir, baseline_onnx)
+    names = runtimes or installed_runtimes()
     samples = datasets.list_samples(data)
     if limit:
         samples = datasets.balanced_subset(samples, limit)
     rows: dict[str, dict[str, Any]] = {}
-    runtimes: dict[str, Any] = {}
+    engines: dict[str, Any] = {}
+    skipped: list[dict[str, str]] = []
+    described: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for i, f in enumerate(files):
                 meta = read_meta(f)
-                runtimes[f.name] = rt = open_onnx(f, meta.precision, Path(tmp) / str(i), threads)
-                rows[f.name] = _variant_row(f, meta, rt, samples, latency_iterations)
-            samples_by_model, torch_samples = _throughput_rounds(runtimes, baseline_pt, rounds, seconds, threads)
+                for name in names:
+                    try:
+                        rt = open_onnx(f, meta.precision, Path(tmp) / f"{i}-{name}", threads, name)
+                    except EdgeloopError as e:  # e.g. a precision this runtime does not run: say so, go on
+                        log.warning("%s on %s: skipped (%s)", f.name, name, e)
+                        skipped.append({"file": f.name, "runtime": name, "reason": str(e)})
+                        continue
+                    engines[_key(f.name, name)] = rt
+                    described[name] = describe(rt)
+                    rows[_key(f.name, name)] = {
+                        **_variant_row(f, meta, rt, samples, latency_iterations),
+                        "runtime": name,
+                    }
+            samples_by_model, torch_samples = _throughput_rounds(engines, baseline_pt, rounds, seconds, threads)
         finally:
-            for rt in runtimes.values():
+            for rt in engines.values():
                 rt.close()
-    base = rows[baseline_onnx.name]
+    if not any(r["file"] == baseline_onnx.name for r in rows.values()):
+        raise EdgeloopError(f"the baseline {baseline_onnx.name} ran on none of {', '.join(names)}")
     torch_thr = statistics.median(torch_samples) if torch_samples else None
-    _add_speedups(rows, samples_by_model, baseline_onnx.name, torch_thr)
+    fastest = _add_speedups(rows, samples_by_model, baseline_onnx.name, torch_thr)
     import onnxruntime
 
     return {
         "machine": {**machine(), "onnxruntime": onnxruntime.__version__},
         "data": data,
-        "n_images": base["n_images"],
+        "n_images": next(iter(rows.values()))["n_images"],
         "baseline": baseline_onnx.name,
+        "baseline_runtime": fastest,
         "torch_eager_fp32_throughput_ips": torch_thr,
         "torch_eager_rounds": [round(v, 1) for v in torch_samples],
         "threads": threads or os.cpu_count(),
         "batch_throughput": 256,
         "rounds": rounds,
-        "runtime": "onnxruntime CPUExecutionProvider",
+        "runtimes": [described.get(n, n) for n in names],
+        "skipped": skipped,
         "variants": list(rows.values()),
     }
+
+
+def _key(file: str, runtime: str) -> str:
+    return f"{file} @ {runtime}"
 
 
 def _variant_files(build_dir: Path, baseline_onnx: Path) -> tuple[list[Path], Path]:
@@ -170,17 +194,28 @@ def _throughput_rounds(
 
 def _add_speedups(
     rows: dict[str, dict[str, Any]], samples: dict[str, list[float]], baseline: str, torch_thr: float | None
-) -> None:
-    base_thr = statistics.median(samples[baseline])
-    for name, row in rows.items():
-        thr = statistics.median(samples[name])
+) -> str:
+    """Throughput and ratios on every row; returns the runtime on which the FP32 baseline was fastest.
+
+    ``speedup_vs_baseline_onnx`` is against the baseline on *its fastest* runtime (what a user gets without
+    edgeloop's compression); ``speedup_vs_baseline_same_runtime`` against the baseline on the row's runtime.
+    Accuracy changes are against the baseline on the row's runtime.
+    """
+    thr = {key: statistics.median(samples[key]) for key in rows}
+    base_by_runtime = {r["runtime"]: key for key, r in rows.items() if r["file"] == baseline}
+    fastest = max(base_by_runtime, key=lambda rt: thr[base_by_runtime[rt]])
+    best = thr[base_by_runtime[fastest]]
+    for key, row in rows.items():
+        same = base_by_runtime.get(row["runtime"], base_by_runtime[fastest])
         row.update(
-            throughput_ips=thr,
-            throughput_rounds=[round(v, 1) for v in samples[name]],
-            top1_delta_points=100 * (row["top1"] - rows[baseline]["top1"]),
-            speedup_vs_baseline_onnx=thr / base_thr,
-            speedup_vs_torch_eager=thr / torch_thr if torch_thr else None,
+            throughput_ips=thr[key],
+            throughput_rounds=[round(v, 1) for v in samples[key]],
+            top1_delta_points=100 * (row["top1"] - rows[same]["top1"]),
+            speedup_vs_baseline_onnx=thr[key] / best,
+            speedup_vs_baseline_same_runtime=thr[key] / thr[same],
+            speedup_vs_torch_eager=thr[key] / torch_thr if torch_thr else None,
         )
+    return fastest
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -204,18 +239,26 @@ def plot(report: dict[str, Any], path: Path) -> None:
     pts = [(r["throughput_ips"], 100 * r["top1"]) for r in v]
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    markers = {name: "osD^v"[i % 5] for i, name in enumerate(dict.fromkeys(r["runtime"] for r in v))}
     for r, (x, y) in zip(v, pts, strict=True):
         ax.scatter(
             x,
             y,
             s=40,
+            marker=markers[r["runtime"]],
             c="tab:blue" if r["precision"] == "fp32" else "tab:orange" if r["precision"] == "int8" else "tab:green",
         )
-        ax.annotate(r["file"].removesuffix(".onnx"), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        label = (
+            f"{r['file'].removesuffix('.onnx')} ({r['runtime']})"
+            if len(markers) > 1
+            else r["file"].removesuffix(".onnx")
+        )
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
     if report.get("torch_eager_fp32_throughput_ips"):
         ax.axvline(report["torch_eager_fp32_throughput_ips"], color="gray", lw=0.8, ls=":", label="PyTorch eager FP32")
-    ax.set_xlabel(f"ONNX Runtime CPU throughput, batch 256, {report['threads']} threads (img/s)")
+    shapes = ", ".join(f"{m} {name}" for name, m in markers.items())
+    ax.set_xlabel(f"throughput, batch 256, {report['threads']} threads (img/s); markers: {shapes}")
     ax.set_ylabel(f"top-1 on {report['n_images']:,} images (%)")
     ax.set_title("Accuracy vs throughput (blue FP32, orange INT8, green FP16)")
     ax.grid(alpha=0.3)
@@ -229,6 +272,7 @@ def print_report(report: dict[str, Any]) -> None:
     rows = [
         (
             r["file"],
+            r["runtime"],
             r["onnx_bytes"],
             r["gzip_bytes"],
             r["params"],
@@ -244,10 +288,11 @@ def print_report(report: dict[str, Any]) -> None:
         for r in report["variants"]
     ]
     print_table(
-        f"variants on {report['n_images']:,} images; ONNX Runtime CPU, {report['threads']} threads; "
-        f"baseline {report['baseline']}",
+        f"variants on {report['n_images']:,} images; {report['threads']} threads; "
+        f"baseline {report['baseline']} on {report['baseline_runtime']} (its fastest FP32 runtime)",
         [
             "model",
+            "runtime",
             "ONNX B",
             "gzip B",
             "params",
@@ -267,12 +312,17 @@ def print_report(report: dict[str, Any]) -> None:
     if m := report.get("machine"):
         isa = ", ".join(m["isa"]) or "no SIMD flags read"
         print(
-            f"measured on: {m['cpu']} ({m['logical_cores']} logical cores; {isa}); onnxruntime {m['onnxruntime']}. "
+            f"measured on: {m['cpu']} ({m['logical_cores']} logical cores; {isa}); {'; '.join(report['runtimes'])}. "
             "Speed-ups are ratios on this machine: VNNI/AMX decide INT8's gain."
         )
+    for skip in report.get("skipped", []):
+        print(f"- {skip['file']} not run on {skip['runtime']}: {skip['reason']}")
+    noted = set()
     for r in report["variants"]:
         for note in r["notes"]:
-            print(f"- {r['file']}: {note}")
+            if (r["file"], note) not in noted:  # the same card note on every runtime's row: print it once
+                noted.add((r["file"], note))
+                print(f"- {r['file']}: {note}")
 
 
 def write_report(report: dict[str, Any], json_path: Path, png_path: Path) -> None:

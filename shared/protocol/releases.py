@@ -124,7 +124,7 @@ class Artifact(WireModel):
     sha256: Sha256
     size: int = Field(gt=0, le=2**40)
     precision: Precision
-    runtime: Literal["any", "onnxruntime", "tensorrt"] = "any"
+    runtime: Literal["any", "onnxruntime", "openvino", "tensorrt"] = "any"
     sparsity: Literal["dense", "2:4"] = "dense"
     calibration: Literal["none", "ptq", "qat"] = "none"
     golden_top1: Fraction | None = Field(None, description="top-1 of this file on shared/samples (device self-test)")

@@ -55,7 +55,7 @@ def test_defaults_to_auto_runtime(tmp_path: Path) -> None:
     [
         ('device_id = "bad/id"\nrequire_signature = false', "device_id"),
         ('device_id = "d"\nrequire_signature = false\n[broker]\nurl = "http://x"', "broker.url"),
-        ('device_id = "d"\nrequire_signature = false\n[runtime]\ntype = "openvino"', "runtime"),
+        ('device_id = "d"\nrequire_signature = false\n[runtime]\ntype = "nosuch"', "runtime"),
         ('device_id = "d"\nrequire_signature = false\nbogus = 1', "bogus"),
         ('device_id = "d"', "require_signature"),
         ("require_signature = false", "device_id"),
@@ -88,13 +88,13 @@ def test_auto_keeps_its_per_backend_tables(tmp_path: Path) -> None:
 
 
 def test_unknown_runtime_type_is_a_clear_error(tmp_path: Path) -> None:
-    text = 'device_id = "d"\nrequire_signature = false\n[runtime]\ntype = "openvino"\n'
+    text = 'device_id = "d"\nrequire_signature = false\n[runtime]\ntype = "nosuch"\n'
     with pytest.raises(EdgeloopError) as e:
         load_config(_write(tmp_path, text))
     assert "runtime: " in str(e.value)
-    assert "unknown runtime type 'openvino'; known types: auto, onnxruntime, tensorrt" in str(e.value)
-    with pytest.raises(EdgeloopError, match="unknown runtime 'openvino' under auto"):
-        load_config(None, device_id="d", require_signature=False, runtime={"type": "auto", "openvino": {}})
+    assert "unknown runtime type 'nosuch'; known types: auto, onnxruntime, openvino, tensorrt" in str(e.value)
+    with pytest.raises(EdgeloopError, match="unknown runtime 'nosuch' under auto"):
+        load_config(None, device_id="d", require_signature=False, runtime={"type": "auto", "nosuch": {}})
 
 
 def test_a_registered_backend_is_a_valid_runtime_table(fake_runtime: type[FakeRuntime]) -> None:

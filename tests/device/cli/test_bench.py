@@ -57,7 +57,8 @@ def test_bench_cli_json_contract(zoo_onnx: Path, golden_dir: Path) -> None:
     ):
         assert key in r, key
     assert set(r["latency_ms"]) >= {"p50", "p90", "p99", "max"}
-    assert r["runtime"] == "onnxruntime" and r["precision"] == "fp32" and r["n_images"] == 200
+    # --runtime auto: OpenVINO where the openvino extra is installed, else ONNX Runtime
+    assert r["runtime"] in ("openvino", "onnxruntime") and r["precision"] == "fp32" and r["n_images"] == 200
     assert 0 <= r["top1"] <= 1
     # raw and end-to-end come from alternating rounds; the reported figures are their medians
     assert len(r["raw_throughput_rounds"]) == len(r["end_to_end_rounds"]) == r["rounds"] == 2
@@ -78,7 +79,7 @@ def _runtime_choices() -> list[str]:
 def test_runtime_choices_come_from_the_registry(
     fake_runtime: type[FakeRuntime], zoo_onnx: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _runtime_choices() == ["auto", "fake", "onnxruntime", "tensorrt"]
+    assert _runtime_choices() == ["auto", "fake", "onnxruntime", "openvino", "tensorrt"]
     args = ["bench", str(zoo_onnx), "--runtime", "fake", "--json", "--iterations", "3", "--warmup", "1"]
     rc = main([*args, "--throughput-batch", "8", "--rounds", "1"])
     r = json.loads(capsys.readouterr().out)
@@ -86,7 +87,7 @@ def test_runtime_choices_come_from_the_registry(
 
 
 def test_runtime_choices_without_a_test_backend() -> None:
-    assert _runtime_choices() == ["auto", "onnxruntime", "tensorrt"]
+    assert _runtime_choices() == ["auto", "onnxruntime", "openvino", "tensorrt"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "m.onnx", "--runtime", "fake"])
 

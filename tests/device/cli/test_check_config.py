@@ -7,6 +7,7 @@ import pytest
 
 from device.cli import main
 from device.runtimes.onnxruntime import OnnxRuntimeConfig
+from device.runtimes.openvino import OpenVINOConfig
 from device.runtimes.tensorrt import TensorRTConfig
 
 
@@ -25,6 +26,7 @@ def test_check_config_prints_every_field_of_the_runtime(tmp_path: Path, capsys: 
     assert out["runtime"] == {
         "type": "auto",
         "tensorrt": TensorRTConfig(max_batch=64).model_dump(mode="json"),
+        "openvino": OpenVINOConfig().model_dump(mode="json"),
         "onnxruntime": OnnxRuntimeConfig(intra_op_threads=2).model_dump(mode="json"),
     }
     ort = _check(tmp_path, '[runtime]\ntype = "onnxruntime"\nmax_batch = 8\n', capsys)
@@ -33,7 +35,10 @@ def test_check_config_prints_every_field_of_the_runtime(tmp_path: Path, capsys: 
 
 def test_check_config_names_an_unknown_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "agent.toml"
-    cfg.write_text('device_id = "d"\nrequire_signature = false\n[runtime]\ntype = "openvino"\n')
+    cfg.write_text('device_id = "d"\nrequire_signature = false\n[runtime]\ntype = "nosuch"\n')
     assert main(["check-config", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "runtime: " in err and "unknown runtime type 'openvino'; known types: auto, onnxruntime, tensorrt" in err
+    assert (
+        "runtime: " in err
+        and "unknown runtime type 'nosuch'; known types: auto, onnxruntime, openvino, tensorrt" in err
+    )

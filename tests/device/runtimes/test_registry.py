@@ -8,6 +8,7 @@ import pytest
 import device.runtimes
 from device.runtimes import RuntimeUnavailableError, registry
 from device.runtimes.onnxruntime import OnnxRuntimeConfig
+from device.runtimes.openvino import OpenVINORuntime
 from device.runtimes.tensorrt import TensorRTConfig, TensorRTRuntime
 from tests.device.fakes import FakeConfig, FakeRuntime
 from tests.helpers import REPO
@@ -15,20 +16,22 @@ from tests.helpers import REPO
 BACKEND_FILES = {"__init__.py", "config.py", "loader.py", "runner.py", "util.py"}
 
 
-def test_auto_falls_back_to_onnxruntime_without_a_gpu() -> None:
+def test_auto_falls_back_to_a_cpu_runtime_without_a_gpu() -> None:
+    """OpenVINO where the openvino extra is installed, else ONNX Runtime (tests/device/runtimes/test_openvino.py
+    patches the openvino import away to check the second)."""
     if TensorRTRuntime.probe() is None:
         pytest.skip("a TensorRT GPU is present here")
     with registry.create(registry.AutoConfig()) as rt:
-        assert rt.name == "onnxruntime"
-        assert rt.accelerator() == "cpu" and not rt.uses_gpu()
+        assert rt.name == ("openvino" if OpenVINORuntime.probe() is None else "onnxruntime")
+        assert rt.accelerator().startswith("cpu") and not rt.uses_gpu()
     with pytest.raises(RuntimeUnavailableError, match="forced"):
         registry.create(TensorRTConfig())
 
 
 def test_registry_is_explicit() -> None:
-    assert registry.names() == ["tensorrt", "onnxruntime"]
+    assert registry.names() == ["tensorrt", "openvino", "onnxruntime"]
     with pytest.raises(RuntimeUnavailableError):
-        registry.runtime_class("openvino")
+        registry.runtime_class("nosuch")
 
 
 def test_every_backend_is_one_folder_of_the_same_files() -> None:
@@ -54,12 +57,18 @@ def test_a_registered_backend_is_created_from_its_config(fake_runtime: type[Fake
 
 def test_auto_tries_the_backends_by_priority(fake_runtime: type[FakeRuntime], monkeypatch: pytest.MonkeyPatch) -> None:
     auto = registry.parse_config({"type": "auto", "fake": {"classes": 4}})
-    assert isinstance(auto, registry.AutoConfig) and set(auto.backends) == {"fake", "tensorrt", "onnxruntime"}
+    assert isinstance(auto, registry.AutoConfig) and set(auto.backends) == {
+        "fake",
+        "tensorrt",
+        "openvino",
+        "onnxruntime",
+    }
     with registry.create(auto) as rt:
         assert isinstance(rt, FakeRuntime) and rt.config.classes == 4  # its own sub-table
     monkeypatch.setattr(FakeRuntime, "available", False)
+    usable = [n for n in registry.names()[1:] if registry.runtime_class(n).probe() is None]
     with registry.create(auto) as rt:
-        assert rt.name == registry.names()[1 if TensorRTRuntime.probe() is None else 2]
+        assert rt.name == usable[0]
     with pytest.raises(RuntimeUnavailableError, match="forced"):
         registry.create(FakeConfig())
 
@@ -81,18 +90,19 @@ def test_auto_sub_tables_validate_through_the_registry() -> None:
     assert isinstance(auto.backend("tensorrt"), TensorRTConfig)  # left out: its defaults
     # dumped as written: one sub-table per backend, every field
     dumped = auto.model_dump()
-    assert list(dumped) == ["type", "tensorrt", "onnxruntime"]
+    assert list(dumped) == ["type", "tensorrt", "openvino", "onnxruntime"]
     assert dumped["onnxruntime"] == OnnxRuntimeConfig(intra_op_threads=2).model_dump()
-    with pytest.raises(ValueError, match="unknown runtime 'openvino' under auto; known: tensorrt, onnxruntime"):
-        registry.parse_config({"type": "auto", "openvino": {}})
+    with pytest.raises(ValueError, match="unknown runtime 'nosuch' under auto; known: tensorrt, openvino, onnxruntime"):
+        registry.parse_config({"type": "auto", "nosuch": {}})
     with pytest.raises(ValueError, match=r"tensorrt\.max_batch"):
         registry.parse_config({"type": "auto", "tensorrt": {"max_batch": 0}})
 
 
 def test_unknown_or_missing_type_names_the_known_types() -> None:
-    with pytest.raises(ValueError, match="unknown runtime type 'openvino'; known types: auto, onnxruntime, tensorrt"):
-        registry.parse_config({"type": "openvino"})
-    with pytest.raises(ValueError, match="no `type`; known types: auto, onnxruntime, tensorrt"):
+    known = "auto, onnxruntime, openvino, tensorrt"
+    with pytest.raises(ValueError, match=f"unknown runtime type 'nosuch'; known types: {known}"):
+        registry.parse_config({"type": "nosuch"})
+    with pytest.raises(ValueError, match=f"no `type`; known types: {known}"):
         registry.parse_config({"intra_op_threads": 2})
 
 

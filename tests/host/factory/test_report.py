@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from host.factory.ort import installed_runtimes
 from host.factory.report import pareto_front
 from tests.helpers import REPO
 
@@ -31,6 +32,7 @@ def test_report_cli_on_zoo_variants(tmp_path: Path, golden_dir: Path) -> None:
     argv = [sys.executable, "-m", "host.cli", "report", str(build), "--data", str(golden_dir),
             "--baseline", str(ZOO / "resnet20.onnx"), "--torch-baseline", str(ZOO / "resnet20.pt"),
             "--threads", "1", "--rounds", "1", "--json-out", str(tmp_path / "r.json")]  # fmt: skip
+    runtimes = installed_runtimes()  # onnxruntime, and openvino where its extra is installed (CI installs it)
     out = subprocess.run(
         argv,
         cwd=REPO,
@@ -41,16 +43,24 @@ def test_report_cli_on_zoo_variants(tmp_path: Path, golden_dir: Path) -> None:
     )
     r = json.loads((tmp_path / "r.json").read_text())
     assert (tmp_path / "r.png").stat().st_size > 10_000
-    by_file = {v["file"]: v for v in r["variants"]}
-    assert set(by_file) == {"resnet20.onnx", "resnet20-int8.onnx", "resnet20-slim.onnx"}
+    rows = {(v["file"], v["runtime"]): v for v in r["variants"]}
+    files = {"resnet20.onnx", "resnet20-int8.onnx", "resnet20-slim.onnx"}
+    assert set(rows) == {(f, rt) for f in files for rt in runtimes}  # every variant on every installed runtime
+    by_file = {f: rows[f, r["baseline_runtime"]] for f in files}
     base = by_file["resnet20.onnx"]
     assert base["speedup_vs_baseline_onnx"] == 1.0 and base["top1_delta_points"] == 0.0
+    for rt in runtimes:  # the baseline on its fastest FP32 runtime is the reference: nothing beats it at FP32
+        assert rows["resnet20.onnx", rt]["speedup_vs_baseline_onnx"] <= 1.0
+        assert rows["resnet20.onnx", rt]["top1_delta_points"] == 0.0
     assert all(v["n_images"] == 200 and 0 < v["top1"] <= 1 for v in r["variants"])
     slim = by_file["resnet20-slim.onnx"]
     assert slim["macs"] < 0.65 * base["macs"] and slim["params"] < base["params"]
     assert by_file["resnet20-int8.onnx"]["onnx_bytes"] < 0.5 * base["onnx_bytes"]
     for v in r["variants"]:  # ratios are computed from the medians the report stores
         assert v["speedup_vs_baseline_onnx"] == pytest.approx(v["throughput_ips"] / base["throughput_ips"])
+        same = rows["resnet20.onnx", v["runtime"]]
+        assert v["speedup_vs_baseline_same_runtime"] == pytest.approx(v["throughput_ips"] / same["throughput_ips"])
         assert v["speedup_vs_torch_eager"] == pytest.approx(v["throughput_ips"] / r["torch_eager_fp32_throughput_ips"])
     assert r["machine"]["logical_cores"] >= 1 and r["machine"]["onnxruntime"]
     assert "resnet20-slim.onnx" in out.stdout and "measured on:" in out.stdout
+    assert len(r["runtimes"]) == len(runtimes) and r["skipped"] == []
