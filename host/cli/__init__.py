@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from host.cli import (
+    adapt,
     compress,
     data,
     demo,
@@ -42,6 +43,7 @@ COMMANDS: list[ModuleType] = [
     export,
     data,
     compress,
+    adapt,
     report,
     keys,
     release,
