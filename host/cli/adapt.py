@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--field-val", help="labelled field set, if there is one: field top-1 of original, AdaBN, adapted")
     p.add_argument("--epochs", type=int, help="passes over the training subset (default 3)")
     p.add_argument("--images", type=int, help="training images used, class-balanced (default 25000; 0: all)")
-    p.add_argument("--batch-size", type=int, help="clean images per step (default 128)")
+    p.add_argument("--batch-size", type=int, help="images per step, half of them degraded (default 128)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.02)")
     p.add_argument("--alpha", type=float, help="distillation weight on degraded images (default 0.7)")
     p.add_argument("--spread", type=float, help="how widely degradations vary around the estimate (default 1)")

@@ -2,12 +2,12 @@
 
 The field's degradation is estimated from unlabelled samples (``estimate``). Each training image is
 then degraded with its own draw around that estimate (``FieldDraws``: the field varies from frame
-to frame, and the estimate is not exact). The student sees every batch twice, degraded and clean,
-in one forward pass (so BatchNorm learns statistics that serve both). The loss is:
+to frame, and the estimate is not exact). Half of every batch is degraded and half stays clean, in
+one forward pass (so BatchNorm learns statistics that serve both). The loss is:
 
-* on the degraded copy, distillation from the original model's answer on the *clean* image, plus
+* on the degraded images, distillation from the original model's answer on the *clean* image, plus
   cross-entropy with the label: the student learns to answer as if the picture were clean;
-* on the clean copy, distillation from the same answer, so that clean accuracy holds.
+* on the clean images, distillation from the original model's answer, so that clean accuracy holds.
 
 The training loop is the project's one loop (``train.fit``) with this loss as its hook.
 """
@@ -47,13 +47,14 @@ class AdaptSettings(BaseModel):
 
     epochs: int = Field(3, ge=1, description="passes over the (sub)set of training images")
     images: int | None = Field(25_000, ge=64, description="training images used (class-balanced subset; None: all)")
-    batch_size: int = Field(128, ge=8, le=1024, description="clean images per step (the student sees twice as many)")
+    batch_size: int = Field(128, ge=8, le=1024, description="images per step")
     lr: float = Field(0.02, gt=0, description="peak learning rate (cosine, short warm-up)")
     weight_decay: float = Field(5e-4, ge=0)
     temperature: float = Field(4.0, gt=0, description="distillation temperature")
     alpha: float = Field(0.7, ge=0, le=1, description="weight of distillation against cross-entropy on degraded images")
     clean_weight: float = Field(1.0, ge=0, description="weight of the distillation term on the clean copy")
     spread: float = Field(1.0, ge=0, le=3, description="how widely each image's degradation varies around the estimate")
+    field_fraction: float = Field(0.5, gt=0, le=1, description="share of each batch degraded (the rest stays clean)")
     estimate_images: int = Field(384, ge=16, description="clean training images the estimator degrades and measures")
     seed: int = 0
 
@@ -106,7 +107,7 @@ def _kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> tor
 
 
 def field_loss(teacher: nn.Module, draws: FieldDraws, prep: Preprocessing, settings: AdaptSettings) -> LossFn:
-    """The adaptation loss for ``fit`` (see the module docstring); returns the degraded logits."""
+    """The adaptation loss for ``fit`` (see the module docstring)."""
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -114,13 +115,16 @@ def field_loss(teacher: nn.Module, draws: FieldDraws, prep: Preprocessing, setti
     t, a, w = settings.temperature, settings.alpha, settings.clean_weight
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        degraded = to_input(torch.from_numpy(draws.apply(to_uint8(x, prep), rng)), prep)
+        k = max(1, round(settings.field_fraction * len(x)))  # batches are shuffled: the first k are as random
+        degraded = to_input(torch.from_numpy(draws.apply(to_uint8(x[:k], prep), rng)), prep)
         with torch.no_grad():
             target = teacher(x).float()
-        logits = model(torch.cat([degraded, x]))
-        s_field, s_clean = logits[: len(x)].float(), logits[len(x) :].float()
-        loss = a * _kd(s_field, target, t) + (1 - a) * F.cross_entropy(s_field, y) + w * _kd(s_clean, target, t)
-        return loss, logits[: len(x)]
+        logits = model(torch.cat([degraded, x[k:]]))
+        s = logits.float()
+        loss = a * _kd(s[:k], target[:k], t) + (1 - a) * F.cross_entropy(s[:k], y[:k])
+        if k < len(x):
+            loss = loss + w * _kd(s[k:], target[k:], t)
+        return loss, logits
 
     return loss_fn
 
