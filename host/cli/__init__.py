@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from host.cli import (
+    adapt,
     certs,
     compress,
     data,
@@ -44,6 +45,7 @@ COMMANDS: list[ModuleType] = [
     export,
     data,
     compress,
+    adapt,
     report,
     keys,
     certs,
