@@ -155,9 +155,7 @@ class ReleaseManifest(WireModel):
     def ref(self) -> ReleaseRef:
         return ReleaseRef(name=self.name, version=self.version)
 
-    def artifact_for(
-        self, runtime: str, precision: Precision | None = None, also: tuple[str, ...] = ()
-    ) -> Artifact:
+    def artifact_for(self, runtime: str, precision: Precision | None = None, also: tuple[str, ...] = ()) -> Artifact:
         """The artifact a device should run: exact runtime match first, then the runtimes in ``also``
         whose files this one runs as well (e.g. OpenVINO runs ONNX Runtime's CPU form), then a portable one."""
         wanted = [a for a in self.artifacts if precision is None or a.precision == precision]
