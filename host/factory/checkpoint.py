@@ -2,7 +2,9 @@
 
 Saved with ``torch.save`` of plain containers and loaded with ``weights_only=True``, so opening a
 checkpoint cannot run code. A channel-pruned model is rebuilt from its registered architecture and
-then every Conv/BN/Linear is resized to the shapes stored in the state dict.
+then every Conv/BN/Linear is resized to the shapes stored in the state dict. What the shapes cannot
+say (how many residual blocks each stage kept) is in ``arch_options``, the keyword arguments of the
+architecture's factory; a checkpoint written before they existed has none and builds the default.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -24,6 +26,13 @@ log = logging.getLogger(__name__)
 FORMAT = "edgeloop.checkpoint/1"
 
 
+@runtime_checkable
+class HasArchOptions(Protocol):
+    """A model whose factory needs more than its weights' shapes to rebuild it (e.g. blocks per stage)."""
+
+    def arch_options(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class Checkpoint:
     arch: str
@@ -32,10 +41,16 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    arch_options: dict[str, Any] = field(default_factory=dict)  # the factory's keyword arguments
 
     def build(self) -> nn.Module:
-        """Rebuild the model (eval mode) from the architecture name and the stored weights."""
-        model = models.build(self.arch, num_classes=len(self.classes))
+        """Rebuild the model (eval mode) from the architecture name, its options and the stored weights."""
+        try:
+            model = models.build(self.arch, num_classes=len(self.classes), **self.arch_options)
+        except (TypeError, ValueError) as e:
+            raise EdgeloopError(
+                f"checkpoint options {self.arch_options} do not fit architecture {self.arch!r}: {e}"
+            ) from e
         resize_to_state_dict(model, self.state_dict)
         missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
         if missing or unexpected:
@@ -54,6 +69,7 @@ class Checkpoint:
             "state_dict": self.state_dict,
             "metrics": self.metrics,
             "extra": self.extra,
+            "arch_options": self.arch_options,
         }
 
 
@@ -66,7 +82,8 @@ def from_model(
     extra: dict[str, Any] | None = None,
 ) -> Checkpoint:
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    return Checkpoint(arch, classes, preprocessing, state, dict(metrics or {}), dict(extra or {}))
+    options = model.arch_options() if isinstance(model, HasArchOptions) else {}
+    return Checkpoint(arch, classes, preprocessing, state, dict(metrics or {}), dict(extra or {}), options)
 
 
 def save(ckpt: Checkpoint, path: str | Path) -> Path:
@@ -95,6 +112,7 @@ def load(path: str | Path) -> Checkpoint:
         state_dict=data["state_dict"],
         metrics=dict(data.get("metrics", {})),
         extra=dict(data.get("extra", {})),
+        arch_options=dict(data.get("arch_options", {})),
     )
 
 

@@ -42,6 +42,8 @@ def compress(
     recipe: Recipe, recipe_text: str, ckpt_path: Path, data: str, out: Path, val_data: str | None = None
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
+    for step in recipe.steps:  # a step that cannot run here fails now, not after an hour of training
+        step_class(step.type)().preflight(step)
     out.mkdir(parents=True, exist_ok=True)
     train_spec, val_spec = split_data(data, val_data)
     source = checkpoint.load(ckpt_path)

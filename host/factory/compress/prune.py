@@ -28,13 +28,18 @@ log = logging.getLogger(__name__)
 Criterion = Literal["bn_scale", "l1"]
 
 
-def _example(input_size: int = 32) -> torch.Tensor:
+def example_input(input_size: int = 32) -> torch.Tensor:
     return torch.zeros(1, 3, input_size, input_size)
 
 
-def _classifier_layers(model: nn.Module) -> list[nn.Module]:
+def classifier_layers(model: nn.Module) -> list[nn.Module]:
     """The final Linear layers keep their outputs: the class count never changes."""
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def channel_importance(criterion: Criterion) -> tp.importance.Importance:
+    """Torch-Pruning's ranking of a group's channels: BN scale factors, or the L1 norm of the filters."""
+    return tp.importance.BNScaleImportance() if criterion == "bn_scale" else tp.importance.MagnitudeImportance(p=1)
 
 
 def slimming_regularizer(model: nn.Module, reg: float, input_size: int = 32) -> Callable[[nn.Module], None]:
@@ -43,10 +48,10 @@ def slimming_regularizer(model: nn.Module, reg: float, input_size: int = 32) -> 
         raise EdgeloopError("sparsity regularisation strength (lambda) must be > 0")
     pruner = tp.pruner.BNScalePruner(
         model,
-        _example(input_size),
+        example_input(input_size),
         importance=tp.importance.BNScaleImportance(),
         reg=reg,
-        ignored_layers=_classifier_layers(model),
+        ignored_layers=classifier_layers(model),
     )
 
     def hook(m: nn.Module) -> None:
@@ -118,19 +123,16 @@ def _pruner(
     model: nn.Module, criterion: Criterion, round_to: int, max_layer_ratio: float, steps: int, input_size: int
 ) -> tp.pruner.MetaPruner:
     """Torch-Pruning's global pruner, ranking channels by ``criterion`` across all layers."""
-    importance = (
-        tp.importance.BNScaleImportance() if criterion == "bn_scale" else tp.importance.MagnitudeImportance(p=1)
-    )
     return tp.pruner.MetaPruner(
         model,
-        _example(input_size),
-        importance=importance,
+        example_input(input_size),
+        importance=channel_importance(criterion),
         global_pruning=True,
         pruning_ratio=0.95,
         max_pruning_ratio=max_layer_ratio,
         iterative_steps=steps,
         round_to=round_to,
-        ignored_layers=_classifier_layers(model),
+        ignored_layers=classifier_layers(model),
     )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import typing
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,6 +62,14 @@ class TrainKnobs(StepConfig):
         )
 
 
+class PruneKnobs(StepConfig):
+    """The settings of every step that removes channels: which go, and the shapes left."""
+
+    criterion: Literal["bn_scale", "l1"] = Field(description="bn_scale = Network Slimming; l1 = L1-norm filters")
+    round_to: int = Field(8, ge=1, le=64, description="channel counts become multiples of this")
+    max_layer_ratio: float = Field(0.75, gt=0, lt=1, description="most any one layer may lose")
+
+
 C = TypeVar("C", bound=StepConfig)
 
 
@@ -83,6 +91,9 @@ class CompressionStep(ABC, Generic[C]):
     def onnx_only(cls) -> bool:
         """Works on ONNX files and leaves the torch model alone (so nothing to re-evaluate after it)."""
         return cls.exports_fp32_onnx or cls.needs_fp32_onnx
+
+    def preflight(self, config: C) -> None:  # optional hook: most steps need nothing
+        """Fail before the recipe's first step runs if this step cannot run here (a missing runtime...)."""
 
     @abstractmethod
     def run(self, ctx: Context, config: C) -> dict[str, Any]:

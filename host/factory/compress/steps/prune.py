@@ -8,18 +8,15 @@ from pydantic import Field
 
 from host.factory.compress import prune as channels
 from host.factory.compress.context import Context
-from host.factory.compress.steps.base import CompressionStep, StepConfig, register_step
+from host.factory.compress.steps.base import CompressionStep, PruneKnobs, register_step
 from host.factory.layout import contiguous
 
 
-class PruneConfig(StepConfig):
+class PruneConfig(PruneKnobs):
     """Channel pruning across residual connections (Torch-Pruning), to a MAC-reduction target."""
 
     type: Literal["prune"] = Field(description="structural channel pruning")
-    criterion: Literal["bn_scale", "l1"] = Field(description="bn_scale = Network Slimming; l1 = L1-norm filters")
     target_macs_reduction: float = Field(gt=0, lt=0.95, description="fraction of MACs to remove")
-    round_to: int = Field(8, ge=1, le=64, description="channel counts become multiples of this")
-    max_layer_ratio: float = Field(0.75, gt=0, lt=1, description="most any one layer may lose")
 
 
 @register_step
