@@ -6,6 +6,13 @@ no MQTT 5 (``protocol="3.1.1"``, or ``"auto"`` which falls back after a refused 
 ``connect_async`` + ``loop_start``; reconnect with exponential backoff; subscriptions made in
 ``on_connect`` (so they come back after every reconnect); a connection is marked up only after a
 successful CONNACK; every ``on_message`` is guarded, logged and counted.
+
+Manual acknowledgement (``on_delivery``, for a consumer that must not lose what it was sent): the
+session leaves the PUBACK to the caller, who acks each ``Delivery`` once it has stored it. A message
+that was never acked is redelivered by the broker when the (persistent) session reconnects, so an
+ack is sent only on the connection the message came on: after a disconnect its packet id may name
+another message. ``receive_maximum`` (MQTT 5) tells the broker how many unacked messages it may have
+in flight to us; Mosquitto uses it instead of its ``max_inflight_messages``.
 """
 
 from __future__ import annotations
@@ -43,6 +50,18 @@ class _QuietStop(logging.Filter):
 _PAHO_LOG = logging.getLogger("paho")
 _PAHO_LOG.addFilter(_QuietStop())
 MessageHandler = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What ``MqttSession.ack`` needs to acknowledge one received message."""
+
+    mid: int
+    qos: int
+    connection: int  # which connection of the session it came on
+
+
+DeliveryHandler = Callable[[str, bytes, Delivery], None]
 
 
 @dataclass
@@ -89,6 +108,8 @@ class SessionStats:
     bad_messages: int = 0
     published: int = 0
     acked: int = 0
+    acks_sent: int = 0  # manual acknowledgement: deliveries acked
+    acks_stale: int = 0  # acks not sent: the message came on an earlier connection (the broker redelivers it)
     protocol: str = ""
     last_error: str = ""
     handler_errors: dict[str, int] = field(default_factory=dict)
@@ -108,7 +129,10 @@ class MqttSession:
         on_published: Callable[[int], None] | None = None,
         on_disconnected: Callable[[], None] | None = None,
         persistent: bool = True,
+        on_delivery: DeliveryHandler | None = None,
+        receive_maximum: int | None = None,
     ) -> None:
+        """``on_delivery`` instead of ``on_message``: the caller acks each message itself (``ack``)."""
         self.settings = settings
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
@@ -118,6 +142,10 @@ class MqttSession:
         self._on_published = on_published
         self._on_disconnected = on_disconnected
         self._persistent = persistent
+        self._on_delivery = on_delivery
+        self._receive_maximum = receive_maximum
+        self._connection = 0  # counts disconnects; a Delivery is acked only on its own connection
+        self._ack_lock = threading.Lock()
         self.connected = threading.Event()
         self.stats = SessionStats()
         self._protocol: ProtocolChoice = "5" if settings.protocol in ("5", "auto") else "3.1.1"
@@ -135,6 +163,7 @@ class MqttSession:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else not self._persistent,
             reconnect_on_failure=True,
+            manual_ack=self._on_delivery is not None,
         )
         client.enable_logger(_PAHO_LOG)
         if s.username:
@@ -167,6 +196,8 @@ class MqttSession:
             return None
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.settings.session_expiry_s if self._persistent else 0
+        if self._receive_maximum is not None:
+            props.ReceiveMaximum = self._receive_maximum
         return props
 
     # -- public -----------------------------------------------------------------------------
@@ -201,6 +232,19 @@ class MqttSession:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         self.stats.published += 1
         return info
+
+    def ack(self, delivery: Delivery) -> bool:
+        """Acknowledge a message received through ``on_delivery``; False when it came on an earlier
+        connection (nothing is sent: the broker redelivers it on this one). Safe from any thread."""
+        if delivery.qos == 0:
+            return True
+        with self._ack_lock:  # against a disconnect in between: see _handle_disconnect
+            if delivery.connection != self._connection:
+                self.stats.acks_stale += 1
+                return False
+            self._client.ack(delivery.mid, delivery.qos)
+            self.stats.acks_sent += 1
+        return True
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         self.subscriptions.append((topic_filter, qos))
@@ -241,6 +285,8 @@ class MqttSession:
             if self.settings.protocol == "auto" and self._protocol == "5" and reason.value in (0x84, 0x01):
                 self._fall_back_to_311()
             return
+        with self._ack_lock:
+            self._connection += 1  # (a disconnect counted already; this covers a reconnect without one)
         self.stats.connects += 1
         self.stats.protocol = "MQTT 5" if self._protocol == "5" else "MQTT 3.1.1"
         log.info("connected to %s (%s) as %s", self.settings.url, self.stats.protocol, self.client_id)
@@ -262,6 +308,8 @@ class MqttSession:
             if self._protocol != "5":
                 return
             self._protocol = "3.1.1"
+        with self._ack_lock:
+            self._connection += 1  # a new client: nothing received by the old one can be acked
         log.info("broker %s refused MQTT 5; falling back to MQTT 3.1.1", self.settings.url)
 
         def restart() -> None:
@@ -278,6 +326,10 @@ class MqttSession:
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None
     ) -> None:
+        with self._ack_lock:
+            # an ack queued before this is dropped by paho's reconnect (it clears its packet queue);
+            # one asked for after it would go out on the next connection, where the id is not its own
+            self._connection += 1
         was_connected = self.connected.is_set()
         self.connected.clear()
         if was_connected:
@@ -296,6 +348,9 @@ class MqttSession:
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.stats.messages += 1
+        if self._on_delivery is not None:
+            self._deliver(message)
+            return
         if self._on_message is None:
             return
         try:
@@ -303,6 +358,15 @@ class MqttSession:
         except Exception:  # a bad message must never kill the network thread
             self.stats.bad_messages += 1
             log.exception("error handling a message on %s (dropped)", message.topic)
+
+    def _deliver(self, message: mqtt.MQTTMessage) -> None:
+        delivery = Delivery(message.mid, message.qos, self._connection)
+        try:
+            self._on_delivery(message.topic, bytes(message.payload), delivery)  # type: ignore[misc]
+        except Exception:  # as in _handle_message; acked, or it would come back after every reconnect
+            self.stats.bad_messages += 1
+            log.exception("error handling a message on %s (dropped)", message.topic)
+            self.ack(delivery)
 
     def _handle_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from host.fleet.broker import EmbeddedBroker
-from host.fleet.ingest import Ingest, IngestProcess
+from host.fleet.ingest import Ingest, IngestProcess, IngestWatchdog
 from host.fleet.recalibration import CalibrationSets, Recalibrations
 from host.fleet.release import ReleaseStore
 from host.fleet.rollout import RolloutController
@@ -115,6 +115,7 @@ class HostServer:
             IngestProcess(config.store_url, self._broker_settings(), worker=i, shared=shared, statuses=False)
             for i in range(1, config.ingest_workers)
         ]
+        self.ingest_watchdog = IngestWatchdog(self.ingests)  # restarts a dead worker; health shows it
         self.publisher = MqttSession(self._broker_settings(), client_id=f"edgeloop-host-{config.port}")
         self.signer = CommandSigner(config.command_key)
         self.controller = RolloutController(self.store, self.publish, config.base_url, config.tick_s, self.signer)
@@ -157,6 +158,7 @@ class HostServer:
         self.sync_releases()
         for ing in self.ingests:
             ing.start()
+        self.ingest_watchdog.start()
         self.publisher.start()
         self.publisher.wait_connected(10)
         self._start_http()
@@ -195,6 +197,7 @@ class HostServer:
             self._http.should_exit = True
             if self._http_thread is not None:
                 self._http_thread.join(timeout=10)
+        self.ingest_watchdog.stop()
         for ing in self.ingests:
             ing.stop()
         self.publisher.stop()

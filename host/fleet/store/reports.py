@@ -6,11 +6,17 @@ and several ingest workers never duplicate a row. Benchmark reports are also fla
 ``calibrations`` (``store.calibrations``); an event's code gets a column of its own. Telemetry
 reports go to their own time series (``store.telemetry``), not to ``reports``: the table holds
 every field of the report.
+
+A batch that the database refuses on its data (one row out of range, a NUL byte PostgreSQL will not
+store, ...) is split in halves, down to single rows, so that only the rows it refuses are left out
+(``add_reports_salvaging``). An error of the connection itself (the store is down, locked, ...)
+refuses nothing: it is raised as ``StoreUnavailableError`` and the caller tries the batch again later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +28,37 @@ from host.fleet.store.calibrations import calibration_row
 from host.fleet.store.records import AnyReport, BenchmarkRecord, EventRecord, R, ReceivedReport
 from host.fleet.store.schema import benchmarks, calibrations, reports
 from host.fleet.store.telemetry import insert_telemetry
+from shared.errors import EdgeloopError
 from shared.protocol import BenchmarkReport, CalibrationReport, EventReport, TelemetryReport
+
+# errors of the connection, not of the rows: the same rows go in once the store answers again
+_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, sa.exc.TimeoutError)
+
+
+class StoreUnavailableError(EdgeloopError):
+    """The store could not be written at all (down, unreachable, locked): nothing was refused."""
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether a write failed because of the connection (try again later), not because of its rows."""
+    return isinstance(error, _UNAVAILABLE) or bool(getattr(error, "connection_invalidated", False))
+
+
+@dataclass
+class Refused:
+    """A report the database would not store, and why."""
+
+    fleet: str
+    report: AnyReport
+    error: str
+
+
+@dataclass
+class Salvaged:
+    """What ``add_reports_salvaging`` made of a batch: how many reports were new, and the refused ones."""
+
+    new: int = 0
+    refused: list[Refused] = field(default_factory=list)
 
 
 def _report_row(fleet: str, r: AnyReport, received: datetime) -> dict[str, Any]:
@@ -92,6 +128,25 @@ class ReportQueries(StoreBase):
             if served:
                 new += insert_telemetry(conn, self._insert, served, received)
         return new
+
+    def add_reports_salvaging(self, items: Sequence[tuple[str, AnyReport]]) -> Salvaged:
+        """``add_reports``, but a batch the database refuses on its data is split in halves, down to
+        single rows: every report it accepts is stored and only the rows it refuses are left out.
+
+        Raises ``StoreUnavailableError`` (with the halves stored so far kept: writes are idempotent) when
+        the connection fails, so that a store that is down refuses nothing.
+        """
+        try:
+            return Salvaged(new=self.add_reports(items))
+        except Exception as e:  # any error of a row (a DBAPI error, an int sqlite3 cannot bind, ...)
+            if is_unavailable(e):
+                raise StoreUnavailableError(f"the store {self.dialect} is unavailable: {e}") from e
+            if len(items) == 1:
+                fleet, report = items[0]
+                return Salvaged(refused=[Refused(fleet, report, f"{type(e).__name__}: {e}")])
+        half = len(items) // 2
+        first, second = self.add_reports_salvaging(items[:half]), self.add_reports_salvaging(items[half:])
+        return Salvaged(first.new + second.new, first.refused + second.refused)
 
     def _insert_logged(self, conn: Connection, items: Sequence[tuple[str, AnyReport]], received: datetime) -> int:
         rows = [_report_row(fleet, r, received) for fleet, r in items]

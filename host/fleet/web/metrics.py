@@ -85,11 +85,20 @@ class FleetCollector:
         written = CounterMetricFamily(
             "edgeloop_ingest_reports_written", "reports written to the store", labels=["worker"]
         )
+        rejected = CounterMetricFamily(
+            "edgeloop_ingest_rejected", "valid reports the store refused (the rest of their batch was stored)",
+            labels=["worker"],
+        )  # fmt: skip
+        restarts = CounterMetricFamily(
+            "edgeloop_ingest_worker_restarts", "ingest workers restarted by the watchdog", labels=["worker"]
+        )
+        up = GaugeMetricFamily("edgeloop_ingest_worker_up", "1 while the ingest worker runs", labels=["worker"])
         for i, ing in enumerate(self.ingests):
-            received.add_metric([str(i)], ing.stats.received)
-            invalid.add_metric([str(i)], ing.stats.invalid)
-            written.add_metric([str(i)], ing.stats.written)
-        yield from (received, invalid, written)
+            s = ing.stats
+            for family, value in ((received, s.received), (invalid, s.invalid), (written, s.written),
+                                  (rejected, s.rejected), (restarts, s.restarts), (up, int(s.alive))):  # fmt: skip
+                family.add_metric([str(i)], value)
+        yield from (received, invalid, written, rejected, restarts, up)
 
     def _served(self) -> Iterator[Metric]:
         labels = ["fleet", "device"]
