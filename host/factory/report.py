@@ -87,31 +87,10 @@ def build_report(
     samples = datasets.list_samples(data)
     if limit:
         samples = datasets.balanced_subset(samples, limit)
-    rows: dict[str, dict[str, Any]] = {}
-    engines: dict[str, Any] = {}
-    skipped: list[dict[str, str]] = []
-    described: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            for i, f in enumerate(files):
-                meta = read_meta(f)
-                for name in names:
-                    try:
-                        rt = open_onnx(f, meta.precision, Path(tmp) / f"{i}-{name}", threads, name)
-                    except EdgeloopError as e:  # e.g. a precision this runtime does not run: say so, go on
-                        log.warning("%s on %s: skipped (%s)", f.name, name, e)
-                        skipped.append({"file": f.name, "runtime": name, "reason": str(e)})
-                        continue
-                    engines[_key(f.name, name)] = rt
-                    described[name] = describe(rt)
-                    rows[_key(f.name, name)] = {
-                        **_variant_row(f, meta, rt, samples, latency_iterations),
-                        "runtime": name,
-                    }
-            samples_by_model, torch_samples = _throughput_rounds(engines, baseline_pt, rounds, seconds, threads)
-        finally:
-            for rt in engines.values():
-                rt.close()
+        rows, samples_by_model, torch_samples, skipped, described = _run_variants(
+            files, names, samples, Path(tmp), threads, latency_iterations, (baseline_pt, rounds, seconds)
+        )
     if not any(r["file"] == baseline_onnx.name for r in rows.values()):
         raise EdgeloopError(f"the baseline {baseline_onnx.name} ran on none of {', '.join(names)}")
     torch_thr = statistics.median(torch_samples) if torch_samples else None
@@ -133,6 +112,41 @@ def build_report(
         "skipped": skipped,
         "variants": list(rows.values()),
     }
+
+
+def _run_variants(
+    files: list[Path],
+    names: list[str],
+    samples: list[Sample],
+    tmp: Path,
+    threads: int,
+    latency_iterations: int,
+    rounds: tuple[Path | None, int, float],
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]], list[float], list[dict[str, str]], dict[str, str]]:
+    """Every file on every runtime: its row, then throughput in interleaved rounds (all engines stay open)."""
+    rows: dict[str, dict[str, Any]] = {}
+    engines: dict[str, Any] = {}
+    skipped: list[dict[str, str]] = []
+    described: dict[str, str] = {}
+    try:
+        for i, f in enumerate(files):
+            meta = read_meta(f)
+            for name in names:
+                try:
+                    rt = open_onnx(f, meta.precision, tmp / f"{i}-{name}", threads, name)
+                except EdgeloopError as e:  # e.g. a precision this runtime does not run: say so, go on
+                    log.warning("%s on %s: skipped (%s)", f.name, name, e)
+                    skipped.append({"file": f.name, "runtime": name, "reason": str(e)})
+                    continue
+                engines[_key(f.name, name)] = rt
+                described[name] = describe(rt)
+                rows[_key(f.name, name)] = {**_variant_row(f, meta, rt, samples, latency_iterations), "runtime": name}
+        baseline_pt, n_rounds, seconds = rounds
+        samples_by_model, torch_samples = _throughput_rounds(engines, baseline_pt, n_rounds, seconds, threads)
+    finally:
+        for rt in engines.values():
+            rt.close()
+    return rows, samples_by_model, torch_samples, skipped, described
 
 
 def _key(file: str, runtime: str) -> str:

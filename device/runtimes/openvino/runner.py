@@ -52,6 +52,8 @@ class OpenVINORuntime(Runtime):
     config_class: ClassVar[type[OpenVINOConfig]] = OpenVINOConfig
     # between TensorRT (100, a GPU) and ONNX Runtime (0): on x86 CPUs its INT8 is the fastest we measured
     priority: ClassVar[int] = 50
+    # it reads ONNX Runtime's CPU files (the same Q/DQ ONNX): a release without an openvino artifact still runs
+    also_runs: ClassVar[tuple[str, ...]] = ("onnxruntime",)
     config: OpenVINOConfig
 
     def __init__(self, config: OpenVINOConfig | None = None) -> None:

@@ -78,6 +78,9 @@ class FleetCollector:
         for state, n in counts.items():
             rollouts.add_metric([state], n)
         yield rollouts
+        yield from self._ingest()
+
+    def _ingest(self) -> Iterator[Metric]:
         received = CounterMetricFamily(
             "edgeloop_ingest_messages", "MQTT messages received by ingest", labels=["worker"]
         )
