@@ -33,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from device.sysinfo import machine
 from host.fleet.client import ApiClient
 from host.fleet.release import ReleaseStore, create_release
 from host.fleet.store.records import TERMINAL
@@ -168,7 +169,7 @@ def _result(
         "publish_seconds": round(t_publish, 2) if t_publish else [x["seconds"] for x in shards],
         "ingest_seconds": round(t_ingest, 2),
         "ingest_rate_per_s": round(args.devices * args.reports_per_device / t_ingest),
-        "store": "postgresql" if store.startswith("postgresql") else "sqlite",
+        "store": "postgresql" if store.startswith("postgresql") else "sqlite", "machine": machine(),
     }  # fmt: skip
 
 

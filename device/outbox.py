@@ -109,9 +109,21 @@ class OutboxPump:
     PUBACK callback under its own locks) can never deadlock against the pump. paho keeps handed
     messages across reconnects and resends them itself; an entry without a PUBACK after
     ``resend_after_s`` is handed over again; at start-up everything left in the outbox is resent.
+
+    A PUBACK that says no subscription matched (MQTT 5) does not count: the broker dropped the report
+    (nobody subscribed yet, or Mosquitto 2.0 just after a restart, until the host's ingest, whose
+    shared subscription it restored, reconnects). The entry stays and is handed over again after
+    ``unrouted_retry_s``.
     """
 
-    def __init__(self, outbox: Outbox, session: object, window: int = 50, resend_after_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        session: object,
+        window: int = 50,
+        resend_after_s: float = 15.0,
+        unrouted_retry_s: float = 2.0,
+    ) -> None:
         from shared.mqtt import MqttSession
 
         if not isinstance(session, MqttSession):
@@ -120,8 +132,11 @@ class OutboxPump:
         self.session = session
         self.window = window
         self.resend_after_s = resend_after_s
+        self.unrouted_retry_s = unrouted_retry_s
         self.resent = 0
-        self._inflight: dict[int, tuple[Any, float, Entry]] = {}  # outbox id -> (message info, handed at, entry)
+        self.unrouted = 0  # PUBACKs that said nobody subscribed: handed over again later
+        # outbox id -> (message info, handed at, entry); info None: unrouted, to be handed again
+        self._inflight: dict[int, tuple[Any, float, Entry]] = {}
         self._handed_up_to = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
@@ -160,10 +175,19 @@ class OutboxPump:
 
     def _reap(self) -> None:
         """Remove entries whose PUBACK arrived (only now are they deleted)."""
-        for eid, (info, _, _) in list(self._inflight.items()):
-            if info.is_published():
-                del self._inflight[eid]
-                self.outbox.ack(eid)
+        for eid, (info, _, entry) in list(self._inflight.items()):
+            if info is None or not info.is_published():
+                continue
+            if self.session.unrouted(info.mid):
+                first = not any(i is None for i, _, _ in self._inflight.values())  # warn once per episode
+                self._inflight[eid] = (None, time.monotonic(), entry)
+                self.unrouted += 1
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "the broker had no subscriber for report %s; kept, sent again in %.0f s",
+                        entry.message_id, self.unrouted_retry_s)  # fmt: skip
+                continue
+            del self._inflight[eid]
+            self.outbox.ack(eid)
 
     def _hand(self, entry: Entry) -> None:
         info = self.session.publish(entry.topic, entry.payload, qos=entry.qos)
@@ -173,9 +197,11 @@ class OutboxPump:
     def _resend_stale(self) -> None:
         """A PUBACK that never comes (a broker that lost the message, a half-dead connection):
         hand the entry over again. Receivers drop the duplicate by message_id."""
-        deadline = time.monotonic() - self.resend_after_s
-        for _, (_, handed, entry) in list(self._inflight.items()):
-            if handed < deadline:
+        t = time.monotonic()
+        for _, (info, handed, entry) in list(self._inflight.items()):
+            if info is None and handed < t - self.unrouted_retry_s:
+                self._hand(entry)
+            elif info is not None and handed < t - self.resend_after_s:
                 self._hand(entry)
                 self.resent += 1
                 log.warning("no PUBACK for report %s after %.0fs; sent it again", entry.message_id, self.resend_after_s)

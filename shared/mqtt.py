@@ -13,6 +13,10 @@ that was never acked is redelivered by the broker when the (persistent) session 
 ack is sent only on the connection the message came on: after a disconnect its packet id may name
 another message. ``receive_maximum`` (MQTT 5) tells the broker how many unacked messages it may have
 in flight to us; Mosquitto uses it instead of its ``max_inflight_messages``.
+
+A PUBACK may say "No matching subscribers" (MQTT 5, 0x10): the broker took the message and dropped it.
+``unrouted(mid)`` tells; a sender that must not lose it (the agent's outbox) sends it again later.
+Mosquitto 2.0 says so after a restart until a persisted *shared* subscription's client reconnects.
 """
 
 from __future__ import annotations
@@ -23,8 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import urlparse
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -32,11 +35,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from shared.errors import EdgeloopError
+from shared.mqtt_settings import BrokerSettings, ProtocolChoice
 
+__all__ = ["BrokerSettings", "Delivery", "MqttSession", "ProtocolChoice", "SessionStats"]
 log = logging.getLogger(__name__)
-
-ProtocolChoice = Literal["5", "3.1.1", "auto"]
 
 
 class _QuietStop(logging.Filter):
@@ -50,6 +52,7 @@ class _QuietStop(logging.Filter):
 _PAHO_LOG = logging.getLogger("paho")
 _PAHO_LOG.addFilter(_QuietStop())
 MessageHandler = Callable[[str, bytes], None]
+_NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,42 +68,6 @@ DeliveryHandler = Callable[[str, bytes, Delivery], None]
 
 
 @dataclass
-class BrokerSettings:
-    """Where and how to connect. Built from the agent/host config or parsed from a URL."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    username: str | None = None
-    password: str | None = None
-    protocol: ProtocolChoice = "5"
-    keepalive: int = 30
-    session_expiry_s: int = 7 * 24 * 3600  # persistent session: QoS 1 commands wait while offline
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 30.0
-    v5_connack_timeout_s: float = 3.0  # protocol="auto": fall back to 3.1.1 after this long without CONNACK
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> BrokerSettings:
-        """mqtt://host:1883 or mqtts://host:8883 (credentials come from settings, not the URL)."""
-        u = urlparse(url)
-        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise EdgeloopError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
-        if not u.hostname:
-            raise EdgeloopError(f"broker URL {url!r} has no host")
-        tls = u.scheme in ("mqtts", "ssl")
-        return cls(host=u.hostname, port=u.port or (8883 if tls else 1883), tls=tls, **kwargs)
-
-    @property
-    def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-@dataclass
 class SessionStats:
     connects: int = 0
     disconnects: int = 0
@@ -110,6 +77,7 @@ class SessionStats:
     acked: int = 0
     acks_sent: int = 0  # manual acknowledgement: deliveries acked
     acks_stale: int = 0  # acks not sent: the message came on an earlier connection (the broker redelivers it)
+    unrouted: int = 0  # PUBACKs that said no subscription matched (the broker dropped the message)
     protocol: str = ""
     last_error: str = ""
     handler_errors: dict[str, int] = field(default_factory=dict)
@@ -146,6 +114,7 @@ class MqttSession:
         self._receive_maximum = receive_maximum
         self._connection = 0  # counts disconnects; a Delivery is acked only on its own connection
         self._ack_lock = threading.Lock()
+        self._unrouted: set[int] = set()  # mids whose latest PUBACK said "No matching subscribers"
         self.connected = threading.Event()
         self.stats = SessionStats()
         self._protocol: ProtocolChoice = "5" if settings.protocol in ("5", "auto") else "3.1.1"
@@ -232,6 +201,11 @@ class MqttSession:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         self.stats.published += 1
         return info
+
+    def unrouted(self, mid: int) -> bool:
+        """True when the broker's PUBACK for ``mid`` said no subscription matched (it dropped the message).
+        Read it once ``is_published()``: paho calls ``on_publish`` (which records it) before that flips."""
+        return mid in self._unrouted
 
     def ack(self, delivery: Delivery) -> bool:
         """Acknowledge a message received through ``on_delivery``; False when it came on an earlier
@@ -372,6 +346,11 @@ class MqttSession:
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None
     ) -> None:
         self.stats.acked += 1
+        if reason.value == _NO_MATCHING_SUBSCRIBERS:
+            self.stats.unrouted += 1
+            self._unrouted.add(mid)
+        else:  # a mid is reused only after its PUBACK: this one speaks for the message now using it
+            self._unrouted.discard(mid)
         if self._on_published is not None:
             self._guard("on_published", lambda: self._on_published(mid))  # type: ignore[misc]
 

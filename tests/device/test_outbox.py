@@ -1,8 +1,18 @@
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from device.outbox import Outbox
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device.outbox import Outbox, OutboxPump
+from shared.mqtt import BrokerSettings, MqttSession
+from tests.helpers import Mosquitto
 
 
 def test_order_ack_and_persistence(tmp_path: Path) -> None:
@@ -24,3 +34,55 @@ def test_command_dedup_survives_restart(tmp_path: Path) -> None:
     assert box.first_time("a") is False
     box.close()
     assert Outbox(tmp_path / "o.sqlite").first_time("a") is False
+
+
+def _shared_subscriber(port: int, got: list[bytes]) -> mqtt.Client:
+    """A persistent session with a shared subscription, as the host's ingest has."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ingest-like", protocol=mqtt.MQTTv5)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe("$share/g/edgeloop/v1/+/+/report/#", 1)
+    client.on_message = lambda c, u, m: got.append(bytes(m.payload))
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    client.connect("127.0.0.1", port, clean_start=False, properties=props)
+    client.loop_start()
+    return client
+
+
+def _until(cond: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.05)
+
+
+@pytest.mark.e2e
+def test_a_report_the_broker_routed_to_nobody_is_kept_and_sent_again(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Mosquitto 2.0, just restarted, PUBACKs "No matching subscribers" and drops a report that only the
+    persisted shared subscription of a not yet reconnected ingest matches: the outbox keeps it."""
+    got: list[bytes] = []
+    sub = _shared_subscriber(mosquitto.port, got)
+    time.sleep(0.5)  # subscribed
+    sub.disconnect()
+    sub.loop_stop()
+    mosquitto.stop()
+    mosquitto.start()  # the ingest's session (and its shared subscription) restored from persistence
+    box = Outbox(tmp_path / "o.sqlite")
+    session = MqttSession(BrokerSettings(port=mosquitto.port), client_id="dev-x")
+    pump = OutboxPump(box, session, unrouted_retry_s=0.5)
+    session.start()
+    pump.start()
+    try:
+        assert session.wait_connected(10)
+        box.put("edgeloop/v1/lab/dev-x/report/benchmark", b"r1", "m1")
+        _until(lambda: pump.unrouted >= 1, 10, "a PUBACK saying nobody subscribed")
+        assert len(box) == 1 and session.stats.unrouted >= 1
+        sub = _shared_subscriber(mosquitto.port, got)  # the ingest reconnects
+        _until(lambda: len(box) == 0, 15, "the report delivered and deleted")
+        _until(lambda: got, 5, "the report received")
+        assert set(got) == {b"r1"}
+    finally:
+        pump.stop()
+        session.stop()
+        sub.disconnect()
+        sub.loop_stop()

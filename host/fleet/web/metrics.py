@@ -95,13 +95,13 @@ class FleetCollector:
         restarts = CounterMetricFamily(
             "edgeloop_ingest_worker_restarts", "ingest workers restarted by the watchdog", labels=["worker"]
         )
-        up = GaugeMetricFamily("edgeloop_ingest_worker_up", "1 while the ingest worker runs", labels=["worker"])
+        alive = GaugeMetricFamily("edgeloop_ingest_worker_up", "1 while the ingest worker runs", labels=["worker"])
         for i, ing in enumerate(self.ingests):
             s = ing.stats
             for family, value in ((received, s.received), (invalid, s.invalid), (written, s.written),
-                                  (rejected, s.rejected), (restarts, s.restarts), (up, int(s.alive))):  # fmt: skip
+                                  (rejected, s.rejected), (restarts, s.restarts), (alive, int(s.alive))):  # fmt: skip
                 family.add_metric([str(i)], value)
-        yield from (received, invalid, written, rejected, restarts, up)
+        yield from (received, invalid, written, rejected, restarts, alive)
 
     def _served(self) -> Iterator[Metric]:
         labels = ["fleet", "device"]
