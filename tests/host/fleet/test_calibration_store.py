@@ -65,16 +65,17 @@ def test_calibration_reports_are_flattened_once(store: Store) -> None:
 
 
 def test_bounds_of_the_wire_fit_the_columns(store: Store) -> None:
+    longest_version = "999999.999999.999999.999999"  # the longest the wire takes
     extreme = calibration_report(
         "d" * 64,
-        release=p.ReleaseRef(name="n" * 64, version="1" * 40 + ".2"),
+        release=p.ReleaseRef(name="n" * 64, version=longest_version),
         method="m" * 32, source="s" * 256, n_images=10_000_000, n_eval=10_000_000, form="f" * 32,
         form_reason="r" * 512, artifact="a" * 160, calibration_s=1e7, build_s=1e7, error="e" * 4096,
         moved_ranges=tuple(p.RangeShift(tensor="t" * 256, before=1e9, after=0, change=-1e6) for _ in range(10)),
     )  # fmt: skip
     assert store.add_reports([("f" * 64, extreme)]) == 1
     (row,) = store.calibrations(device="d" * 64)
-    assert row.release_version == "1" * 32 and row.n_images == 10_000_000 and len(row.moved_ranges) == 10
+    assert row.release_version == longest_version and row.n_images == 10_000_000 and len(row.moved_ranges) == 10
     assert row.error == "e" * 4096
 
 
