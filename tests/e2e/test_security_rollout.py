@@ -52,7 +52,7 @@ def stack(
     serve = ServeProcess(tmp_path, broker.url("services"), store.root, free_port(), extra=[
         *tls, "--ingest-workers", "2", "--api-token-file", str(token_file),
         "--upload-secret-file", str(pki.upload_secret),
-    ])  # fmt: skip
+    ], command_key=keys[0])  # fmt: skip
     serve.start()
     bundle = pki.devices / "dev-a"
     agent_tls = (f'upload_token_file = "{bundle / "upload.token"}"\n[broker.tls]\nca_file = "{bundle / "ca.crt"}"\n'
