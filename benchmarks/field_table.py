@@ -166,7 +166,7 @@ def bars(rows: dict[str, dict[str, float]], name: str) -> dict[str, Any]:
 ROW_NAMES = {
     "fp32": "FP32 (zoo resnet20.onnx)",
     "int8_clean_calibration": "INT8, clean calibration (fresh, 1,000 clean train images)",
-    "int8_zoo": "INT8, zoo resnet20-int8.onnx (8-bit weights)",
+    "int8_zoo": "INT8, zoo resnet20-int8.onnx (the shipped file)",
     "int8_recalibrated": "INT8 re-calibrated on 1,000 shifted train images",
     "adabn_fp32": "AdaBN (FP32, BN statistics of the 1,000 field samples)",
     "adapted_fp32": "adapted FP32 (edgeloop adapt)",
