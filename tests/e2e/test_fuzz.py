@@ -68,6 +68,8 @@ def test_a_live_agent_survives_10000_hostile_commands(
     s = _status(rec)
     assert agent.alive and s.commands is not None
     c = s.commands
+    print(f"fuzz agent: sent {sent[0]}, received {c.received}, rejected {c.rejected}, duplicates {c.duplicates}, "
+          f"handled {c.handled}, watchdog restarts {s.watchdog_restarts}")  # fmt: skip
     assert c.received == N and c.rejected + c.duplicates + c.handled == N, c  # each payload accounted for once
     assert c.rejected > N * 0.9, c  # almost all refused; the rest were valid commands the mutations left intact
     assert s.watchdog_restarts == 0
@@ -134,6 +136,8 @@ def test_live_ingest_stores_every_good_report_and_no_bad_one(mosquitto: Mosquitt
     ingest.stop()
     pub.close()
     s = ingest.stats
+    print(f"fuzz ingest: sent {counts['sent']} ({counts['invalid']} invalid, {counts['valid']} valid), received "
+          f"{s.received}, invalid counted {s.invalid}, written {s.written}, duplicates {s.duplicates}")  # fmt: skip
     assert s.received == counts["sent"] and counts["invalid"] > N * 0.8, counts
     assert s.invalid == counts["invalid"], (s, counts)  # every rejection counted
     assert s.written + s.duplicates == counts["valid"]
