@@ -17,7 +17,18 @@ from host.factory.compress.steps import base
 from host.factory.compress.steps.base import CompressionStep, StepConfig, register_step, step_class, step_types
 from shared.errors import EdgeloopError
 
-SHIPPED = ["export", "finetune", "fp16", "prune", "prune_latency", "ptq", "qat", "sparse24", "sparsity_train", "unstructured"]
+SHIPPED = [
+    "export",
+    "finetune",
+    "fp16",
+    "prune",
+    "prune_latency",
+    "ptq",
+    "qat",
+    "sparse24",
+    "sparsity_train",
+    "unstructured",
+]
 
 
 def test_every_shipped_step_is_registered_under_its_config_type() -> None:
