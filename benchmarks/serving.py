@@ -138,6 +138,10 @@ def drift_check(model: Path, data: Path, window: int = 500) -> dict[str, Any]:
         def flagged(s: list[float]) -> float:
             return sum(x >= drift.DEFAULT_THRESHOLD for x in s) / len(s)
 
+        if len(test.images) < window:
+            raise SystemExit(
+                f"the drift check needs at least one window of {window} images; {data} has {len(test.images)}"
+            )
         clean = scores(test.images[order])
         out: dict[str, Any] = {
             "window": window,
