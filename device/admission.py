@@ -10,7 +10,7 @@ seen (a replay or a redelivery: the id is recorded before the command runs, so t
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -61,7 +61,7 @@ class Admission:
             raise CommandRefusedError(
                 "wrong_device", f"command addressed to {cmd.device_id!r}, not {self.config.device_id!r}", ids
             )
-        skew = ((now or datetime.now(UTC)) - cmd.sent_at).total_seconds()
+        skew = ((now or datetime.now(timezone.utc)) - cmd.sent_at).total_seconds()
         if abs(skew) > self.config.max_clock_skew_s:
             raise CommandRefusedError(
                 "command_outside_skew_window",

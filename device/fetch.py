@@ -6,7 +6,6 @@ The stdlib's urllib is enough here: one GET with an optional Range header, strea
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
+from shared.digest import sha256_file
 from shared.errors import EdgeloopError
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,6 @@ def resolve_url(url: str, base_url: str | None) -> str:
     if urlparse(full).scheme not in ("http", "https"):
         raise FetchError("artifact_url_invalid", f"artifact URL {full!r} is not http(s)")
     return full
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(

@@ -66,7 +66,7 @@ def test_the_checker_sees_a_long_function(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("rule", ["PLR0912", "PLR0915", "C901"])
 def test_no_project_wide_complexity_ignore(rule: str) -> None:
-    import tomllib
+    from shared.compat import tomllib
 
     lint = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
     assert rule not in lint.get("ignore", []), f"{rule} is ignored for the whole project"

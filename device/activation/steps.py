@@ -7,7 +7,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -17,11 +17,12 @@ from device.activation.int8 import Loaded
 from device.activation.records import ActivationError, prep_of
 from device.builder import EngineCache
 from device.config import AgentConfig
-from device.fetch import FetchError, fetch, resolve_url, sha256_file
+from device.fetch import FetchError, fetch, resolve_url
 from device.runtimes.base import EngineError, Runtime, RuntimeConfig
 from device.runtimes.registry import AutoConfig
 from device.state import AgentState
 from shared import signing
+from shared.digest import sha256_file
 from shared.protocol import Artifact, Precision, ReleaseManifest
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def with_cache_dirs(config: RuntimeConfig, root: Path) -> RuntimeConfig:
 def check_expiry(manifest: ReleaseManifest, rollback: bool) -> str | None:
     """Refuse a deploy of a release past its signed ``not_after``; a signed rollback to one may run
     (it returns a warning for the report), so an expired previous release can still be gone back to."""
-    if manifest.not_after is None or datetime.now(UTC) <= manifest.not_after:
+    if manifest.not_after is None or datetime.now(timezone.utc) <= manifest.not_after:
         return None
     message = f"release {manifest.ref} expired at {manifest.not_after.isoformat()}"
     if not rollback:

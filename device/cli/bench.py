@@ -15,11 +15,11 @@ from typing import Any
 
 from device import bench, sysinfo
 from device.cli import bench_all
-from device.fetch import sha256_file
 from device.runtimes import registry
 from device.runtimes.base import Engine, Runtime, RuntimeConfig
 from device.runtimes.registry import AutoConfig
 from shared import datasets
+from shared.digest import sha256_file
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
 

@@ -19,9 +19,9 @@ from device.activation import EngineManager
 from device.activation.steps import DEVICE_URL
 from device.builder import EngineCache
 from device.config import AgentConfig
-from device.fetch import sha256_file
 from device.runtimes.base import RuntimeConfig
 from device.state import AgentState
+from shared.digest import sha256_file
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
 from shared.protocol import Artifact, ModelInfo, PreprocessingSpec, ReleaseManifest

@@ -2,7 +2,7 @@
 
 It sends the images of a folder (an ImageFolder tree: one sub-folder per class, or a flat folder of
 images) from ``concurrency`` concurrent keep-alive connections (aiohttp), checks every answer's
-label against the image's folder, and reports throughput, latency percentiles (HdrHistogram) and
+label against the image's folder, and reports throughput, latency percentiles (DDSketch) and
 top-1. By default it sends every image once, so its top-1 is comparable to ``edgeloop evaluate``.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.serving.telemetry import new_histogram, percentiles_ms
+from device.serving.telemetry import LatencyHistogram, new_histogram, percentiles_ms
 from shared import datasets
 from shared.errors import EdgeloopError
 
@@ -48,7 +48,7 @@ def load_items(data_dir: str | Path) -> list[Item]:
 
 @dataclass
 class _Tally:
-    latency: Any = field(default_factory=new_histogram)
+    latency: LatencyHistogram = field(default_factory=new_histogram)
     requests: int = 0
     errors: int = 0
     by_status: dict[str, int] = field(default_factory=dict)

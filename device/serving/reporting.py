@@ -16,7 +16,7 @@ def telemetry_report(
 ) -> TelemetryReport:
     """Close the server's current interval and describe it (requests, errors, latency, batching, drift)."""
     interval, seconds = server.telemetry.take_interval()
-    served = interval.latency.get_total_count() > 0
+    served = interval.latency.count > 0
     return TelemetryReport(
         device_id=device_id,
         release=release,

@@ -6,7 +6,7 @@ import json
 import platform
 import shlex
 import sys
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ def write_card(path: str | Path, card: dict[str, Any]) -> Path:
 
     path = Path(path)
     body = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         **card,

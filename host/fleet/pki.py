@@ -202,7 +202,7 @@ class Pki:
 
     def write_crl(self, serials: list[int]) -> Path:
         ca, signer = self._ca(self.ca_cert, self.ca_key)
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.timezone.utc)
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(ca.subject)
@@ -244,7 +244,7 @@ def _dns_name(text: str) -> x509.GeneralName:
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, key: PrivateKey, days: int) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)

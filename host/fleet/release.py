@@ -15,7 +15,6 @@ what held-out images look like to the release's FP32 model) comes from the FP32 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import datasets, signing
+from shared.digest import sha256_file
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
 from shared.protocol import (
@@ -50,8 +50,7 @@ class ReleaseStore:
         self.releases = self.root / "releases"
 
     def add_artifact(self, path: Path) -> tuple[str, int]:
-        with path.open("rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest = sha256_file(path)
         self.artifacts.mkdir(parents=True, exist_ok=True)
         dest = self.artifacts / f"{digest}.onnx"
         if not dest.exists():

@@ -2,7 +2,7 @@
 
 Every MQTT payload is one of the pydantic models of this package, serialised as JSON; every topic
 name is built by ``shared.protocol.topics`` and nowhere else. Models forbid unknown fields, carry
-``schema_version``, ``message_id``, ``device_id`` and ``sent_at`` (UTC), and keep numbers as numbers.
+``schema_version``, ``message_id``, ``device_id`` and ``sent_at`` (timezone.utc), and keep numbers as numbers.
 
 The modules, by what they hold: ``base`` (ids, versions, times, base models), ``releases``,
 ``commands`` (host -> device), ``reports`` (device -> host), ``codec`` (encode/decode) and

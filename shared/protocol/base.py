@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -38,14 +38,14 @@ Finite = Annotated[float, Field(ge=-MAX_FLOAT, le=MAX_FLOAT, allow_inf_nan=False
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 Name = Annotated[str, StringConstraints(max_length=64)]
 Text = Annotated[str, StringConstraints(max_length=4096)]
-EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2200, 1, 1, tzinfo=timezone.utc)
 
 
 def _utc(value: datetime) -> datetime:
     # astimezone can overflow at the ends of the datetime range (year 1 or 9999 with an offset):
     # a ValueError makes that an ordinary validation error instead of an exception past the handler
     try:
-        utc = value.astimezone(UTC)
+        utc = value.astimezone(timezone.utc)
     except (OverflowError, ValueError) as e:
         raise ValueError(f"time {value!r} cannot be expressed in UTC") from e
     if not EARLIEST <= utc < LATEST:
@@ -57,7 +57,7 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 def version_key(version: str) -> tuple[int, ...]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -103,7 +103,7 @@ def test_garbage_is_a_protocol_error(payload: bytes) -> None:
 def test_sent_at_is_normalised_to_utc() -> None:
     local = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     s = p.BenchmarkCommand(device_id="d", sent_at=local)
-    assert s.sent_at.tzinfo == UTC
+    assert s.sent_at.tzinfo == timezone.utc
     assert s.sent_at.hour == 10
 
 

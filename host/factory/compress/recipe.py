@@ -28,7 +28,6 @@ FP32 export, conversions of that file come after it, and a step that writes the 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +36,7 @@ from pydantic_core import PydanticCustomError
 
 # importing the steps package imports every step module, so the registry is full from here on
 from host.factory.compress.steps.base import CompressionStep, StepConfig, step_class, step_types
+from shared.compat import tomllib
 from shared.errors import EdgeloopError
 from shared.protocol import Id
 

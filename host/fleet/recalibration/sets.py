@@ -11,7 +11,6 @@ the device downloads it with its artifact size limit and checks every image (dev
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import re
 import tarfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from shared import datasets
+from shared.digest import sha256_file
 from shared.errors import EdgeloopError
 
 NAME = re.compile(r"^[0-9a-f]{64}\.tar\.gz$")
@@ -55,7 +55,7 @@ class CalibrationSets:
         try:
             with os.fdopen(fd, "wb") as raw:
                 _archive(raw, folder, files)
-            name = f"{_sha256(tmp)}.tar.gz"
+            name = f"{sha256_file(tmp)}.tar.gz"
             os.replace(tmp, self.root / name)  # the same folder packs to the same bytes: same name
         finally:
             tmp.unlink(missing_ok=True)
@@ -77,11 +77,3 @@ def _archive(out: BinaryIO, folder: Path, files: list[Path]) -> None:
             info.size, info.mode, info.mtime = f.stat().st_size, 0o644, 0
             with f.open("rb") as src:
                 tar.addfile(info, src)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()

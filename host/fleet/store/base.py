@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,12 @@ log = logging.getLogger(__name__)
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 def aware(value: datetime) -> datetime:
     """SQLite returns naive datetimes; everything we store is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def aware_or_none(value: datetime | None) -> datetime | None:

@@ -72,12 +72,12 @@ def _totals(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """What new rows add to each device's counters, one row per (fleet, device, counter)."""
     add: Counter[tuple[str, str, str]] = Counter()
     for row in rows:
-        key = (row["fleet"], row["device_id"])
-        add[(*key, REQUESTS)] += row["requests"]
+        fleet, device = row["fleet"], row["device_id"]
+        add[fleet, device, REQUESTS] += row["requests"]
         if row["mean_ms"] is not None:
-            add[(*key, LATENCY_SUM)] += min(row["mean_ms"], MAX_MEAN_MS) * row["requests"]
+            add[fleet, device, LATENCY_SUM] += min(row["mean_ms"], MAX_MEAN_MS) * row["requests"]
         for kind, n in row["errors"].items():
-            add[(*key, ERROR_PREFIX + kind)] += n
+            add[fleet, device, ERROR_PREFIX + kind] += n
     return [{"fleet": f, "device_id": d, "counter": c, "value": float(v)} for (f, d, c), v in add.items()]
 
 

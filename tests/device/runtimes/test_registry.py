@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ from device.runtimes import RuntimeUnavailableError, registry
 from device.runtimes.onnxruntime import OnnxRuntimeConfig
 from device.runtimes.openvino import OpenVINORuntime
 from device.runtimes.tensorrt import TensorRTConfig, TensorRTRuntime
+from shared.compat import tomllib
 from tests.device.fakes import FakeConfig, FakeRuntime
 from tests.helpers import REPO
 

@@ -23,6 +23,16 @@ def test_percentiles_of_a_histogram() -> None:
     assert percentiles_ms(new_histogram())["p99"] == 0.0
 
 
+def test_histograms_of_slices_merge_into_the_whole() -> None:
+    whole, a, b = new_histogram(), new_histogram(), new_histogram()
+    for us in range(1, 20_001, 7):
+        whole.record_value(us)
+        (a if us % 2 else b).record_value(us)
+    a.add(b)
+    assert a.count == whole.count and percentiles_ms(a) == percentiles_ms(whole)
+    assert a.max_us == 20_000 and percentiles_ms(a)["p99"] == pytest.approx(19.8, rel=0.005)
+
+
 def test_window_forgets_old_slices() -> None:
     clock = Clock()
     s = ServingStats(window_s=10, slice_s=1, clock=clock)

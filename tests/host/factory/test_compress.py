@@ -21,6 +21,7 @@ from host.factory.ort import ort_logits
 from host.factory.stats import count_macs, count_params
 from host.factory.train.losses import distill_loss
 from shared import datasets
+from shared.compat import tomllib
 from shared.errors import EdgeloopError
 from shared.modelmeta import read_meta
 
@@ -269,7 +270,7 @@ calibration_images = 32
 [[steps]]
 type = "fp16"
 """
-    recipe = Recipe.model_validate(__import__("tomllib").loads(text))
+    recipe = Recipe.model_validate(tomllib.loads(text))
     out = tmp_path / "build"
     summary = compress(recipe, text, tiny_ckpt, str(golden_dir), out, val_data=str(golden_dir))
     names = {p.name for p in out.iterdir()}

@@ -19,7 +19,7 @@ from shared import protocol as p
 from tests.host.fleet.factories import REF, calibration_report, recalibrate_command
 from tests.host.fleet.test_store import PG_ENV, schema_reset
 
-T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -32,7 +32,7 @@ def test_served_latency_counters_and_drift(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "m.sqlite"))
     for device in ("d1", "d2"):
         store.upsert_status(p.DeviceStatus(device_id=device, fleet="lab", state="online"))
-    t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    t0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
     store.add_reports(
         [
             ("lab", telemetry_report("d1", sent_at=t0, requests=100, errors={"too_large": 1})),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, get_args
 
@@ -57,7 +57,7 @@ def test_state_groups() -> None:
 MEMBER = RolloutDeviceRecord(
     rollout_id="ro-1", device_id="d1", wave=0, state="passed", command_id=None, command=None, published=True,
     previous_name=None, previous_version=None, was_online=True, top1=0.9, p99_ms=1.0, error=None,
-    updated_at=datetime.now(UTC),
+    updated_at=datetime.now(timezone.utc),
 )  # fmt: skip
 
 

@@ -100,7 +100,7 @@ def test_rollout_state_round_trip(store: Store) -> None:
 def test_latest_benchmark_per_device(store: Store) -> None:
     import datetime as dt
 
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     store.add_reports([("lab", _bench(sent_at=t0)), ("lab", _bench(sent_at=t0 + dt.timedelta(minutes=1), top1=0.5))])
     latest = store.latest_benchmarks("lab")
     assert latest[("lab", "d1")].top1 == 0.5

@@ -18,7 +18,7 @@ from tests.host.fleet.factories import drift_stats, telemetry_report
 from tests.host.fleet.test_store import PG_ENV, schema_reset
 from tests.shared.factories import benchmark_report
 
-T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

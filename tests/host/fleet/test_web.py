@@ -8,7 +8,7 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -193,7 +193,7 @@ def test_fleet_status_cli_and_metrics(server: tuple[HostServer, ReleaseManifest]
 
 def test_live_telemetry_endpoint(server: tuple[HostServer, ReleaseManifest]) -> None:
     srv, _ = server
-    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
     srv.store.add_reports(
         [("lab", telemetry_report(f"dev-{i % 2}", sent_at=t0 + timedelta(seconds=i))) for i in range(6)]
         + [("other", telemetry_report("dev-9", sent_at=t0))]

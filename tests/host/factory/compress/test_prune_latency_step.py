@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from host.factory.compress.latency.space import ResNetSpace
 from host.factory.compress.pipeline import compress
 from host.factory.compress.recipe import Recipe
 from host.factory.compress.steps import prune_latency
+from shared.compat import tomllib
 from tests.host.factory.compress.latency_models import FakeMeter, int8_floor_at_32
 
 RECIPE = """
