@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from host.fleet.release import ReleaseStore, create_release
@@ -22,21 +23,25 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def random_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained ResNet-20 (about 10% top-1): fails any self-test."""
-    import torch
+def random_onnx(tmp_path_factory: pytest.TempPathFactory, zoo_onnx: Path) -> Path:
+    """An untrained ResNet-20 (about 10% top-1): fails any self-test. The zoo model with its weights redrawn
+    (He-normal, seeded) and its biases zeroed, so it keeps the metadata and needs no torch (the device-only
+    test runs on JetPack's Pythons have none)."""
+    import onnx
+    from onnx import numpy_helper
 
-    from host.factory import checkpoint, models
-    from host.factory.export import export_command
-    from shared.datasets import CIFAR10_CLASSES
-    from shared.imaging import Preprocessing
-
-    d = tmp_path_factory.mktemp("random")
-    torch.manual_seed(0)
-    ck = checkpoint.from_model(models.build("resnet20"), "resnet20", CIFAR10_CLASSES, Preprocessing())
-    checkpoint.save(ck, d / "random.pt")
-    export_command(d / "random.pt", d / "random.onnx")
-    return d / "random.onnx"
+    model = onnx.load(str(zoo_onnx))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.dtype != np.float32:
+            continue  # shapes of Reshape
+        fan_in = int(np.prod(w.shape[1:])) if w.ndim > 1 else 0
+        new = rng.normal(0, np.sqrt(2 / fan_in), w.shape) if fan_in else np.zeros(w.shape)
+        init.CopyFrom(numpy_helper.from_array(new.astype(np.float32), init.name))
+    out = tmp_path_factory.mktemp("random") / "random.onnx"
+    onnx.save(model, str(out))
+    return out
 
 
 @pytest.fixture

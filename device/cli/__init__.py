@@ -12,20 +12,20 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from device.cli import bench, calibrate, check_config, loadgen, run, serve, sysinfo
+from device.cli import bench, calibrate, check_config, loadgen, run, selftest, serve, sysinfo
 from device.cli.bench import bench_command
 from shared.errors import EdgeloopError
 
 # the help text of `edgeloop-agent --help`, as it has always read
 DESCRIPTION = (
-    "`edgeloop-agent`: the device daemon (`run`) and its local tools (`bench`, `serve`, `loadgen`, `calibrate`, "
-    "`sysinfo`, `check-config`).\n\n"
+    "`edgeloop-agent`: the device daemon (`run`) and its local tools (`selftest`, `bench`, `serve`, `loadgen`, "
+    "`calibrate`, `sysinfo`, `check-config`).\n\n"
     "Never imports torch: everything here runs on a Jetson with only the ``device`` extra installed.\n"
 )
 Handler = Callable[[argparse.Namespace], int]
 
 # the order of `edgeloop-agent --help`
-COMMANDS: list[ModuleType] = [run, check_config, bench, serve, loadgen, calibrate, sysinfo]
+COMMANDS: list[ModuleType] = [run, check_config, selftest, bench, serve, loadgen, calibrate, sysinfo]
 
 __all__ = ["COMMANDS", "bench_command", "build_parser", "main"]
 
