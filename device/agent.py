@@ -22,6 +22,8 @@ from device.admission import Admission, CommandRefusedError
 from device.builder import EngineCache
 from device.config import AgentConfig
 from device.outbox import Outbox, OutboxPump
+from device.runtimes import registry
+from device.runtimes.base import RuntimeConfig
 from device.serving.daemon import AgentServing
 from device.state import AgentState
 from device.watchdog import Watchdog
@@ -40,12 +42,22 @@ def agent_version() -> str:
         return "0+unknown"
 
 
+def runtime_warnings(config: RuntimeConfig) -> tuple[str, ...]:
+    """A backend this machine is made for that cannot run here (TensorRT on a Jetson), logged as a WARNING
+    with the reason and the fix: the status carries the same, so the fleet sees it too."""
+    found = registry.expected_but_unavailable(config)
+    for warning in found:
+        log.warning("%s", warning)
+    return tuple(w[:512] for w in found[:8])  # DeviceStatus.warnings' bounds
+
+
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.device_id, self.fleet = config.device_id, config.fleet
         self.state = AgentState(config.state_dir)
         self.engines = EngineManager(config, self.state, EngineCache(config.state_dir / "engines"))
+        self.warnings = runtime_warnings(config.runtime)
         self.outbox = Outbox(config.state_dir / "outbox.sqlite")
         self.admission = Admission(config, self.outbox)
         self.counters: dict[str, int] = {
@@ -193,6 +205,7 @@ class Agent:
             watchdog_restarts=self.watchdog.total if hasattr(self, "watchdog") else 0,
             commands=self._command_counts(),
             system=sysinfo.collect(d["gpu_mem_mb"]) if system else None,
+            warnings=self.warnings,
         )
 
     def _command_counts(self) -> CommandCounts:

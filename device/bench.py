@@ -3,7 +3,8 @@
 Latency: warm-up, then N timed single calls (``time.perf_counter``; CUDA events for the
 copy/compute split where the backend provides them). Raw throughput: inference alone on
 pre-decoded tensors. Evaluation: decode + preprocess run in a thread pool ahead of inference
-(OpenCV releases the GIL), so end-to-end throughput stays close to the raw runtime's.
+(OpenCV releases the GIL), so end-to-end throughput stays close to the raw runtime's. Power: on a
+Jetson, the board's power is sampled during the raw-throughput rounds (device/jetson/power.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from device.jetson.power import PowerReading, PowerSampler
 from device.runtimes.base import Runtime
 from shared import datasets, imaging
 from shared.datasets import Sample
@@ -137,14 +139,55 @@ def throughput_rounds(
     One figure from a shared CPU or a Jetson changing clocks can be off by tens of percent;
     the median of a few short rounds costs little more time and is far steadier.
     """
+    return [r.ips for r in _rounds(runtime, batch, rounds, min_seconds, deadline, min_batches)]
+
+
+def _rounds(
+    runtime: Runtime, batch: int, rounds: int, min_seconds: float, deadline: float | None, min_batches: int
+) -> list[ThroughputResult]:
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
-    out: list[float] = []
+    out: list[ThroughputResult] = []
     for _ in range(rounds):
         if out and deadline is not None and time.perf_counter() > deadline:
             break  # past the benchmark's time budget: the rounds so far give the median
-        out.append(measure_throughput(runtime, batch=batch, min_seconds=min_seconds, min_batches=min_batches).ips)
+        out.append(measure_throughput(runtime, batch=batch, min_seconds=min_seconds, min_batches=min_batches))
     return out
+
+
+@dataclass
+class RawThroughput:
+    """Raw throughput rounds, and the board's power while they ran (None where there is no power source)."""
+
+    rounds: list[ThroughputResult]
+    power: PowerReading | None = None
+
+    @property
+    def ips(self) -> list[float]:
+        return [r.ips for r in self.rounds]
+
+    @property
+    def images(self) -> int:
+        return sum(r.images for r in self.rounds)
+
+    def power_figures(self) -> dict[str, object] | None:
+        return self.power.figures(self.images) if self.power is not None else None
+
+
+def raw_throughput(
+    runtime: Runtime,
+    batch: int = 256,
+    rounds: int = 3,
+    min_seconds: float = 0.5,
+    deadline: float | None = None,
+    min_batches: int = 5,
+    sampler: PowerSampler | None = None,
+) -> RawThroughput:
+    """``throughput_rounds`` with the board's power sampled while they run (jtop or tegrastats on a
+    Jetson; ``sampler`` defaults to the best source there is, and samples nothing elsewhere)."""
+    with sampler or PowerSampler() as power:
+        done = _rounds(runtime, batch, rounds, min_seconds, deadline, min_batches)
+    return RawThroughput(done, power.reading())
 
 
 def _decode_batch(
@@ -270,6 +313,11 @@ class RawVsEndToEnd:
     raw_ips: list[float]
     end_to_end_ips: list[float]
     evaluation: EvalResult  # the last round's (top-1 is the same in every round)
+    raw_images: int = 0  # inferred in the raw rounds
+    power: PowerReading | None = None  # the board's, in the raw rounds only (None off a Jetson)
+
+    def power_figures(self) -> dict[str, object] | None:
+        return self.power.figures(self.raw_images) if self.power is not None else None
 
     @property
     def raw_median(self) -> float:
@@ -291,23 +339,27 @@ def raw_vs_end_to_end(
     prep: Preprocessing,
     batch: int = 256,
     rounds: int = 3,
+    sampler: PowerSampler | None = None,
 ) -> RawVsEndToEnd:
     """Evaluate, then time raw inference for as long as the evaluation took; ``rounds`` times.
 
     Shared CPUs drift by tens of percent within a minute, so one raw figure taken before one
     evaluation compares two different machines; alternating rounds and medians compare like with like.
+    The board's power is sampled in the raw rounds (``sampler``: as in ``raw_throughput``).
     """
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
-    raw: list[float] = []
+    raw: list[ThroughputResult] = []
     e2e: list[float] = []
     ev: EvalResult | None = None
     members = datasets.archive_members(samples)  # once, not once per round
-    for r in range(rounds):
-        ev = evaluate(runtime, samples, classes, prep, batch=batch, members=members)
-        e2e.append(ev.throughput_ips)
-        raw.append(measure_throughput(runtime, batch=batch, min_seconds=max(1.0, ev.seconds)).ips)
-        log.info("round %d/%d: end-to-end %.0f img/s, raw %.0f img/s", r + 1, rounds, e2e[-1], raw[-1])
+    with sampler or PowerSampler() as power:  # power in the raw rounds: evaluations are paused out
+        for r in range(rounds):
+            with power.paused():
+                ev = evaluate(runtime, samples, classes, prep, batch=batch, members=members)
+            e2e.append(ev.throughput_ips)
+            raw.append(measure_throughput(runtime, batch=batch, min_seconds=max(1.0, ev.seconds)))
+            log.info("round %d/%d: end-to-end %.0f img/s, raw %.0f img/s", r + 1, rounds, e2e[-1], raw[-1].ips)
     if ev is None:  # unreachable: rounds >= 1
         raise ValueError("no rounds ran")
-    return RawVsEndToEnd(raw, e2e, ev)
+    return RawVsEndToEnd([x.ips for x in raw], e2e, ev, sum(x.images for x in raw), power.reading())

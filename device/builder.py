@@ -1,9 +1,11 @@
 """Engine cache: build each (model, precision, runtime, accelerator, options) once, keep it.
 
 Engines are not portable between TensorRT versions or GPUs, so the cache key holds the ONNX
-sha256, precision, runtime name + version, accelerator (GPU name + compute capability) and the
-build options. A build happens in a private temporary directory that is renamed into place only
-when complete: a crash mid-build leaves no half-built engine and never touches the running one.
+sha256, precision, runtime name + version, accelerator (GPU name + compute capability, and the DLA
+core), the build options and, on a Jetson, the L4T release: a JetPack upgrade brings another
+TensorRT and driver, so it rebuilds the engines instead of loading ones that break. A build happens
+in a private temporary directory that is renamed into place only when complete: a crash mid-build
+leaves no half-built engine and never touches the running one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from device.jetson import release as jetson
 from device.runtimes.base import Engine, EngineError, Runtime
 from shared.protocol import Precision
 
@@ -31,6 +34,7 @@ def cache_key(runtime: Runtime, onnx_sha256: str, precision: Precision) -> dict[
         "runtime_version": runtime.version(),
         "accelerator": runtime.accelerator(),
         "options": runtime.build_options(),
+        "l4t_release": jetson.l4t_release(),  # None off a Jetson
     }
 
 

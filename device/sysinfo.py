@@ -1,117 +1,66 @@
-"""System telemetry: CPU/RAM via psutil everywhere; on a Jetson also GPU load, temperatures and
-power from ``tegrastats``, clock locking (``jetson_clocks --show``) and the ``nvpmodel`` mode.
+"""System telemetry: CPU/RAM via psutil everywhere; on a Jetson also GPU and EMC load, temperatures and
+power rails (jtop where jetson-stats runs, else ``tegrastats``), the ``nvpmodel`` mode and whether
+``jetson_clocks`` pinned the clocks (device/jetson/).
 
 A source that is not present is reported as absent (None), never as zero.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
-import re
-import shutil
-import subprocess
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from device.jetson import clocks, release, tegrastats
+from device.jetson import sources as jetson_sources
+from device.jetson.sample import Sample
 from shared.protocol import SystemInfo
 
-log = logging.getLogger(__name__)
-
-_RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
-_GR3D = re.compile(r"\bGR3D_FREQ (\d+)%")
-_TEMP = re.compile(r"\b([A-Za-z0-9_]+)@(-?\d+(?:\.\d+)?)C\b")
-_POWER = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)mW(?:/(\d+)mW)?")
+_MAX_ENTRIES = 64  # SystemInfo's bound on its dicts
+_NAME = 64
 
 
-@dataclass
-class Tegrastats:
-    gpu_load_percent: float | None = None
-    ram_used_mb: float | None = None
-    ram_total_mb: float | None = None
-    temperatures_c: dict[str, float] = field(default_factory=dict)
-    power_mw: dict[str, float] = field(default_factory=dict)
+def _bounded(values: dict[str, float]) -> dict[str, float] | None:
+    return {k[:_NAME]: v for k, v in list(values.items())[:_MAX_ENTRIES]} or None
 
 
-def parse_tegrastats(line: str) -> Tegrastats:
-    """Parse one tegrastats line (Nano/TX2/Xavier/Orin formats)."""
-    out = Tegrastats()
-    if m := _RAM.search(line):
-        out.ram_used_mb, out.ram_total_mb = float(m.group(1)), float(m.group(2))
-    if m := _GR3D.search(line):
-        out.gpu_load_percent = float(m.group(1))
-    for name, value in _TEMP.findall(line):
-        t = float(value)
-        if t > -200:  # tegrastats prints -256C for a sensor that is off
-            out.temperatures_c[name.lower()] = t
-    for name, now, _avg in _POWER.findall(line):
-        if name not in ("RAM", "SWAP", "EMC_FREQ", "GR3D_FREQ", "IRAM", "CPU"):
-            out.power_mw[name] = float(now)
-    return out
+def jetson_fields(sample: Sample) -> dict[str, Any]:
+    """The SystemInfo fields a Jetson sample fills (absent figures stay out, so they remain None)."""
+    fields: dict[str, Any] = {
+        "gpu_load_percent": sample.gpu_load_percent,
+        "gpu_freq_mhz": sample.gpu_freq_mhz,
+        "emc_load_percent": sample.emc_load_percent,
+        "emc_freq_mhz": sample.emc_freq_mhz,
+        "power_mw": _bounded(dict(sample.rails_mw)),
+        "power_total_mw": sample.power_total_mw,
+        "temperatures_c": _bounded(dict(sample.temperatures_c)),
+        "clocks_locked": sample.jetson_clocks,
+        "nvpmodel": sample.nvpmodel,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
-def _run(argv: list[str], timeout: float = 3.0) -> str | None:
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)  # noqa: S603
-    except (OSError, subprocess.TimeoutExpired) as e:
-        log.debug("%s failed: %s", argv[0], e)
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def read_tegrastats(timeout: float = 3.0) -> Tegrastats | None:
-    """One sample from ``tegrastats``, or None where it does not exist."""
-    binary = shutil.which("tegrastats")
-    if binary is None:
-        return None
-    try:
-        proc = subprocess.Popen(  # noqa: S603  (fixed argv, binary resolved on PATH)
-            [binary, "--interval", "500"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-    except OSError:
-        return None
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.stdout is not None:
-            line = proc.stdout.readline()
-            if line.strip():
-                return parse_tegrastats(line)
-        return None
-    finally:
-        proc.kill()
-        proc.wait(timeout=2)
-
-
-def clocks_locked() -> bool | None:
-    """Whether jetson_clocks pinned the clocks (CPU min == max), None off-Jetson."""
-    text = _run(["jetson_clocks", "--show"])
-    if text is None:
-        return None
-    cpus = re.findall(r"MinFreq=(\d+) MaxFreq=(\d+) CurrentFreq=(\d+)", text)
-    if not cpus:
-        return None
-    return all(lo == hi for lo, hi, _ in cpus)
-
-
-def nvpmodel_mode() -> str | None:
-    text = _run(["nvpmodel", "-q"])
-    if text is None:
-        return None
-    m = re.search(r"NV Power Mode:\s*(\S+)", text)
-    return m.group(1) if m else None
+def _add_jetson(info: dict[str, Any], names: list[str]) -> None:
+    sample = jetson_sources.read_sample()
+    if sample is not None:
+        names.append(sample.source)
+        info.update(jetson_fields(sample))
+    if info.get("clocks_locked") is None and (locked := clocks.jetson_clocks_active()) is not None:
+        names.append("jetson_clocks")
+        info["clocks_locked"] = locked
+    if info.get("nvpmodel") is None and (mode := clocks.nvpmodel_mode()) is not None:
+        names.append("nvpmodel")
+        info["nvpmodel"] = mode[:64]
 
 
 def collect(gpu_mem_mb: float | None = None, jetson: bool | None = None) -> SystemInfo:
     """Snapshot of the device's health; Jetson sources only where they exist."""
     sources = ["psutil"]
     vm = psutil.virtual_memory()
-    info: dict[str, object] = {
+    info: dict[str, Any] = {
         "cpu_percent": psutil.cpu_percent(interval=None),
         "ram_used_mb": (vm.total - vm.available) / 2**20,
         "ram_total_mb": vm.total / 2**20,
@@ -122,24 +71,9 @@ def collect(gpu_mem_mb: float | None = None, jetson: bool | None = None) -> Syst
     if temps:
         info["temperatures_c"] = temps
     if jetson is None:
-        jetson = os.path.exists("/etc/nv_tegra_release") or shutil.which("tegrastats") is not None
+        jetson = release.is_jetson() or tegrastats.available()
     if jetson:
-        ts = read_tegrastats()
-        if ts is not None:
-            sources.append("tegrastats")
-            info["gpu_load_percent"] = ts.gpu_load_percent
-            if ts.temperatures_c:
-                info["temperatures_c"] = ts.temperatures_c
-            if ts.power_mw:
-                info["power_mw"] = ts.power_mw
-        locked = clocks_locked()
-        if locked is not None:
-            sources.append("jetson_clocks")
-            info["clocks_locked"] = locked
-        mode = nvpmodel_mode()
-        if mode is not None:
-            sources.append("nvpmodel")
-            info["nvpmodel"] = mode
+        _add_jetson(info, sources)
     return SystemInfo(sources=tuple(sources), **info)
 
 

@@ -2,6 +2,9 @@
 # The TensorRT check for a machine with a GPU (a Jetson with JetPack, or an x86 server with the TensorRT wheels):
 # the `gpu` tests, then `edgeloop-agent bench --json` on the zoo's FP32, FP16 and INT8 (Q/DQ) files, each beside
 # `trtexec` on the same ONNX when trtexec is on the PATH, all written to ONE JSON (format: README, "GPU check").
+# On a board with DLA cores (Jetson AGX Orin, Orin NX, Xavier) the FP16 and INT8 files run on DLA core 0 too
+# (bench --dla-core 0; trtexec --useDLACore=0 --allowGPUFallback). At the end it prints one table: a row per run,
+# edgeloop's p50/p99 latency and throughput beside trtexec's, and their ratios.
 #
 #   scripts/gpu-check.sh [--out FILE] [--sparse24 FILE.onnx] [--data DIR] [--batch N] [--throughput-batch N]
 #                        [--iterations N] [--rounds N] [--skip-tests]
@@ -83,7 +86,7 @@ def host_info():
     from device.runtimes.tensorrt import TensorRTRuntime
 
     with TensorRTRuntime() as rt:
-        gpu, precisions = rt.accelerator(), list(rt.supported_precisions())
+        gpu, precisions, dla_cores = rt.accelerator(), list(rt.supported_precisions()), rt.dla_cores()
     tegra = Path("/etc/nv_tegra_release")
     return {
         "hostname": socket.gethostname(),
@@ -91,14 +94,16 @@ def host_info():
         "tensorrt": str(tensorrt.__version__),
         "gpu": gpu,
         "fast_precisions": precisions,
+        "dla_cores": dla_cores,
         "l4t": tegra.read_text().splitlines()[0] if tegra.is_file() else None,
         "trtexec": shutil.which("trtexec"),
     }
 
 
-def bench(path, precision, sparse, args):
+def bench(path, precision, sparse, args, dla):
     cmd = [sys.executable, "-m", "device.cli", "bench", str(path), "--runtime", "tensorrt", "--precision", precision]
     cmd += ["--batch", str(args.batch), "--throughput-batch", str(args.throughput_batch), "--json"]
+    cmd += ["--dla-core", str(dla)] if dla is not None else []
     cmd += ["--iterations", str(args.iterations), "--rounds", str(args.rounds)] + (["--sparse"] if sparse else [])
     cmd += ["--data", args.data] if args.data else []
     rc, out, err, _ = run(cmd)
@@ -114,10 +119,11 @@ def trtexec_stats(line):
     return stats
 
 
-def trtexec_once(path, precision, sparse, batch, input_name, major, help_text):
+def trtexec_once(path, precision, sparse, batch, input_name, major, help_text, dla):
     cmd = ["trtexec", f"--onnx={path}", f"--shapes={input_name}:{batch}x3x32x32", f"--iterations={max(50, batch)}"]
-    if major >= 11 or (precision == "fp16" and path.name.endswith("-fp16.onnx")):
-        # as edgeloop builds them: strongly typed (TensorRT 11 has nothing else; 10 for an FP16 ONNX)
+    cmd += [f"--useDLACore={dla}", "--allowGPUFallback"] if dla is not None else []
+    if major >= 11 or (precision == "fp16" and path.name.endswith("-fp16.onnx") and dla is None):
+        # as edgeloop builds them: strongly typed (TensorRT 11 has nothing else; 10 for an FP16 ONNX off DLA)
         cmd += ["--stronglyTyped"] if "--stronglyTyped" in help_text else []
     elif precision in ("fp16", "int8"):
         cmd += ["--fp16"] + (["--int8"] if precision == "int8" else [])  # as edgeloop's TensorRT 10 builder config
@@ -142,7 +148,7 @@ def trtexec_help():
     return "\n".join(run(["trtexec", "--help"], timeout=60)[1:3])
 
 
-def trtexec(path, precision, sparse, args, major):
+def trtexec(path, precision, sparse, args, major, dla):
     if shutil.which("trtexec") is None:
         return None
     import onnx
@@ -151,8 +157,8 @@ def trtexec(path, precision, sparse, args, major):
     input_name = graph.input[0].name
     help_text = trtexec_help()
     return {
-        "latency": trtexec_once(path, precision, sparse, args.batch, input_name, major, help_text),
-        "throughput": trtexec_once(path, precision, sparse, args.throughput_batch, input_name, major, help_text),
+        "latency": trtexec_once(path, precision, sparse, args.batch, input_name, major, help_text, dla),
+        "throughput": trtexec_once(path, precision, sparse, args.throughput_batch, input_name, major, help_text, dla),
     }
 
 
@@ -167,34 +173,82 @@ def comparison(ours, theirs):
     }
 
 
-def main():
-    args = parse_args()
-    models = [(ZOO / name, precision, False) for name, precision in MODELS]
+def runs_to_make(args, dla_cores):
+    """(file, precision, 2:4 sparse, DLA core or None) of every run, and the files left out (why)."""
+    runs = [(ZOO / name, precision, False, None) for name, precision in MODELS]
     skipped = []
     if args.sparse24:
         sparse = Path(args.sparse24)
-        models.append((sparse, "int8" if "int8" in sparse.name else "fp16", True))
+        runs.append((sparse, "int8" if "int8" in sparse.name else "fp16", True, None))
     else:
         why = "the zoo has no 2:4 ONNX: make one (edgeloop compress --recipe resnet20-sparse24), pass --sparse24 FILE"
         skipped.append({"file": "resnet20-sparse24", "why": why})
+    if dla_cores > 0:  # DLA runs FP16 and INT8 only
+        runs += [(ZOO / name, precision, False, 0) for name, precision in MODELS if precision != "fp32"]
+    return runs, skipped
+
+
+def dig(value, *path):
+    """value[path[0]][path[1]]..., None where a step is missing or failed."""
+    for key in path:
+        if not isinstance(value, dict) or "error" in value or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+TABLE = [("file", "<28"), ("precision", "<9"), ("on", "<5"), ("p50 ms", ">8"), ("p99 ms", ">8"), ("img/s", ">9"),
+         ("trtexec p50", ">11"), ("trtexec p99", ">11"), ("trtexec img/s", ">13"), ("p50 ratio", ">9"),
+         ("img/s ratio", ">11")]  # fmt: skip
+
+
+def table(report):
+    """One human-readable row per run: edgeloop's figures, trtexec's, and edgeloop / trtexec."""
+    s = report["settings"]
+    lines = [f"latency at batch {s['batch']}, throughput at batch {s['throughput_batch']}; ratio: edgeloop / trtexec"]
+    lines.append("  ".join(format(name, spec) for name, spec in TABLE))
+    for m in report["models"]:
+        ours, theirs, ratio = m["edgeloop"], m["trtexec"], m["edgeloop_over_trtexec"]
+        values = [
+            Path(m["file"]).name + (" (2:4)" if m["sparse"] else ""),
+            m["precision"],
+            "GPU" if m["dla_core"] is None else f"DLA{m['dla_core']}",
+            dig(ours, "latency_ms", "p50"), dig(ours, "latency_ms", "p99"), dig(ours, "raw_throughput_ips"),
+            dig(theirs, "latency", "latency_ms", "p50"), dig(theirs, "latency", "latency_ms", "p99"),
+            dig(theirs, "throughput", "throughput_ips"), dig(ratio, "latency_p50"), dig(ratio, "throughput"),
+        ]  # fmt: skip
+        kinds = ["", "", "", ".3f", ".3f", ",.0f", ".3f", ".3f", ",.0f", ".2f", ".2f"]
+        cells = [v if not kind else ("-" if v is None else format(v, kind)) for v, kind in zip(values, kinds)]
+        if "error" in ours:
+            cells[3] = "failed"
+        lines.append("  ".join(format(cell, spec) for cell, (_, spec) in zip(cells, TABLE)))
+    return "\n".join(lines)
+
+
+def main():
+    args = parse_args()
     report = {"schema": "edgeloop-gpu-check/1", "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     report["host"] = host_info()
     major = int(report["host"]["tensorrt"].split(".")[0])
     report["settings"] = {k: getattr(args, k) for k in ("batch", "throughput_batch", "iterations", "rounds", "data")}
     report["gpu_tests"] = None if args.skip_tests else gpu_tests()
-    report["models"], report["skipped"] = [], skipped
-    for path, precision, sparse in models:
-        print(f"gpu-check: {path.name} ({precision}{', 2:4' if sparse else ''})", file=sys.stderr)
-        ours = bench(path, precision, sparse, args)
-        theirs = trtexec(path, precision, sparse, args, major)
-        entry = {"file": str(path), "precision": precision, "sparse": sparse, "edgeloop": ours, "trtexec": theirs}
-        entry["edgeloop_over_trtexec"] = comparison(ours, theirs)
+    runs, report["skipped"] = runs_to_make(args, report["host"]["dla_cores"])
+    report["models"] = []
+    for path, precision, sparse, dla in runs:
+        on = "" if dla is None else f", DLA core {dla}"
+        print(f"gpu-check: {path.name} ({precision}{', 2:4' if sparse else ''}{on})", file=sys.stderr)
+        ours = bench(path, precision, sparse, args, dla)
+        theirs = trtexec(path, precision, sparse, args, major, dla)
+        entry = {"file": str(path), "precision": precision, "sparse": sparse, "dla_core": dla}
+        entry.update(edgeloop=ours, trtexec=theirs, edgeloop_over_trtexec=comparison(ours, theirs))
         report["models"].append(entry)
-    failed = [m["file"] for m in report["models"] if "error" in m["edgeloop"]]
-    failed += [m["file"] for m in report["models"] if m["trtexec"] and any("error" in r for r in m["trtexec"].values())]
+    named = [(m["file"] + ("" if m["dla_core"] is None else f" on DLA{m['dla_core']}"), m) for m in report["models"]]
+    failed = [name for name, m in named if "error" in m["edgeloop"]]
+    failed += [name for name, m in named if m["trtexec"] and any("error" in r for r in m["trtexec"].values())]
     tests_failed = report["gpu_tests"] is not None and not report["gpu_tests"]["passed"]
     report["ok"] = not failed and not tests_failed
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
     outcome = "" if report["ok"] else f"; failed: {failed or 'the gpu tests'}"
     print(f"gpu-check: wrote {args.out}{outcome}", file=sys.stderr)
     return 0 if report["ok"] else 1

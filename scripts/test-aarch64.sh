@@ -59,11 +59,17 @@ $SUDO cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 CERT=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 [ -f "$CERT" ] && $SUDO cp "$CERT" "$ROOT/etc/ssl/certs/edgeloop-host-ca.crt"
 
+# /proc and /sys for the emulated programs (ONNX Runtime reads the CPU list from /sys), unmounted on exit
+for fs in proc sys; do
+  mountpoint -q "$ROOT/$fs" || $SUDO mount -t "${fs/sys/sysfs}" "$fs" "$ROOT/$fs"
+done
+trap '$SUDO umount "$ROOT/proc" "$ROOT/sys" 2>/dev/null || true' EXIT
+CHROOT=$(command -v chroot || echo /usr/sbin/chroot)
 in_root() {
   $SUDO env -i PATH=/opt/edgeloop/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_CERT=/etc/ssl/certs/edgeloop-host-ca.crt PIP_DEFAULT_TIMEOUT=180 \
     ${HTTPS_PROXY:+HTTPS_PROXY=$HTTPS_PROXY} ${HTTP_PROXY:+HTTP_PROXY=$HTTP_PROXY} \
-    chroot "$ROOT" "$@"
+    "$CHROOT" "$ROOT" "$@"
 }
 
 log "$(in_root uname -m), $(in_root python3 -V): installing edgeloop[device] from wheels only"

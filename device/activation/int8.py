@@ -80,7 +80,7 @@ def candidate_of(
     loaded: Loaded, v: Verification | None, origin: Literal["release", "device"] = "release", note: str = ""
 ) -> EngineCandidate:
     return EngineCandidate(
-        runtime=loaded.runtime.name,
+        runtime=loaded.runtime.target(),  # "tensorrt:dla0" on a DLA core
         precision=loaded.artifact.precision,
         artifact=loaded.artifact.name[:160],
         origin=origin,

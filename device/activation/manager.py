@@ -26,7 +26,7 @@ from device.builder import EngineCache
 from device.calibration.calibset import MIN_IMAGES
 from device.config import AgentConfig
 from device.runtimes import registry
-from device.runtimes.base import Engine, EngineError, Runtime, RuntimeUnavailableError
+from device.runtimes.base import Engine, EngineError, Runtime, RuntimeUnavailableError, dla_target, parse_target
 from device.runtimes.registry import AutoConfig
 from device.state import AgentState, Slot
 from shared import datasets, signing
@@ -81,10 +81,14 @@ class EngineManager:
         }
 
     def new_runtime(self, name: str | None = None) -> Runtime:
-        """A new runtime of the configured kind; ``name`` picks one backend of ``auto``."""
+        """A new runtime of the configured kind; ``name`` picks one backend of ``auto`` and where it runs
+        (``tensorrt:dla0``: on DLA core 0; a plain name: on its GPU or CPU)."""
         config = steps.with_cache_dirs(self.config.runtime, self.config.state_dir / "runtime-cache")
-        if name is not None and isinstance(config, AutoConfig):
-            config = config.backend(name)
+        if name is not None:
+            backend, dla = parse_target(name)
+            if isinstance(config, AutoConfig):
+                config = config.backend(backend)
+            config = steps.on_target(config, dla)
         try:
             return registry.create(config)
         except RuntimeUnavailableError as e:
@@ -101,8 +105,9 @@ class EngineManager:
         if manifest is None or engine is None:
             log.error("cannot restore %s: manifest or engine missing; waiting for a deploy", slot.ref)
             return
+        target = dla_target(engine.runtime, engine.info.get("dla_core"))
         try:
-            runtime = self.new_runtime(engine.runtime)  # the backend that built it, whatever auto would pick now
+            runtime = self.new_runtime(target)  # the backend (and DLA core) that built it, whatever auto picks now
         except ActivationError as e:
             log.error("cannot restore %s: %s", slot.ref, e)
             return
@@ -185,8 +190,8 @@ class EngineManager:
 
         def opener_for(name: str) -> steps.ArtifactOpener:
             if name not in openers:
-                new = functools.partial(self.new_runtime, name)
-                openers[name] = steps.ArtifactOpener(self.config, self.state, self.cache, new, manifest, base_url)
+                new, fp32 = self._factories(name)
+                openers[name] = steps.ArtifactOpener(self.config, self.state, self.cache, new, manifest, base_url, fp32)
             return openers[name]
 
         runner = trials.TrialRunner(manifest, self.config, opener_for, self._gate_factory(manifest))
@@ -217,6 +222,12 @@ class EngineManager:
             selection_s=chosen.seconds,
         )
 
+    def _factories(self, target: str) -> tuple[Callable[[], Runtime], Callable[[], Runtime] | None]:
+        """New runtimes of ``target``, and (on a DLA core, which runs no FP32) of its GPU for FP32 artifacts."""
+        backend, dla = parse_target(target)
+        gpu = functools.partial(self.new_runtime, backend) if dla is not None else None
+        return functools.partial(self.new_runtime, target), gpu
+
     def _gate_factory(self, manifest: ReleaseManifest) -> Callable[[steps.ArtifactOpener], Int8Gate]:
         """The INT8 gate of one runtime's opener; the labelled images are read once per activation."""
         prep = prep_of(manifest)
@@ -238,9 +249,10 @@ class EngineManager:
         """Fetches and builds artifacts of ``manifest`` in new runtimes of the running one's kind (relative
         artifact URLs resolve against ``base_url``, else where its activation fetched from)."""
         base = base_url or self.state.base_url(manifest.ref)
-        running = self._runtime.name if self._runtime is not None else None
-        new = functools.partial(self.new_runtime, running)
-        return steps.ArtifactOpener(self.config, self.state, self.cache, new, manifest, base)
+        if self._runtime is None:
+            return steps.ArtifactOpener(self.config, self.state, self.cache, self.new_runtime, manifest, base)
+        new, fp32 = self._factories(self._runtime.target())
+        return steps.ArtifactOpener(self.config, self.state, self.cache, new, manifest, base, fp32)
 
     def adopt(self, loaded: Loaded, manifest: ReleaseManifest) -> Slot:
         """Make ``loaded`` (an engine of the running release, e.g. re-calibrated) the active one."""

@@ -59,7 +59,7 @@ class Trial:
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.loaded.runtime.name, self.loaded.artifact.sha256)
+        return (self.loaded.runtime.target(), self.loaded.artifact.sha256)
 
 
 @dataclass

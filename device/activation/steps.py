@@ -76,6 +76,16 @@ def with_cache_dirs(config: RuntimeConfig, root: Path) -> RuntimeConfig:
     return config
 
 
+def on_target(config: RuntimeConfig, dla: int | None) -> RuntimeConfig:
+    """``config`` on DLA core ``dla``, or (None) on its GPU, where the backend has DLA cores (a ``dla_core``
+    field); a backend without any runs as it is, and has no DLA core to put it on."""
+    if "dla_core" in type(config).model_fields:
+        return config.model_copy(update={"dla_core": dla})
+    if dla is not None:
+        raise ActivationError("runtime_unavailable", f"the {config.type} runtime has no DLA cores")
+    return config
+
+
 def check_expiry(manifest: ReleaseManifest, rollback: bool) -> str | None:
     """Refuse a deploy of a release past its signed ``not_after``; a signed rollback to one may run
     (it returns a warning for the report), so an expired previous release can still be gone back to."""
@@ -88,7 +98,10 @@ def check_expiry(manifest: ReleaseManifest, rollback: bool) -> str | None:
 
 
 class ArtifactOpener:
-    """Fetch (or find) an artifact, build its engine (cached) in a new runtime and load it."""
+    """Fetch (or find) an artifact, build its engine (cached) in a new runtime and load it.
+
+    ``fp32_runtime`` (an opener for a DLA core) makes the runtimes FP32 artifacts build in: DLA runs no FP32,
+    so the INT8 gate's FP32 reference runs on the GPU."""
 
     def __init__(
         self,
@@ -98,9 +111,10 @@ class ArtifactOpener:
         new_runtime: Callable[[], Runtime],
         manifest: ReleaseManifest,
         base_url: str | None,
+        fp32_runtime: Callable[[], Runtime] | None = None,
     ) -> None:
         self.config, self.state, self.cache, self.new_runtime = config, state, cache, new_runtime
-        self.manifest, self.base_url = manifest, base_url
+        self.manifest, self.base_url, self.fp32_runtime = manifest, base_url, fp32_runtime
         self.fetch_s = 0.0
 
     def fetch(self, artifact: Artifact) -> Path:
@@ -141,7 +155,9 @@ class ArtifactOpener:
             if runtime is not None:
                 runtime.close()
             raise ActivationError("onnx_rejected", str(e)) from e
-        runtime = runtime or self.new_runtime()
+        if runtime is None:
+            make = self.fp32_runtime if artifact.precision == "fp32" and self.fp32_runtime else self.new_runtime
+            runtime = make()
         match_sparsity(runtime, artifact)
         try:
             engine, hit = self.cache.get_or_build(runtime, onnx, artifact.sha256, artifact.precision)

@@ -4,8 +4,11 @@
 natively (best first) that the release carries a file for (``ReleaseManifest.artifact_for``, which also
 looks at the files of runtimes it ``also_runs``), and, where the release has no INT8 file for a runtime
 that runs INT8, an INT8 engine made here from the FP32 model when the device has field images to
-calibrate on. ``TrialRunner`` tries one: fetch and build (``steps.ArtifactOpener``), the golden-set
-self-test, and for INT8 the gate against FP32 (``int8.Int8Gate``), which may re-quantize or fall back.
+calibrate on. A runtime with DLA cores (``Runtime.dla_cores``: TensorRT on a Jetson AGX Orin, Orin NX,
+AGX Xavier or Xavier NX) adds each core as a candidate of its own (``tensorrt:dla0``, ``tensorrt:dla1``) at the
+precisions DLA runs (INT8, FP16) that the release carries; they are measured like the others.
+``TrialRunner`` tries one: fetch and build (``steps.ArtifactOpener``), the golden-set self-test, and
+for INT8 the gate against FP32 (``int8.Int8Gate``), which may re-quantize or fall back.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from device.activation.int8 import GateResult, Int8Gate, Loaded, candidate_of
 from device.activation.records import ActivationError
 from device.activation.select import Option, Trial
 from device.config import AgentConfig
-from device.runtimes.base import Runtime
+from device.runtimes.base import Runtime, dla_target
 from shared.errors import EdgeloopError
 from shared.protocol import Artifact, Precision, ReleaseManifest
 
 log = logging.getLogger(__name__)
+
+DLA_PRECISIONS: tuple[Precision, ...] = ("int8", "fp16")  # DLA runs nothing else
 
 
 def _artifact(manifest: ReleaseManifest, runtime: Runtime, precision: Precision) -> Artifact | None:
@@ -44,16 +49,28 @@ def plan(
         for p in wanted:
             artifact = _artifact(manifest, rt, p)
             if artifact is not None:
-                options.append(Option(rt.name, artifact))
+                options.append(Option(rt.target(), artifact))
                 continue
             fp32 = _artifact(manifest, rt, "fp32")
             if p == "int8" and can_calibrate and fp32 is not None:
-                options.append(Option(rt.name, fp32, calibrate=True))
+                options.append(Option(rt.target(), fp32, calibrate=True))
+        options += dla_options(manifest, rt, asked)
     if not options:
         raise ActivationError(
             "no_suitable_artifact", f"release {manifest.ref} has no artifact to run: tried {'; '.join(tried)}"
         )
     return options
+
+
+def dla_options(manifest: ReleaseManifest, runtime: Runtime, asked: Precision | None) -> list[Option]:
+    """Each DLA core of ``runtime`` (none unless ``dla_cores() > 0``) at every precision DLA runs that the
+    release carries a file for, INT8 first; none for a runtime already on one accelerator."""
+    if runtime.target() != runtime.name:  # the config put it on a DLA core: that is its only candidate
+        return []
+    cores = runtime.dla_cores()
+    wanted = [p for p in DLA_PRECISIONS if asked in (None, p)]
+    artifacts = [a for p in wanted if (a := _artifact(manifest, runtime, p)) is not None] if cores > 0 else []
+    return [Option(dla_target(runtime.name, core), a) for core in range(cores) for a in artifacts]
 
 
 class TrialRunner:

@@ -32,15 +32,19 @@ def _flags_for(name: str, flags: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if k in fields}
 
 
-def runtime_config(name: str, threads: int = 0, sparse: bool = False, batches: tuple[int, ...] = ()) -> RuntimeConfig:
+def runtime_config(
+    name: str, threads: int = 0, sparse: bool = False, batches: tuple[int, ...] = (), dla_core: int | None = None
+) -> RuntimeConfig:
     """The bench flags as a ``[runtime]`` table: a flag sets the config field of its name where a backend has one,
     under ``auto`` in every backend that has it.
 
     ``--threads`` is ``intra_op_threads`` (OpenVINO: ``inference_num_threads``), ``--sparse`` ``sparse_weights``;
     ``batches`` (``--batch`` and ``--throughput-batch``) size the engine: ``max_batch`` is the largest, and
-    ``opt_batches`` tunes for each.
+    ``opt_batches`` tunes for each. ``--dla-core`` is TensorRT's ``dla_core``.
     """
     flags: dict[str, Any] = {"intra_op_threads": threads, "inference_num_threads": threads, "sparse_weights": sparse}
+    if dla_core is not None:
+        flags["dla_core"] = dla_core
     if batches:
         flags.update(max_batch=max(batches), opt_batches=tuple(sorted(set(batches))))
     if name == registry.AUTO:
@@ -71,11 +75,12 @@ def _latency_part(
 
 
 def _raw_part(rt: Runtime, tbatch: int, rounds: int) -> dict[str, Any]:
-    raw = bench.throughput_rounds(rt, batch=tbatch, rounds=rounds, min_seconds=1.0)
+    raw = bench.raw_throughput(rt, batch=tbatch, rounds=rounds, min_seconds=1.0)
     return {
-        "raw_throughput_ips": statistics.median(raw),
-        "raw_throughput_rounds": [round(v, 1) for v in raw],
+        "raw_throughput_ips": statistics.median(raw.ips),
+        "raw_throughput_rounds": [round(v, 1) for v in raw.ips],
         "rounds": rounds,
+        "power": raw.power_figures(),
     }
 
 
@@ -98,6 +103,7 @@ def _data_part(rt: Runtime, meta: ModelMeta, data: str, limit: int | None, tbatc
         "inference_ms_per_image": 1e3 * ev.infer_s / max(1, ev.n_images),
         "end_to_end_vs_raw": both.ratio,
         "per_class": ev.per_class,
+        "power": both.power_figures(),
     }
 
 
@@ -130,6 +136,7 @@ def bench_command(
     rounds: int = 3,
     profile: bool = False,
     threads: int = 0,
+    dla_core: int | None = None,
 ) -> dict[str, Any]:
     """trtexec-like local report: build, latency percentiles, raw and end-to-end throughput, top-1."""
     if rounds < 1:
@@ -138,8 +145,10 @@ def bench_command(
     precision = precision or meta.precision
     if threads < 0:
         raise EdgeloopError(f"--threads must be 0 (one per core) or more, got {threads}")
-    config = runtime_config(runtime_name, threads, sparse, (batch, throughput_batch))
+    config = runtime_config(runtime_name, threads, sparse, (batch, throughput_batch), dla_core)
     with registry.create(config) as rt, tempfile.TemporaryDirectory() as tmp:
+        if dla_core is not None and rt.target() == rt.name:
+            raise EdgeloopError(f"--dla-core needs a runtime with DLA cores (tensorrt on a Jetson); {rt.name} has none")
         # the file's own precision is a plain str from its metadata, passed on unchecked as it always was
         engine = rt.build(model, precision, Path(tmp))  # type: ignore[arg-type]
         rt.load(engine)
@@ -194,6 +203,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.rounds,
         args.profile,
         args.threads,
+        args.dla_core,
     )
     if args.json:
         print(json.dumps(r, indent=2))
@@ -222,11 +232,22 @@ def _print_report(r: dict[str, Any]) -> None:
             f"decode+preprocess {r['decode_preprocess_ms_per_image']:.3f} ms/img, "
             f"inference {r['inference_ms_per_image']:.3f} ms/img"
         )
+    if r.get("power"):
+        _print_power(r["power"])
     if "layers" in r:
         _print_profile(r)
     mem = r["engine_gpu_memory_mb"]
     gpu = f", engine GPU memory {mem:.0f} MB (activations, I/O buffers, plan)" if mem is not None else ""
     print(f"memory       RSS {r['process_rss_mb']:.0f} MB{gpu}")
+
+
+def _print_power(p: dict[str, Any]) -> None:
+    per_image = p["energy_mj_per_image"]
+    each = f", {per_image:.3f} mJ/img" if per_image is not None else ""
+    print(
+        f"power        mean {p['mean_mw']:,.0f} mW, peak {p['peak_mw']:,.0f} mW ({p['total_of']}, {p['source']}, "
+        f"{p['samples']} samples in {p['seconds']:.1f} s of raw rounds){each}"
+    )
 
 
 def _print_profile(r: dict[str, Any], top: int = 15) -> None:
@@ -269,6 +290,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--runtime", choices=registry.config_types(), default=registry.AUTO)
     b.add_argument("--threads", type=int, default=0, help="ONNX Runtime / OpenVINO threads (0: one per core)")
     b.add_argument("--sparse", action="store_true", help="enable 2:4 sparse weights (TensorRT, Ampere+)")
+    b.add_argument(
+        "--dla-core",
+        type=int,
+        help="build and run on this DLA core (TensorRT on a Jetson with DLA, e.g. AGX Orin: 0 or 1)",
+    )
     b.add_argument(
         "--profile",
         action="store_true",

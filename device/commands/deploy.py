@@ -18,6 +18,7 @@ from shared.protocol import (
     DeployCommand,
     DeployReport,
     LatencyStats,
+    PowerStats,
     Precision,
     ReleaseManifest,
     RollbackCommand,
@@ -112,7 +113,8 @@ def run_benchmark(
     deadline = time.perf_counter() + settings.max_seconds
     with agent.engines.active() as (rt, manifest, slot):
         lat = bench.measure_latency(rt, settings.batch, settings.warmup, settings.iterations, deadline=deadline)
-        raw = bench.throughput_rounds(rt, settings.throughput_batch, settings.throughput_rounds, deadline=deadline)
+        # the board's power is sampled in the raw rounds (jtop or tegrastats; None off a Jetson)
+        raw = bench.raw_throughput(rt, settings.throughput_batch, settings.throughput_rounds, deadline=deadline)
         top1 = n_images = e2e = None
         if settings.evaluate and agent.config.eval_dir is not None:
             samples = datasets.list_samples(agent.config.eval_dir)
@@ -121,6 +123,7 @@ def run_benchmark(
                 samples = datasets.balanced_subset(samples, limit)
             ev = bench.evaluate(rt, samples, manifest.model.classes, prep_of(manifest), deadline=deadline)
             top1, n_images, e2e = ev.top1, ev.n_images, ev.throughput_ips
+        power = raw.power_figures()
         return BenchmarkReport(
             device_id=agent.device_id,
             rollout_id=rollout_id,
@@ -133,9 +136,10 @@ def run_benchmark(
             batch=settings.batch,
             iterations=max(1, lat.iterations),
             latency_ms=LatencyStats(**lat.latency_ms),
-            raw_throughput_ips=statistics.median(raw),
+            raw_throughput_ips=statistics.median(raw.ips),
             top1=top1,
             n_images=n_images,
             end_to_end_throughput_ips=e2e,
             system=sysinfo.collect(rt.gpu_memory_mb()),
+            power=PowerStats.model_validate(power) if power is not None else None,
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 RELEASE_FILE = Path("/etc/nv_tegra_release")
 _LINE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)")
-_JETPACK = {32: 4, 34: 5, 35: 5, 36: 6, 38: 7}
+_JETPACK = {32: 4, 34: 5, 35: 5, 36: 6, 38: 7, 39: 7}
 
 
 def parse_release(text: str) -> str | None:

@@ -48,7 +48,9 @@ __all__ = [
     "RuntimeConfig",
     "RuntimeUnavailableError",
     "Timing",
+    "dla_target",
     "mean_after_warmup",
+    "parse_target",
 ]
 
 
@@ -95,6 +97,22 @@ class LayerTime:
     output_shape: tuple[int, ...] | None = None
 
 
+def dla_target(runtime: str, core: int | None) -> str:
+    """What the selection and the reports call a runtime on one DLA core (``tensorrt:dla0``); the plain
+    name on its GPU or CPU."""
+    return runtime if core is None else f"{runtime}:dla{core}"
+
+
+def parse_target(target: str) -> tuple[str, int | None]:
+    """``"tensorrt:dla1"`` -> ``("tensorrt", 1)``; a plain runtime name -> ``(name, None)``."""
+    name, _, rest = target.partition(":")
+    if not rest:
+        return name, None
+    if not (rest.startswith("dla") and rest[3:].isdigit()):
+        raise EngineError(f"unknown accelerator {rest!r} in {target!r}: expected <runtime>:dla<core>")
+    return name, int(rest[3:])
+
+
 def mean_after_warmup(times_ms: list[float]) -> float:
     """Mean of a layer's per-call times without the first call (the warm-up), if there was more than one."""
     timed = times_ms[1:] or times_ms
@@ -119,6 +137,7 @@ class Runtime(ABC):
     priority: ClassVar[int]  # ``auto`` tries the backends from the highest priority down
     # artifacts made for these runtimes run here too, after the ones made for this runtime itself
     also_runs: ClassVar[tuple[str, ...]] = ()
+    install_hint: ClassVar[str] = ""  # how to make the backend run here, for ``expected_here``'s warning
 
     def __init__(self, config: RuntimeConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class.model_validate({})
@@ -135,6 +154,12 @@ class Runtime(ABC):
     def probe(cls) -> str | None:
         """None if this backend can run here, else why not (and how to fix it)."""
 
+    @classmethod
+    def expected_here(cls) -> str | None:
+        """What makes this machine one the backend is made for (TensorRT: "this Jetson"), else None. Where a
+        backend is expected and its ``probe`` fails, that is a fault to warn about, not a quiet fallback."""
+        return None
+
     @abstractmethod
     def version(self) -> str:
         """Library version, part of the engine cache key."""
@@ -145,6 +170,15 @@ class Runtime(ABC):
 
     def uses_gpu(self) -> bool:
         return self.accelerator() != "cpu"
+
+    def dla_cores(self) -> int:
+        """DLA cores (NVIDIA's Deep Learning Accelerator) this runtime can build for; 0 for most."""
+        return 0
+
+    def target(self) -> str:
+        """What the selection and the reports call this instance: its ``name``, or ``name:dlaN`` on a DLA core
+        (``dla_target``)."""
+        return self.name
 
     def gpu_memory_mb(self) -> float | None:
         """Device memory in use by this process, where the backend can tell."""

@@ -132,7 +132,26 @@ def create(config: RuntimeConfig | None = None) -> Runtime:
         reason = cls.probe()
         if reason is None:
             for other, why in skipped:
-                log.info("%s unavailable (%s); using %s", other, why.split(":")[0], name)
+                if _RUNTIMES[other].expected_here():  # e.g. TensorRT on a Jetson: a fault, not a fallback
+                    log.warning("%s cannot run here: %s; falling back to %s", other, why, name)
+                else:
+                    log.info("%s unavailable (%s); using %s", other, why.split(":")[0], name)
             return cls(config.backend(name))
         skipped.append((name, reason))
     raise RuntimeUnavailableError("no runtime can run here: " + "; ".join(f"{n}: {why}" for n, why in skipped))
+
+
+def expected_but_unavailable(config: RuntimeConfig | None = None) -> list[str]:
+    """Why each backend this machine is made for (``Runtime.expected_here``: TensorRT on a Jetson) cannot
+    run here, with how to fix it; only the backends ``config`` may use (all under ``auto``)."""
+    warnings = []
+    for name in names():
+        cls = _RUNTIMES[name]
+        if config is not None and not isinstance(config, AutoConfig) and config.type != name:
+            continue
+        where = cls.expected_here()
+        reason = cls.probe() if where else None
+        if where and reason:
+            fix = "" if not cls.install_hint or cls.install_hint in reason else f" (fix: {cls.install_hint})"
+            warnings.append(f"{name} cannot run on {where}: {reason}{fix}")
+    return warnings

@@ -24,8 +24,14 @@ class SystemInfo(WireModel):
     gpu_load_percent: NonNegFloat | None = None
     gpu_mem_used_mb: NonNegFloat | None = None
     temperatures_c: dict[Name, Finite] | None = Field(None, max_length=64)
-    power_mw: dict[Name, Finite] | None = Field(None, max_length=64)
-    clocks_locked: bool | None = None
+    power_mw: dict[Name, Finite] | None = Field(None, max_length=64, description="Jetson power rails, mW")
+    power_total_mw: NonNegFloat | None = Field(
+        None, description="the board's input rail (VDD_IN, POM_5V_IN), else the sum of its rails"
+    )
+    emc_load_percent: NonNegFloat | None = Field(None, description="Jetson memory controller (EMC) load")
+    emc_freq_mhz: NonNegFloat | None = None
+    gpu_freq_mhz: NonNegFloat | None = None
+    clocks_locked: bool | None = Field(None, description="jetson_clocks pinned the clocks")
     nvpmodel: str | None = Field(None, max_length=64)
     sources: tuple[Name, ...] = Field((), max_length=16, description="which telemetry sources answered")
 
@@ -54,6 +60,11 @@ class DeviceStatus(Message):
     watchdog_restarts: Count = Field(0, description="worker threads the agent's watchdog had to restart")
     commands: CommandCounts | None = Field(None, description="what became of the commands received since start")
     system: SystemInfo | None = None
+    warnings: tuple[Annotated[str, StringConstraints(max_length=512)], ...] = Field(
+        (),
+        max_length=8,
+        description="what the device should run and cannot, and the fix (e.g. TensorRT that fails to load on a Jetson)",
+    )
 
 
 class LatencyStats(WireModel):
@@ -101,6 +112,19 @@ class DeployReport(Message):
     selection_s: NonNegFloat | None = Field(None, le=86400, description="what choosing between them cost")
 
 
+class PowerStats(WireModel):
+    """Board power sampled on a Jetson (jtop, else tegrastats) while the timed throughput run ran."""
+
+    source: Literal["jtop", "tegrastats"]
+    total_of: Name = Field(description="the input rail read (VDD_IN, POM_5V_IN), or 'sum' of the rails")
+    samples: int = Field(ge=1, le=MAX_INT)
+    seconds: NonNegFloat = Field(le=1e7, description="the sampled time")
+    mean_mw: NonNegFloat
+    peak_mw: NonNegFloat
+    energy_mj: NonNegFloat = Field(description="mean_mw x seconds")
+    energy_mj_per_image: NonNegFloat | None = Field(None, description="energy_mj / images inferred in that time")
+
+
 class BenchmarkReport(Message):
     kind: Literal["benchmark"] = "benchmark"
     rollout_id: Id | None = None
@@ -118,6 +142,7 @@ class BenchmarkReport(Message):
     n_images: int | None = Field(None, ge=0, le=MAX_INT)
     end_to_end_throughput_ips: NonNegFloat | None = None
     system: SystemInfo | None = None
+    power: PowerStats | None = Field(None, description="None where no power source exists (off a Jetson)")
 
 
 class RangeShift(WireModel):

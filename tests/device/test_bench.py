@@ -1,16 +1,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from device import bench
+from device.commands.deploy import run_benchmark
 from device.runtimes.base import Runtime
 from device.runtimes.onnxruntime import OnnxRuntimeRuntime
 from shared import datasets, imaging
+from shared import protocol as p
 from shared.modelmeta import read_meta
+from tests.device.fakes import FakeRuntime
+from tests.device.jetson.fakes import install_tegrastats, no_jtop
+from tests.device.jetson.test_tegrastats import TX2_JP4
 from tests.helpers import REPO
 
 ZOO_ONNX = REPO / "host" / "zoo" / "resnet20.onnx"
@@ -95,3 +102,50 @@ def test_a_deadline_stops_the_work_early(fp32_runtime: Runtime, golden_dir: Path
     assert 0 < ev.n_images < len(samples)
     lat = bench.measure_latency(fp32_runtime, iterations=10_000, deadline=time.perf_counter() + 0.2)
     assert 1 <= lat.iterations < 10_000
+
+
+def _benchmark_on(rt: Runtime) -> p.BenchmarkReport:
+    """``deploy.run_benchmark`` of ``rt`` as the agent's active engine (no eval set)."""
+    slot = SimpleNamespace(ref=p.ReleaseRef(name="r20", version="1.0.0"), precision="fp32")
+    agent = SimpleNamespace(
+        device_id="d1",
+        engines=SimpleNamespace(active=lambda: nullcontext((rt, None, slot))),
+        config=SimpleNamespace(eval_dir=None, eval_limit=None),
+    )
+    settings = p.BenchSettings(warmup=1, iterations=5, throughput_batch=8, throughput_rounds=2, evaluate=False)
+    return run_benchmark(agent, settings)
+
+
+@pytest.fixture
+def fake_rt(tmp_path: Path) -> Iterator[Runtime]:
+    with FakeRuntime() as rt:
+        rt.load(rt.build(ZOO_ONNX, "fp32", tmp_path))
+        yield rt
+
+
+def test_off_a_jetson_the_benchmark_has_no_power(
+    fake_rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no tegrastats
+    no_jtop(monkeypatch)
+    raw = bench.raw_throughput(fake_rt, batch=8, rounds=2, min_seconds=0.05)
+    assert raw.power is None and raw.power_figures() is None and raw.images > 0
+    report = _benchmark_on(fake_rt)
+    assert report.power is None
+    assert p.decode_report(p.encode(report)) == report
+
+
+def test_on_a_jetson_the_benchmark_samples_power_during_the_raw_rounds(
+    fake_rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_jtop(monkeypatch)
+    install_tegrastats(tmp_path, monkeypatch, [TX2_JP4])  # VDD_IN 3056 mW, printed every 100 ms
+    report = _benchmark_on(fake_rt)
+    power = report.power
+    assert power is not None and power.source == "tegrastats" and power.total_of == "VDD_IN"
+    assert power.samples >= 3 and power.mean_mw == power.peak_mw == 3056.0
+    assert power.seconds >= 0.9  # two rounds of at least 0.5 s
+    assert power.energy_mj == pytest.approx(3056.0 * power.seconds)
+    assert power.energy_mj_per_image is not None and 0 < power.energy_mj_per_image < power.energy_mj
+    assert report.system is not None and "tegrastats" in report.system.sources
+    assert p.decode_report(p.encode(report)) == report  # the JSON report round-trips

@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from device.builder import EngineCache, cache_key
+from device.builder import EngineCache, cache_key, key_digest
+from device.jetson import release
 from device.runtimes import EngineError
 from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
 
@@ -24,8 +25,22 @@ def test_second_build_is_a_cache_hit(zoo_onnx: Path, tmp_path: Path) -> None:
 def test_key_covers_runtime_version_accelerator_and_options(zoo_onnx: Path) -> None:
     with OnnxRuntimeRuntime() as a, OnnxRuntimeRuntime(OnnxRuntimeConfig(graph_optimization="basic")) as b:
         ka, kb = cache_key(a, "s" * 64, "fp32"), cache_key(b, "s" * 64, "fp32")
-    assert {"onnx_sha256", "precision", "runtime", "runtime_version", "accelerator", "options"} <= set(ka)
+    covered = {"onnx_sha256", "precision", "runtime", "runtime_version", "accelerator", "options", "l4t_release"}
+    assert covered <= set(ka)
     assert ka != kb
+
+
+def test_a_jetpack_upgrade_changes_the_key(zoo_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The L4T release is in the key of every runtime: a JetPack upgrade rebuilds the engines; None off a Jetson."""
+    with OnnxRuntimeRuntime() as rt:
+        monkeypatch.setattr(release, "l4t_release", lambda: None)
+        off = cache_key(rt, "s" * 64, "fp32")
+        monkeypatch.setattr(release, "l4t_release", lambda: "R36.3.0")
+        before = cache_key(rt, "s" * 64, "fp32")
+        monkeypatch.setattr(release, "l4t_release", lambda: "R36.4.3")
+        after = cache_key(rt, "s" * 64, "fp32")
+    assert off["l4t_release"] is None and before["l4t_release"] == "R36.3.0"
+    assert len({key_digest(off), key_digest(before), key_digest(after)}) == 3
 
 
 class CrashingRuntime(OnnxRuntimeRuntime):

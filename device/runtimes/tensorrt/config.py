@@ -12,6 +12,8 @@ from device.runtimes.base import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
+DLA_MAX_BATCH = 4096  # TensorRT's "DLA Supported Layers and Restrictions"
+
 
 class TensorRTConfig(RuntimeConfig):
     type: Literal["tensorrt"] = "tensorrt"
@@ -41,6 +43,20 @@ class TensorRTConfig(RuntimeConfig):
         ),
     )
     device_index: int = Field(0, ge=0, description="CUDA device to build and run on")
+    dla_core: int | None = Field(
+        None,
+        ge=0,
+        le=15,
+        description=(
+            "build and run on this DLA core (NVIDIA's Deep Learning Accelerator: Jetson AGX Orin, Orin NX 16GB, "
+            "AGX Xavier and Xavier NX have two, 0 and 1; Orin NX 8GB one); DLA runs FP16 and INT8 only. None: the "
+            "GPU. Under auto the selection tries every DLA core the board has by itself"
+        ),
+    )
+    gpu_fallback: bool = Field(
+        True,
+        description="on DLA, run the layers DLA cannot on the GPU (off: such a model fails to build)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -57,10 +73,17 @@ class TensorRTConfig(RuntimeConfig):
     def _batches_positive(self) -> TensorRTConfig:
         if any(b < 1 for b in self.opt_batches):
             raise ValueError(f"opt_batches must be batch sizes >= 1, got {list(self.opt_batches)}")
+        if self.dla_core is not None and self.max_batch > DLA_MAX_BATCH:
+            raise ValueError(f"DLA runs batches of at most {DLA_MAX_BATCH}: set max_batch <= {DLA_MAX_BATCH}")
         return self
 
     def profile_batches(self) -> list[tuple[int, int, int]]:
-        """(min, opt, max) batch of each optimisation profile: disjoint ranges, each tuned for its top."""
+        """(min, opt, max) batch of each optimisation profile: disjoint ranges, each tuned for its top.
+
+        On DLA each profile is one batch (min = opt = max): DLA has no dynamic dimensions, so a smaller
+        batch runs padded up to the next profile's."""
         tops = sorted({b for b in self.opt_batches if b < self.max_batch} | {self.max_batch})
+        if self.dla_core is not None:
+            return [(top, top, top) for top in tops]
         lows = [1, *(t + 1 for t in tops[:-1])]
         return [(lo, top, top) for lo, top in zip(lows, tops, strict=True)]

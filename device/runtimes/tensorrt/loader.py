@@ -7,6 +7,10 @@
   builder flag where this TensorRT still has it (10), else an FP16 ONNX built strongly typed (11).
   FP32 is IEEE FP32: TF32 is cleared unless ``allow_tf32``.
 * 2:4 sparse weights when asked for and the GPU has sparse Tensor Cores (the runner decides).
+* DLA (``dla_core``): the layers go to that DLA core, those it cannot run to the GPU (``gpu_fallback``).
+  DLA runs FP16 and INT8 only, so an FP32 build for it is refused; TensorRT 10 builds it weakly typed
+  with its precision flags (the documented DLA path), 11 from the FP16 or Q/DQ file's own types. DLA
+  has no dynamic dimensions: each optimisation profile is one batch (``profile_batches``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from device.runtimes.tensorrt.util import (
     has_weak_typing,
     logger_for,
     set_weak_precision_flags,
+    use_dla,
     use_tf32,
 )
 
@@ -51,8 +56,13 @@ def onnx_kind(onnx_path: Path) -> OnnxKind:
     return "fp32"
 
 
-def strongly_typed(trt: TrtModule, name: str, kind: OnnxKind, precision: Precision) -> bool:
+def strongly_typed(trt: TrtModule, name: str, kind: OnnxKind, precision: Precision, dla: bool = False) -> bool:
     """Whether to build ``precision`` from a file of ``kind`` strongly typed; refuse what would be mislabelled."""
+    if dla and precision == "fp32":
+        raise EngineError(
+            f"DLA runs FP16 and INT8 only, not fp32: build {name} as fp16 or int8 for DLA (on TensorRT 11 from the "
+            "release's FP16 or Q/DQ INT8 ONNX), or leave [runtime] dla_core unset to run fp32 on the GPU"
+        )
     if precision == "int8" and kind != "int8":
         raise EngineError(
             f"{name} has no Q/DQ nodes: TensorRT builds INT8 only from an explicit Q/DQ ONNX (the *-int8-trt "
@@ -66,7 +76,8 @@ def strongly_typed(trt: TrtModule, name: str, kind: OnnxKind, precision: Precisi
             f"this TensorRT builds only strongly typed networks, which run {name} as {kind}: build it as {kind}, "
             f"or ship the {precision} ONNX of the release"
         )
-    return (kind == "fp16" and precision == "fp16") or not weak
+    # TensorRT 10 builds an FP16 file strongly typed, except for DLA: its DLA path is the FP16 flag
+    return (kind == "fp16" and precision == "fp16" and not dla) or not weak
 
 
 def _parse(trt: TrtModule, onnx_path: Path, typed: bool) -> tuple[TrtBuilder, TrtNetwork, TrtObject]:
@@ -105,6 +116,8 @@ def _builder_config(
     if not typed:
         set_weak_precision_flags(trt, bc, precision)
     tf32 = use_tf32(trt, bc, allowed=config.allow_tf32 or precision != "fp32")
+    if config.dla_core is not None:
+        use_dla(trt, builder, bc, config.dla_core, config.gpu_fallback)
     if sparse:
         bc.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
     return bc, tf32
@@ -178,7 +191,7 @@ def engine_from_onnx(
 ) -> Engine:
     """Parse ``onnx_path``, build a plan for ``precision`` and write it (and ``build.json``) to ``out_dir``."""
     kind = onnx_kind(onnx_path)
-    typed = strongly_typed(trt, onnx_path.name, kind, precision)
+    typed = strongly_typed(trt, onnx_path.name, kind, precision, dla=config.dla_core is not None)
     builder, network, _parser = _parse(trt, onnx_path, typed)  # _parser: alive until the build
     inp, dims, chw = _input(network)
     bc, tf32 = _builder_config(trt, builder, config, precision, typed, sparse)
@@ -198,6 +211,8 @@ def engine_from_onnx(
         "profiles": [list(p) for p in profiles],
         "timing_cache_reused": reused,
         "trt": version,
+        "dla_core": config.dla_core,  # the runner makes it the runtime's DLA core before deserializing
+        "gpu_fallback": config.gpu_fallback if config.dla_core is not None else None,
     }
     (out_dir / "build.json").write_text(json.dumps(info))
     return Engine(

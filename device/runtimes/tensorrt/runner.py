@@ -6,6 +6,9 @@
   timing cache persists (``cache_dir``, one file per TensorRT version and GPU).
 * One execution context serves every batch: it switches to the optimisation profile whose range
   holds the batch. A fixed-batch engine takes exactly its batch, refused clearly before TensorRT.
+* DLA (``dla_core``): the runtime's DLA core is set before a DLA engine is deserialized (else TensorRT
+  loads it on core 0), and a batch runs padded up to its one-batch profile (DLA has no dynamic shapes).
+  ``dla_cores`` tells the selection how many cores the board has (``tensorrt:dla0`` / ``dla1``).
 * Buffers, streams and events through cuda-python's runtime API; every CUDA status is checked, and
   the GPU is made current on every thread that calls (``cudaSetDevice`` is per thread).
   Host-to-device copy, compute and device-to-host copy are timed separately with CUDA events.
@@ -23,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from device.jetson import release as jetson
 from device.runtimes import registry
 from device.runtimes.base import (
     F32,
@@ -33,11 +37,13 @@ from device.runtimes.base import (
     Runtime,
     RuntimeUnavailableError,
     Timing,
+    dla_target,
     mean_after_warmup,
 )
 from device.runtimes.tensorrt.config import TensorRTConfig
 from device.runtimes.tensorrt.loader import engine_from_onnx
 from device.runtimes.tensorrt.util import (
+    INSTALL_HINT,
     Buffers,
     Cudart,
     CudaValue,
@@ -87,6 +93,7 @@ class TensorRTRuntime(Runtime):
     name: ClassVar[str] = "tensorrt"
     config_class: ClassVar[type[TensorRTConfig]] = TensorRTConfig
     priority: ClassVar[int] = 100  # the first choice of ``auto`` wherever it can run
+    install_hint: ClassVar[str] = INSTALL_HINT
     config: TensorRTConfig
 
     def __init__(self, config: TensorRTConfig | None = None) -> None:
@@ -102,6 +109,7 @@ class TensorRTRuntime(Runtime):
         self._gpu_name = name.rstrip("\x00").strip()
         self._cc = (int(props.major), int(props.minor))
         self._precisions: tuple[Precision, ...] | None = None
+        self._dla_cores: int | None = None
         self._loaded: _Loaded | None = None
 
     @classmethod
@@ -117,20 +125,38 @@ class TensorRTRuntime(Runtime):
             return f"no usable CUDA device: {e}"
         return None if count and count > 0 else "no CUDA device found"
 
+    @classmethod
+    def expected_here(cls) -> str | None:
+        return "this Jetson" if jetson.is_jetson() else None
+
     def version(self) -> str:
         return str(self._trt.__version__)
 
     def accelerator(self) -> str:
-        return f"{self._gpu_name} (sm_{self._cc[0]}{self._cc[1]})"
+        gpu = f"{self._gpu_name} (sm_{self._cc[0]}{self._cc[1]})"
+        return gpu if self.config.dla_core is None else f"{gpu}, DLA core {self.config.dla_core}"
+
+    def target(self) -> str:
+        return dla_target(self.name, self.config.dla_core)
 
     def supported_precisions(self) -> tuple[Precision, ...]:
-        """INT8 and FP16 where this GPU runs them fast (best first); FP32 always."""
+        """INT8 and FP16 where this GPU runs them fast (best first); FP32 always. DLA: INT8 and FP16 only."""
+        if self.config.dla_core is not None:
+            return ("int8", "fp16")
         if self._precisions is None:
             self._device.ensure()
             builder: TrtBuilder = self._trt.Builder(logger_for(self._trt))
             int8, fp16 = fast_int8_fp16(builder, self._cc)
             self._precisions = (*(("int8",) if int8 else ()), *(("fp16",) if fp16 else ()), "fp32")
         return self._precisions
+
+    def dla_cores(self) -> int:
+        """The board's DLA cores, as TensorRT counts them: two on Jetson AGX Orin and AGX Xavier, none on Orin Nano."""
+        if self._dla_cores is None:
+            self._device.ensure()
+            builder: TrtBuilder = self._trt.Builder(logger_for(self._trt))
+            self._dla_cores = int(builder.num_DLA_cores)
+        return self._dla_cores
 
     def build_options(self) -> dict[str, Any]:
         c = self.config
@@ -141,6 +167,7 @@ class TensorRTRuntime(Runtime):
             "sparse": self._sparse_enabled(),
             "tf32": c.allow_tf32,
             "opt_level": c.builder_optimization_level,
+            "dla": None if c.dla_core is None else {"core": c.dla_core, "gpu_fallback": c.gpu_fallback},
         }
 
     def timing_cache_path(self) -> Path | None:
@@ -201,10 +228,24 @@ class TensorRTRuntime(Runtime):
         per_image_out = int(np.prod(loaded.out_shape))
         loaded.buffers = Buffers(self._cudart, top * per_image_in * 4, top * per_image_out * 4)
 
+    def _trt_runtime(self, engine: Engine) -> TrtObject:
+        """A TensorRT runtime for ``engine``: on a DLA engine's core (this runtime's own, else the one it was
+        built for), set before deserializing, else TensorRT loads it on core 0."""
+        runtime: TrtObject = self._trt.Runtime(logger_for(self._trt))
+        built = engine.info.get("dla_core")
+        if built is None:
+            return runtime
+        core = self.config.dla_core if self.config.dla_core is not None else int(built)
+        cores = int(runtime.num_DLA_cores)
+        if not 0 <= core < cores:
+            raise EngineError(f"{engine.path.name} runs on DLA core {core}, and this device has {cores} DLA cores")
+        runtime.DLA_core = core
+        return runtime
+
     def _deserialize(self, engine: Engine) -> _Loaded:
         trt = self._trt
         plan = engine.path.read_bytes()
-        runtime: TrtObject = trt.Runtime(logger_for(trt))
+        runtime: TrtObject = self._trt_runtime(engine)
         engine_obj: TrtEngine = runtime.deserialize_cuda_engine(plan)
         if engine_obj is None:
             raise EngineError(f"TensorRT cannot deserialize {engine.path} (built by another version or GPU?)")
@@ -230,15 +271,17 @@ class TensorRTRuntime(Runtime):
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
         return _Loaded(runtime, engine_obj, _Context(context), inputs[0], outputs[0], profiles, fixed, (), len(plan))
 
-    def _profile_for(self, loaded: _Loaded, n: int) -> int:
+    def _profile_for(self, loaded: _Loaded, n: int) -> tuple[int, int]:
+        """The optimisation profile for a batch of ``n``, and the batch it runs: ``n``, or a one-batch
+        profile's batch (DLA), which a smaller batch is padded up to."""
         if loaded.fixed_batch is not None and n != loaded.fixed_batch:
             raise EngineError(
                 f"this engine has a fixed batch of {loaded.fixed_batch} (its ONNX input is {loaded.fixed_batch} x C x "
                 f"H x W): send batches of exactly {loaded.fixed_batch}, or export the ONNX with a dynamic batch"
             )
         for k, (lo, hi) in enumerate(loaded.profiles):
-            if lo <= n <= hi:
-                return k
+            if n <= hi and (lo <= n or lo == hi):
+                return k, max(n, lo)
         raise EngineError(f"batch {n} is in none of the engine's profiles {loaded.profiles}")
 
     def _switch(self, ctx: _Context, profile: int, stream: CudaValue) -> None:
@@ -269,11 +312,15 @@ class TensorRTRuntime(Runtime):
             raise EngineError("tensorrt: no engine loaded")
         c, b = self._cudart, loaded.buffers
         n = batch.shape[0]
-        self._switch(ctx, self._profile_for(loaded, n), b.stream)
-        in_bytes, out_n = batch.nbytes, n * int(np.prod(loaded.out_shape))
-        ctypes.memmove(int(b.in_host), batch.ctypes.data, in_bytes)
-        if not ctx.trt_context.set_input_shape(loaded.in_name, batch.shape):
-            raise EngineError(f"TensorRT rejected input shape {batch.shape}")
+        profile, padded = self._profile_for(loaded, n)
+        self._switch(ctx, profile, b.stream)
+        out_n = n * int(np.prod(loaded.out_shape))
+        ctypes.memmove(int(b.in_host), batch.ctypes.data, batch.nbytes)
+        in_bytes = batch.nbytes // n * padded
+        if padded > n:  # padded with zeros up to the profile's batch (DLA); their outputs are not copied back
+            ctypes.memset(int(b.in_host) + batch.nbytes, 0, in_bytes - batch.nbytes)
+        if not ctx.trt_context.set_input_shape(loaded.in_name, (padded, *batch.shape[1:])):
+            raise EngineError(f"TensorRT rejected input shape {(padded, *batch.shape[1:])}")
         h2d = c.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = c.cudaMemcpyKind.cudaMemcpyDeviceToHost
         ev = b.events

@@ -11,7 +11,8 @@ loaded module, ``hasattr(obj, "NAME")``, and uses ``NAME`` only inside that bran
 return on its absence), in the same function. The API conformance test
 (``tests/device/runtimes/test_tensorrt_api.py``) reads exactly these branches as the version paths:
 for each version's bindings it follows the branches whose guards hold there and checks every
-TensorRT name used on them.
+TensorRT name used on them. A name used outside any guard (such as the DLA names of ``use_dla``,
+which 10.3, 10.13 and 11.4 all have) is on every version's path, so the test checks it in every version.
 
 **Typed names.** Everything TensorRT hands back is typed with one of the ``Trt*`` aliases below (also
 class fields, which are named ``trt_*``), our subclasses of its logger and profiler with ``Bridge``, and
@@ -30,7 +31,8 @@ from device.runtimes.base import EngineError, Precision, RuntimeUnavailableError
 
 INSTALL_HINT = (
     "on a Jetson, TensorRT comes with JetPack (apt install python3-libnvinfer; make the venv with "
-    "--system-site-packages); on x86 `pip install 'edgeloop[jetson]'`. cuda-python is needed for buffers."
+    "--system-site-packages, then pip install 'edgeloop[jetson]' (JetPack 6) or 'edgeloop[jetson7]' (JetPack 7) "
+    "for cuda-python); on an x86 GPU server `pip install 'edgeloop[gpu-server]'`. See docs/jetson.md."
 )
 
 TrtModule: TypeAlias = Any  # the tensorrt module
@@ -108,6 +110,24 @@ def fast_by_compute_capability(cc: tuple[int, int]) -> tuple[bool, bool]:
     int8 = cc == (6, 1) or cc >= (7, 0)
     fp16 = cc in ((5, 3), (6, 0), (6, 2)) or cc >= (7, 0)
     return int8, fp16
+
+
+def use_dla(trt: TrtModule, builder: TrtBuilder, bc: TrtBuilderConfig, core: int, gpu_fallback: bool) -> None:
+    """Put the network on DLA core ``core``, with the layers DLA cannot run on the GPU when ``gpu_fallback``.
+
+    The precision is the caller's: DLA runs FP16 and INT8 only (TensorRT 10 from its precision flags,
+    11 from the network's own types)."""
+    cores = int(builder.num_DLA_cores)
+    if not 0 <= core < cores:
+        have = f"DLA cores 0-{cores - 1}" if cores > 1 else ("DLA core 0" if cores == 1 else "no DLA")
+        raise EngineError(
+            f"DLA core {core} does not exist: this device has {have} (Jetson AGX Orin and Xavier have two, Orin NX "
+            "8GB one, Orin Nano and Nano none); set [runtime] dla_core to one it has, or leave it unset for the GPU"
+        )
+    bc.default_device_type = trt.DeviceType.DLA
+    bc.DLA_core = core
+    if gpu_fallback:
+        bc.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
 
 def engine_activation_bytes(engine: TrtEngine) -> int:

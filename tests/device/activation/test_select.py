@@ -24,6 +24,9 @@ class _Runtime:
     def close(self) -> None:
         self.closed = True
 
+    def target(self) -> str:
+        return self.name
+
 
 def _artifact(precision: Precision, name: str | None = None) -> Artifact:
     name = name or f"m-{precision}.onnx"

@@ -101,3 +101,23 @@ def test_profiles_timing_cache_and_memory_on_gpu(zoo_onnx: Path, tmp_path: Path)
         assert mem is not None and 0 < mem < 1024  # a ResNet-20's engine, not the machine's memory in use
         int8, fp16 = fast_by_compute_capability(rt._cc)
         assert ("int8" in rt.supported_precisions()) is int8 and ("fp16" in rt.supported_precisions()) is fp16
+
+
+@pytest.mark.parametrize(
+    ("file", "precision", "atol"), [("resnet20-fp16.onnx", "fp16", 0.2), ("resnet20-int8-trt.onnx", "int8", 1.0)]
+)
+def test_dla_builds_runs_and_matches_onnxruntime(file: str, precision: str, atol: float, tmp_path: Path) -> None:
+    """DLA core 0 with GPU fallback (Jetson AGX Orin, Orin NX, Xavier): its one-batch profiles serve
+    every batch (padded), and the logits match ONNX Runtime's FP32."""
+    with TensorRTRuntime() as gpu:
+        if gpu.dla_cores() == 0:
+            pytest.skip(f"{gpu.accelerator()} has no DLA cores")
+    x = np.random.default_rng(0).standard_normal((64, 3, 32, 32), dtype=np.float32)
+    with TensorRTRuntime(TensorRTConfig(dla_core=0, max_batch=64, opt_batches=(1, 64))) as rt:
+        engine = rt.build(ZOO / file, precision, tmp_path / "e")  # type: ignore[arg-type]
+        assert engine.info["dla_core"] == 0 and rt.accelerator().endswith("DLA core 0")
+        rt.load(engine)
+        full = rt.infer(x)
+        np.testing.assert_allclose(rt.infer(x[:10]), full[:10], atol=1e-2)  # padded up to 64
+    ref = _ort_logits(ZOO / file, x, tmp_path / "ort")
+    assert np.abs(full - ref).max() < atol and (full.argmax(1) == ref.argmax(1)).mean() >= 0.75

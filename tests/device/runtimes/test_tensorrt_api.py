@@ -1,6 +1,8 @@
-"""API conformance of the TensorRT backend against the real TensorRT 10 and 11 Python bindings, without a GPU.
+"""API conformance of the TensorRT backend against the real TensorRT 10.3, 10.13 and 11.4 Python bindings, without
+a GPU.
 
-For each supported major version, one ``tensorrt-cu12-bindings`` wheel is fetched (and cached) and
+For each supported version (``trt_bindings.SUPPORTED``: JetPack 6's 10.3, the newest 10.x and the newest 11.x),
+one ``tensorrt-cu12-bindings`` wheel is fetched (and cached) and
 the names in its ``tensorrt.so`` are read (``trt_bindings``). The TensorRT names the backend uses
 are derived from its code (``trt_api_usage``: an ``ast`` walk of ``device/runtimes/tensorrt/``),
 along the paths each version takes through the backend's ``hasattr`` branches. A name used on a
@@ -24,6 +26,7 @@ from tests.device.runtimes.trt_bindings import (
     BindingsUnavailable,
     binding_names,
     cache_dir,
+    major,
 )
 from tests.device.runtimes.trt_fakes import public_names
 from tests.helpers import REPO
@@ -33,10 +36,13 @@ pytestmark = pytest.mark.tensorrt_api
 BACKEND = REPO / "device" / "runtimes" / "tensorrt"
 # names the issue names, so a walk that silently saw nothing cannot pass
 CORE = {"set_memory_pool_limit", "STRONGLY_TYPED", "execute_async_v3", "create_timing_cache", "set_input_shape"}
+# the DLA build and run (issue 21): the same names in every supported version, so on every version's path
+DLA = {"num_DLA_cores", "DLA_core", "default_device_type", "DeviceType", "DLA", "GPU_FALLBACK"}
+LABELS = list(SUPPORTED)  # oldest first
 
 
-def _bindings(major: int) -> BindingNames:
-    version = SUPPORTED[major]
+def _bindings(label: str) -> BindingNames:
+    version = SUPPORTED[label]
     try:
         return binding_names(version)
     except BindingsUnavailable as e:
@@ -49,39 +55,47 @@ def _listing(uses: list[Use]) -> str:
     return "\n  ".join(sorted({f"{u.name} ({u.how}, {u.where})" for u in uses}))
 
 
-@pytest.mark.parametrize("major", sorted(SUPPORTED), ids=lambda m: f"tensorrt{m}")
-def test_every_name_on_a_version_path_exists_in_that_version(major: int) -> None:
-    names = _bindings(major)
+@pytest.mark.parametrize("label", LABELS, ids=lambda label: f"tensorrt{label}")
+def test_every_name_on_a_version_path_exists_in_that_version(label: str) -> None:
+    names = _bindings(label)
     uses = analyse(backend_sources(BACKEND), names.has).uses
     missing = [u for u in uses if not names.has(u.name)]
     assert not missing, f"TensorRT {names.version} has no such names, used on its path:\n  {_listing(missing)}"
-    assert {u.name for u in uses} >= CORE, "the walk missed names the backend is known to use"
+    assert {u.name for u in uses} >= CORE | DLA, "the walk missed names the backend is known to use"
 
 
 def test_the_version_paths_are_where_10_and_11_differ() -> None:
-    """On 11 the walk leaves out the weakly typed flags and the platform queries; on 10 it takes them."""
-    on = {major: {u.name for u in analyse(backend_sources(BACKEND), _bindings(major).has).uses} for major in (10, 11)}
+    """On 11 the walk leaves out the weakly typed flags and the platform queries; on every 10.x it takes them,
+    and every version takes the same DLA path."""
+    on = {label: {u.name for u in analyse(backend_sources(BACKEND), _bindings(label).has).uses} for label in LABELS}
+    tens, elevens = [on[x] for x in LABELS if major(x) == 10], [on[x] for x in LABELS if major(x) == 11]
+    assert len(tens) >= 2 and elevens  # JetPack 6's 10.3 and the newest 10.x; 11.x
     only_10 = {"FP16", "platform_has_fast_int8", "platform_has_fast_fp16"}
-    assert only_10 <= on[10] and not only_10 & on[11]
-    assert "device_memory_size" not in on[10] | on[11]  # 10.0's name: both take the _v2 branch
-    assert on[11] <= on[10]
+    for ten in tens:
+        assert only_10 <= ten and "device_memory_size" not in ten  # 10.0's name: 10.1+ take the _v2 branch
+        assert all(eleven <= ten for eleven in elevens)
+    for eleven in elevens:
+        assert not only_10 & eleven and "device_memory_size" not in eleven
+    assert all(names >= DLA for names in on.values())
 
 
 def test_every_guard_asks_for_a_name_some_supported_version_has() -> None:
     """A ``hasattr`` guard no version satisfies is a typo or dead code: its branch would never run."""
-    versions = [_bindings(major) for major in sorted(SUPPORTED)]
+    versions = [_bindings(label) for label in LABELS]
     sources = backend_sources(BACKEND)
     guards = [g for names in versions for g in analyse(sources, names.has).guards]
     dead = [g for g in guards if not any(names.has(g.name) for names in versions)]
     assert guards and not dead, f"no supported TensorRT has:\n  {_listing(dead)}"
 
 
-@pytest.mark.parametrize("major", sorted(SUPPORTED), ids=lambda m: f"tensorrt{m}")
-def test_the_unit_test_fakes_offer_only_real_names(major: int) -> None:
-    """The fakes behind the unit tests (trt_fakes.py) may not offer what the real bindings lack."""
-    names = _bindings(major)
-    fake = public_names(major)
-    assert not sorted(n for n in fake if not names.has(n)), f"the {major}.x fake offers names TensorRT lacks"
+@pytest.mark.parametrize("label", LABELS, ids=lambda label: f"tensorrt{label}")
+def test_the_unit_test_fakes_offer_only_real_names(label: str) -> None:
+    """The fakes behind the unit tests (trt_fakes.py; one flavour per major) may not offer what the real bindings
+    of any version of that major lack (the 10.x fake stands for 10.3 and 10.13 alike)."""
+    names = _bindings(label)
+    fake = public_names(major(label))
+    extra = sorted(n for n in fake if not names.has(n))
+    assert not extra, f"the {major(label)}.x fake offers names TensorRT {names.version} lacks: {extra}"
 
 
 def test_every_tensorrt_value_is_typed_as_one() -> None:

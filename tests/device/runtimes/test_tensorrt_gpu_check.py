@@ -1,4 +1,5 @@
-"""``scripts/gpu-check.sh``: its refusal where no GPU is, and its whole run (bench + trtexec -> one JSON) on fakes.
+"""``scripts/gpu-check.sh``: its refusal where no GPU is, and its whole run (bench + trtexec -> one JSON and one
+table) on fakes, on a GPU alone and on a board with DLA cores.
 
 The end-to-end run puts the fakes of ``trt_fakes.py`` where a subprocess imports ``tensorrt`` and
 ``cuda.bindings.runtime``, and a fake ``trtexec`` (trtexec's own summary lines) on the PATH; the
@@ -23,7 +24,9 @@ SCRIPT = REPO / "scripts" / "gpu-check.sh"
 FAKE_TENSORRT = """
 import os, sys
 from tests.device.runtimes.trt_fakes import fake_tensorrt
-sys.modules[__name__] = fake_tensorrt(int(os.environ.get("FAKE_TRT_MAJOR", "10")))
+sys.modules[__name__] = fake_tensorrt(
+    int(os.environ.get("FAKE_TRT_MAJOR", "10")), dla_cores=int(os.environ.get("FAKE_TRT_DLA", "0"))
+)
 """
 FAKE_CUDART = """
 from tests.device.runtimes.trt_fakes import FakeCudart
@@ -45,7 +48,7 @@ echo "&&&& PASSED TensorRT.trtexec [TensorRT v101300] # trtexec batch $batch"
 """
 
 
-def _fake_gpu_env(root: Path) -> dict[str, str]:
+def _fake_gpu_env(root: Path, dla_cores: int = 0) -> dict[str, str]:
     (root / "tensorrt").mkdir(parents=True)
     (root / "tensorrt" / "__init__.py").write_text(FAKE_TENSORRT)
     (root / "cuda" / "bindings").mkdir(parents=True)
@@ -60,7 +63,15 @@ def _fake_gpu_env(root: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(root), str(REPO), env.get("PYTHONPATH", "")])
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
     env["PYTHON"] = sys.executable
+    env["FAKE_TRT_DLA"] = str(dla_cores)
     return env
+
+
+def _table(stdout: str) -> list[list[str]]:
+    """The rows of the table the script prints last (cells split on runs of two or more spaces)."""
+    lines = stdout.strip().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("file "))
+    return [[c for c in line.strip().split("  ") if c.strip()] for line in lines[start + 1 :]]
 
 
 def test_gpu_check_says_there_is_no_gpu_here(tmp_path: Path) -> None:
@@ -125,3 +136,42 @@ def test_gpu_check_writes_one_json_with_both_tools(tmp_path: Path) -> None:
         "--stronglyTyped" in flags["resnet20-fp16.onnx"] and "--sparsity=enable" in flags["resnet20-fp16.onnx sparse"]
     )
     assert r["skipped"] == []
+    assert r["host"]["dla_cores"] == 0 and all(m["dla_core"] is None for m in r["models"])
+    rows = _table(done.stdout)
+    assert [(row[0].strip(), row[1].strip(), row[2].strip()) for row in rows] == [
+        ("resnet20.onnx", "fp32", "GPU"),
+        ("resnet20-fp16.onnx", "fp16", "GPU"),
+        ("resnet20-int8-trt.onnx", "int8", "GPU"),
+        ("resnet20-fp16.onnx (2:4)", "fp16", "GPU"),
+    ]
+    first, ours = rows[0], r["models"][0]
+    assert len(first) == 11 and first[3].strip() == f"{ours['edgeloop']['latency_ms']['p50']:.3f}"
+    assert first[6].strip() == "0.500" and first[7].strip() == "1.000" and first[8].strip() == "8,000"
+    assert first[9].strip() == f"{ours['edgeloop_over_trtexec']['latency_p50']:.2f}"
+
+
+def test_gpu_check_runs_the_fp16_and_int8_files_on_dla_too(tmp_path: Path) -> None:
+    env = _fake_gpu_env(tmp_path / "fake", dla_cores=2)
+    out = tmp_path / "gpu-check.json"
+    args = ["--skip-tests", "--out", str(out), "--iterations", "5", "--rounds", "1", "--throughput-batch", "8"]
+    done = subprocess.run(
+        ["bash", str(SCRIPT), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["ok"] is True and r["host"]["dla_cores"] == 2
+    dla = [m for m in r["models"] if m["dla_core"] is not None]
+    assert [(Path(m["file"]).name, m["precision"], m["dla_core"]) for m in dla] == [
+        ("resnet20-fp16.onnx", "fp16", 0),
+        ("resnet20-int8-trt.onnx", "int8", 0),
+    ]
+    for m in dla:
+        assert m["edgeloop"]["accelerator"] == "Orin (sm_87), DLA core 0" and "--dla-core" in m["edgeloop"]["command"]
+    rows = _table(done.stdout)
+    assert [(row[0].strip(), row[2].strip()) for row in rows][-2:] == [
+        ("resnet20-fp16.onnx", "DLA0"),
+        ("resnet20-int8-trt.onnx", "DLA0"),
+    ]
+    calls = [c for c in (tmp_path / "fake" / "bin" / "calls.log").read_text().splitlines() if "--useDLACore" in c]
+    assert len(calls) == 4 and all("--useDLACore=0 --allowGPUFallback" in c for c in calls)
+    assert all("--fp16" in c and "--stronglyTyped" not in c for c in calls)  # TensorRT 10's DLA path: the flags

@@ -8,7 +8,7 @@ does not occur is certainly absent; one that does is present somewhere (not nece
 class the code expects). Names the wheel defines in Python (``__version__`` in 10.x) come from its
 ``__init__.py``.
 
-One wheel per supported major version is fetched with pip and cached (``EDGELOOP_TRT_BINDINGS_CACHE``,
+One wheel per supported version (``SUPPORTED``) is fetched with pip and cached (``EDGELOOP_TRT_BINDINGS_CACHE``,
 else ``$XDG_CACHE_HOME/edgeloop/tensorrt-bindings``, else ``~/.cache/edgeloop/tensorrt-bindings``).
 """
 
@@ -27,13 +27,30 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-# one bindings wheel per supported TensorRT major version (JetPack 6's 10.3 has no x86 wheel; 10.13 is the
-# newest 10.x JetPack-era API, 11.4 the newest 11.x on the registry)
-SUPPORTED = {10: "10.13.3.9", 11: "11.4.0.106"}
+# one bindings wheel per supported TensorRT version, by label:
+# - 10.3 is JetPack 6's TensorRT (apt's 10.3.0.30, which is not on PyPI). PyPI has 10.3.0 for x86_64 only
+#   (manylinux_2_17; no aarch64 wheel), built from the same pybind11 sources, so it has the same names;
+# - 10.13 is the newest 10.x of the JetPack era, 11.4 the newest 11.x on the registry (both manylinux_2_28).
+SUPPORTED = {"10.3": "10.3.0", "10.13": "10.13.3.9", "11.4": "11.4.0.106"}
 PACKAGE = "tensorrt-cu12-bindings"
-PIP_ARGS = ("--no-deps", "--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64")
+# pip does not widen an explicit manylinux_2_28 to older tags: name 2_17 too, for 10.3.0's wheel
+PIP_ARGS = (
+    "--no-deps",
+    "--only-binary=:all:",
+    "--python-version",
+    "3.11",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+)
 PIP_PATIENCE = ("--retries", "1", "--timeout", "30")  # without network, say so in seconds, not minutes
 _unavailable: dict[str, str] = {}  # version -> why, so that each test does not try again
+
+
+def major(label: str) -> int:
+    """The major version of a ``SUPPORTED`` label ("10.3" -> 10): the fakes come in one flavour per major."""
+    return int(label.split(".", maxsplit=1)[0])
 
 
 class BindingsUnavailable(Exception):

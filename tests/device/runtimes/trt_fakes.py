@@ -6,7 +6,8 @@ runner runs a context that checks what TensorRT checks (profile ranges, bound ad
 current device on the calling thread). Each flavour offers only names its real bindings have
 (``test_tensorrt_api.py`` checks the fakes' public names against the real wheels), and it refuses
 what TensorRT refuses: precision flags on a strongly typed network, shapes outside the profile,
-running on a thread where the device was never made current.
+running on a thread where the device was never made current, dynamic shapes on DLA, a DLA core the
+board does not have.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ class _BuilderConfig:
         self._cache: _TimingCache | None = None
         self._pools: dict[str, int] = {}
         self.builder_optimization_level = 3
+        self.default_device_type = trt.DeviceType.GPU
+        self.DLA_core = -1
 
     def set_memory_pool_limit(self, pool: _Value, size: int) -> None:
         self._pools[repr(pool)] = size
@@ -162,6 +165,10 @@ class Builder:
     def __init__(self, logger: Any) -> None:
         self._logger = logger
 
+    @property
+    def num_DLA_cores(self) -> int:
+        return int(sys.modules["tensorrt"]._dla_cores)
+
     def create_network(self, flags: int) -> _Network:
         return _Network(flags)
 
@@ -183,12 +190,21 @@ class Builder:
         if dynamic and not profiles:
             self._logger.log(ILogger.ERROR, "a network with dynamic shapes needs an optimisation profile")
             return None
+        dla = config.default_device_type._name == "DLA"
+        if dla and not 0 <= config.DLA_core < self.num_DLA_cores:
+            self._logger.log(ILogger.ERROR, f"DLA core {config.DLA_core} does not exist")
+            return None
+        if dla and any(lo != hi for lo, _, hi in profiles):
+            self._logger.log(ILogger.ERROR, "DLA does not support dynamic dimensions: min, opt and max must be equal")
+            return None
         plan = {
             "input": inp.name,
             "shape": list(inp.shape),
             "profiles": [[list(s) for s in p] for p in profiles] if dynamic else [[list(inp.shape)] * 3],
             "flags": sorted(config._flags),
             "strongly_typed": network._strongly_typed,
+            "device": config.default_device_type._name,
+            "dla_core": config.DLA_core if dla else None,
         }
         return json.dumps(plan).encode()
 
@@ -260,6 +276,7 @@ class _Context:
 class _Engine:
     def __init__(self, plan: dict[str, Any], plan_bytes: int) -> None:
         self._plan = plan
+        self._runs_on_dla: int | None = None  # the runtime's DLA core when it deserialized a DLA plan
         self._contexts = 0
         self._profile_runs = [0] * len(plan["profiles"])
         self.device_memory_size_v2 = 3 << 20
@@ -300,6 +317,11 @@ class _Engine10(_Engine):
 class Runtime:
     def __init__(self, logger: Any) -> None:
         self._logger = logger
+        self.DLA_core = -1
+
+    @property
+    def num_DLA_cores(self) -> int:
+        return int(sys.modules["tensorrt"]._dla_cores)
 
     def deserialize_cuda_engine(self, plan: bytes) -> _Engine | None:
         try:
@@ -307,7 +329,10 @@ class Runtime:
         except ValueError:
             return None
         trt = sys.modules["tensorrt"]
-        return trt._Engine(data, len(plan))
+        engine: _Engine = trt._Engine(data, len(plan))
+        if data.get("dla_core") is not None:  # TensorRT runs it on the runtime's core (0 when never set)
+            engine._runs_on_dla = max(self.DLA_core, 0)
+        return engine
 
 
 class TensorIOMode:
@@ -318,16 +343,18 @@ class TensorIOMode:
 float32 = _Value("DataType", "FLOAT")
 
 
-def fake_tensorrt(major: int = 10, fast: tuple[bool, bool] = (True, True)) -> types.ModuleType:
-    """A ``tensorrt`` module of the 10.x or 11.x flavour; ``fast`` is TensorRT 10's (fast INT8, fast FP16)."""
+def fake_tensorrt(major: int = 10, fast: tuple[bool, bool] = (True, True), dla_cores: int = 0) -> types.ModuleType:
+    """A ``tensorrt`` module of the 10.x or 11.x flavour; ``fast`` is TensorRT 10's (fast INT8, fast FP16);
+    ``dla_cores`` the board's DLA cores (two on Jetson AGX Orin)."""
     trt = types.ModuleType("tensorrt")
-    flags = ("TF32", "SPARSE_WEIGHTS", *(WEAK_FLAGS if major == 10 else ()))
+    flags = ("TF32", "SPARSE_WEIGHTS", "GPU_FALLBACK", *(WEAK_FLAGS if major == 10 else ()))
     builder = type("Builder", (_Builder10,), {"_fast_int8": fast[0], "_fast_fp16": fast[1]}) if major == 10 else Builder
     members: dict[str, Any] = {
         "__version__": "10.13.3.9" if major == 10 else "11.4.0.106",
         "BuilderFlag": _enum("BuilderFlag", *flags),
         "NetworkDefinitionCreationFlag": _enum("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"),
         "MemoryPoolType": _enum("MemoryPoolType", "WORKSPACE"),
+        "DeviceType": _enum("DeviceType", "GPU", "DLA"),
         "TensorIOMode": TensorIOMode,
         "float32": float32,
         "ILogger": ILogger,
@@ -336,6 +363,7 @@ def fake_tensorrt(major: int = 10, fast: tuple[bool, bool] = (True, True)) -> ty
         "OnnxParser": OnnxParser,
         "Runtime": Runtime,
         "_Engine": _Engine10 if major == 10 else _Engine,
+        "_dla_cores": dla_cores,
     }
     for k, v in members.items():
         setattr(trt, k, v)
