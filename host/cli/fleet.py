@@ -68,6 +68,9 @@ def _cmd_fleet_status(args: argparse.Namespace) -> int:
             for d in devices
         ],
     )  # fmt: skip
+    for d in devices:
+        for warning in d.get("warnings") or ():
+            print(f"warning: {d['fleet']}/{d['device_id']}: {warning}")
     return 0
 
 

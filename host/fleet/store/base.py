@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -15,8 +15,18 @@ from sqlalchemy.engine import Engine
 
 from host.fleet.store.schema import MIGRATIONS, schema_version
 from shared.errors import EdgeloopError
+from shared.protocol import Message
 
 log = logging.getLogger(__name__)
+
+# How far ahead of the host's clock a device's clock may run. A ``sent_at`` further ahead (the wire takes
+# dates up to 2200) is stored as the host's clock + this, in the columns and in the stored payload alike,
+# so that no device can date what it sends into the future: to keep its ``last_seen`` fresh while it is
+# gone, or to stay on top of a per-device "latest". Views shared by devices are ordered by ``received_at``
+# (the host's clock at ingest) anyway. Five minutes covers an NTP-synced fleet and the broker's queueing.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+M = TypeVar("M", bound=Message)
 
 
 def now() -> datetime:
@@ -30,6 +40,13 @@ def aware(value: datetime) -> datetime:
 
 def aware_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else aware(value)
+
+
+def bounded_sent_at(message: M, received: datetime) -> M:
+    """``message`` as the store keeps it: a ``sent_at`` later than ``received`` + ``MAX_CLOCK_SKEW`` is
+    moved back to that (a report or a status dated in the future must not sort or count as the newest)."""
+    latest = received + MAX_CLOCK_SKEW
+    return message if message.sent_at <= latest else message.model_copy(update={"sent_at": latest})
 
 
 class Unset(enum.Enum):

@@ -1,14 +1,18 @@
 """Field re-calibration: the recalibrate commands the host sent, and the CalibrationReports that answer them.
 
 Commands are stored before they are published (the payload keeps its message id, so a re-send is a
-duplicate the device drops). Ingest flattens every CalibrationReport into ``calibrations`` in the
-same transaction as the report log (``ReportQueries.add_reports``), idempotent on ``message_id``;
-the few strings the wire bounds more loosely than the columns (release versions) are clipped.
+duplicate the device drops). A command's outcome is the first CalibrationReport (or error event) that
+names it *from the device, of the fleet, the command went to*: another device that names the command
+(a forgery, or a bug) changes nothing, as for the rollout gates (``ReceivedReport.answers``).
+
+Ingest flattens every CalibrationReport into ``calibrations`` in the same transaction as the report log
+(``ReportQueries.add_reports``), idempotent on ``message_id``; the few strings the wire bounds more
+loosely than the columns (release versions) are clipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,6 +72,12 @@ def _calibration(row: Any) -> CalibrationRecord:
     m["sent_at"], m["received_at"] = aware(m["sent_at"]), aware(m["received_at"])
     m["moved_ranges"] = tuple(RangeShift.model_validate(x) for x in m["moved_ranges"] or ())
     return CalibrationRecord(**m)
+
+
+def _answers(c: CalibrationRecord, sent: Mapping[str, RecalibrationRecord]) -> bool:
+    """Whether ``c`` came from the device (of the fleet) its command went to."""
+    command = sent.get(c.command_id or "")
+    return command is not None and (command.fleet, command.device_id) == (c.fleet, c.device_id)
 
 
 def _latest_per_device(table: sa.Table, *where: Any) -> Any:
@@ -137,10 +147,10 @@ class CalibrationQueries(StoreBase):
         q = sa.select(recalibrations).where(*where).order_by(r.created_at.desc(), r.command_id).limit(limit)
         with self.engine.connect() as conn:
             rows = [dict(row._mapping) for row in conn.execute(q)]
-        ids = [row["command_id"] for row in rows]
-        outcomes = self._outcomes(ids)
-        errors = self._error_events([i for i in ids if i not in outcomes])
-        promoted_by = self._promoted_by(ids)
+        commanded = {row["command_id"]: (row["fleet"], row["device_id"]) for row in rows}
+        outcomes = self._outcomes(commanded)
+        errors = self._error_events({i: key for i, key in commanded.items() if i not in outcomes})
+        promoted_by = self._promoted_by(list(commanded))
         return [
             RecalibrationRecord(
                 **{
@@ -155,50 +165,62 @@ class CalibrationQueries(StoreBase):
             for row in rows
         ]
 
-    def _outcomes(self, command_ids: Sequence[str]) -> dict[str, CalibrationRecord]:
-        """The CalibrationReport that answers each command (the latest, should a device send two)."""
-        if not command_ids:
+    def _outcomes(self, commanded: Mapping[str, Key]) -> dict[str, CalibrationRecord]:
+        """The CalibrationReport that answers each command (command id -> the (fleet, device) it went to):
+        the first to arrive from that device; a report of any other device that names it is ignored."""
+        if not commanded:
             return {}
-        q = sa.select(calibrations).where(calibrations.c.command_id.in_(command_ids)).order_by(calibrations.c.sent_at)
+        c = calibrations.c
+        q = sa.select(calibrations).where(c.command_id.in_(list(commanded))).order_by(c.received_at, c.sent_at)
+        out: dict[str, CalibrationRecord] = {}
         with self.engine.connect() as conn:
-            return {c.command_id: c for c in map(_calibration, conn.execute(q)) if c.command_id}
+            for rec in map(_calibration, conn.execute(q)):
+                cid = rec.command_id or ""
+                if cid not in out and commanded.get(cid) == (rec.fleet, rec.device_id):
+                    out[cid] = rec
+        return out
 
-    def _error_events(self, command_ids: Sequence[str]) -> dict[str, str]:
-        """The first error event a device sent for each command (it could not even start it)."""
-        if not command_ids:
+    def _error_events(self, commanded: Mapping[str, Key]) -> dict[str, str]:
+        """The first error event for each command from the device it went to (it could not even start it)."""
+        if not commanded:
             return {}
+        t = reports.c
         q = (
-            sa.select(reports.c.command_id, reports.c.payload)
-            .where(reports.c.kind == "event", reports.c.command_id.in_(command_ids))
-            .order_by(reports.c.sent_at.desc())
+            sa.select(t.command_id, t.fleet, t.device_id, t.payload)
+            .where(t.kind == "event", t.command_id.in_(list(commanded)))
+            .order_by(t.received_at, t.sent_at)
         )
         out: dict[str, str] = {}
         with self.engine.connect() as conn:
-            for command_id, payload in conn.execute(q):
+            for command_id, fleet, device_id, payload in conn.execute(q):
+                if command_id in out or commanded.get(command_id) != (fleet, device_id):
+                    continue
                 e = EventReport.model_validate_json(payload)
                 if e.level == "error":
                     out[command_id] = f"{e.code}: {e.message}"
         return out
 
-    def _promoted_by(self, calibration_ids: Sequence[str]) -> dict[str, str]:
+    def _promoted_by(self, calibration_ids: list[str]) -> dict[str, str]:
         """Kept calibrations that a promote command swapped in: calibration id -> promote command id."""
         if not calibration_ids:
             return {}
         r = recalibrations.c
-        q = sa.select(r.calibration_id, r.command_id).where(
+        q = sa.select(r.calibration_id, r.command_id, r.fleet, r.device_id).where(
             r.action == "promote", r.calibration_id.in_(calibration_ids)
         )
         with self.engine.connect() as conn:
-            promotes = {command_id: calibration_id for calibration_id, command_id in conn.execute(q)}
-        done = self._outcomes(list(promotes))
+            rows = conn.execute(q).all()
+        promotes = {command_id: calibration_id for calibration_id, command_id, _, _ in rows}
+        done = self._outcomes({command_id: (fleet, device) for _, command_id, fleet, device in rows})
         return {promotes[cid]: cid for cid, c in done.items() if c.promoted}
 
     # -- the outcomes ---------------------------------------------------------------------------
     def calibrations(
         self, fleet: str | None = None, device: str | None = None, limit: int = 200
     ) -> list[CalibrationRecord]:
-        """The latest ``limit`` CalibrationReports (of a fleet, a device), oldest first."""
-        q = sa.select(calibrations).order_by(calibrations.c.sent_at.desc()).limit(limit)
+        """The latest ``limit`` CalibrationReports received (of a fleet, a device), oldest first."""
+        c = calibrations.c
+        q = sa.select(calibrations).order_by(c.received_at.desc(), c.sent_at.desc()).limit(limit)
         if fleet:
             q = q.where(calibrations.c.fleet == fleet)
         if device:
@@ -214,10 +236,12 @@ class CalibrationQueries(StoreBase):
             latest = [_calibration(r) for r in conn.execute(_latest_per_device(calibrations, *where))]
         ids = [c.command_id for c in latest if c.command_id]
         sent = {r.command_id: r for r in self._recalibrations(recalibrations.c.command_id.in_(ids))} if ids else {}
-        swapped = self._swapped_in(c.command_id for c in latest if c.action == "promote" and c.command_id)
+        # the commands these reports answer: one that names another device's command answers none
+        ours = {c.command_id: sent[c.command_id] for c in latest if c.command_id and _answers(c, sent)}
+        swapped = self._swapped_in(cid for cid, command in ours.items() if command.action == "promote")
         out: dict[Key, CalibrationFlag] = {}
         for c in latest:
-            command = sent.get(c.command_id or "")
+            command = ours.get(c.command_id or "")
             state = command.state if command is not None else report_state(c)  # a command of another host
             out[(c.fleet, c.device_id)] = CalibrationFlag.of(c, state, swapped.get(c.command_id or ""))
         return out
@@ -227,12 +251,13 @@ class CalibrationQueries(StoreBase):
         ids = list(promote_ids)
         if not ids:
             return {}
-        q = sa.select(recalibrations.c.command_id, recalibrations.c.calibration_id).where(
-            recalibrations.c.command_id.in_(ids)
-        )
+        r = recalibrations.c
+        q = sa.select(r.command_id, r.calibration_id, r.fleet, r.device_id).where(r.command_id.in_(ids))
         with self.engine.connect() as conn:
-            targets = {cid: cal for cid, cal in conn.execute(q) if cal}
-        outcomes = self._outcomes(list(targets.values()))
+            rows = [row for row in conn.execute(q) if row.calibration_id]
+        targets = {row.command_id: row.calibration_id for row in rows}
+        # the calibration a promote swapped in is the one that device answered (a promote goes where it ran)
+        outcomes = self._outcomes({row.calibration_id: (row.fleet, row.device_id) for row in rows})
         return {cid: outcomes[cal] for cid, cal in targets.items() if cal in outcomes}
 
     def latest_gate_events(self, fleet: str | None = None) -> dict[Key, GateEvent]:

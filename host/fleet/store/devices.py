@@ -1,4 +1,9 @@
-"""Devices: the latest status of each device (upserted by ingest; a Last Will keeps the release)."""
+"""Devices: the latest status of each device (upserted by ingest; a Last Will keeps the release).
+
+``last_seen`` only moves forward: a status dated earlier than the one stored (a Last Will is dated when
+the device connected; a retained status comes again on reconnect) still sets the state, not the time,
+and one dated in the future counts as the host's clock + ``MAX_CLOCK_SKEW`` (``bounded_sent_at``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from host.fleet.store.base import StoreBase, aware
+from host.fleet.store.base import StoreBase, aware, bounded_sent_at, now
 from host.fleet.store.records import DeviceRecord
 from host.fleet.store.schema import devices
 from shared.protocol import DeviceStatus, SystemInfo
@@ -16,11 +21,13 @@ def _device(row: Any) -> DeviceRecord:
     m = dict(row._mapping)
     m["last_seen"] = aware(m["last_seen"])
     m["system"] = SystemInfo.model_validate(m["system"]) if m["system"] is not None else None
+    m["warnings"] = tuple(m["warnings"] or ())
     return DeviceRecord(**m)
 
 
 class DeviceQueries(StoreBase):
     def upsert_status(self, status: DeviceStatus) -> None:
+        status = bounded_sent_at(status, now())
         values = {
             "fleet": status.fleet,
             "device_id": status.device_id,
@@ -37,11 +44,14 @@ class DeviceQueries(StoreBase):
             "agent_version": status.agent_version,
             "system": status.system.model_dump(mode="json") if status.system else None,
             "last_seen": status.sent_at,
+            "warnings": list(status.warnings),
         }
         stmt = self._insert(devices).values(**values)
-        update = {k: v for k, v in values.items() if k not in ("fleet", "device_id")}
+        update: dict[str, Any] = {k: v for k, v in values.items() if k not in ("fleet", "device_id")}
         if status.state == "offline":  # a Last Will knows nothing about the release: keep what we had
-            update = {"state": "offline", "last_seen": status.sent_at}
+            update = {"state": "offline"}
+        stored, sent = devices.c.last_seen, stmt.excluded.last_seen
+        update["last_seen"] = sa.case((stored > sent, stored), else_=sent)  # never back in time
         self._write(stmt.on_conflict_do_update(index_elements=["fleet", "device_id"], set_=update))
 
     def devices(self, fleet: str | None = None) -> list[DeviceRecord]:

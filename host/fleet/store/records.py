@@ -78,6 +78,7 @@ class DeviceRecord:
     agent_version: str | None
     system: SystemInfo | None
     last_seen: datetime
+    warnings: tuple[str, ...] = ()  # what the device should run and cannot (DeviceStatus.warnings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,8 @@ class BenchmarkRecord:
     n_images: int | None
     throughput_ips: float | None
     e2e_throughput_ips: float | None
-    sent_at: datetime
+    sent_at: datetime  # the device's clock (at most the host's + MAX_CLOCK_SKEW)
+    received_at: datetime  # the host's clock: what views of several devices are ordered by
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,7 @@ class FleetDevice:
     drift: DriftFlag | None = None
     calibration: CalibrationFlag | None = None  # the latest recalibrate outcome
     int8_gate: GateEvent | None = None  # the latest event of the INT8 gate at activation
+    warnings: tuple[str, ...] = ()  # the device's own, from its latest status
 
     @classmethod
     def of(
@@ -212,6 +215,7 @@ class FleetDevice:
             benchmark_release=f"{b.release_name}@{b.release_version}" if b and b.release_name else None,
             last_seen=d.last_seen,
             system=d.system,
+            warnings=d.warnings,
             served_p50_ms=t.p50_ms if t else None,
             served_p99_ms=t.p99_ms if t else None,
             served_throughput_ips=t.throughput_ips if t else None,

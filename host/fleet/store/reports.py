@@ -7,6 +7,12 @@ and several ingest workers never duplicate a row. Benchmark reports are also fla
 reports go to their own time series (``store.telemetry``), not to ``reports``: the table holds
 every field of the report.
 
+A batch that repeats a ``message_id`` is stored with the first report of that id, in every table
+(``reports``, ``benchmarks``, ``calibrations``, ``telemetry`` and its totals): the others are duplicates,
+as a redelivery is. Each report's ``sent_at`` is bounded by the host's clock (``bounded_sent_at``), and
+what lists several devices' reports (events, series) is ordered by ``received_at``, the host's clock
+at ingest, so that no device decides what the others' reports are listed after.
+
 A batch that the database refuses on its data (one row out of range, a NUL byte PostgreSQL will not
 store, ...) is split in halves, down to single rows, so that only the rows it refuses are left out
 (``add_reports_salvaging``). An error of the connection itself (the store is down, locked, ...)
@@ -15,6 +21,7 @@ refuses nothing: it is raised as ``StoreUnavailableError`` and the caller tries 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from host.fleet.store.base import StoreBase, aware, now
+from host.fleet.store.base import StoreBase, aware, bounded_sent_at, now
 from host.fleet.store.calibrations import calibration_row
 from host.fleet.store.records import AnyReport, BenchmarkRecord, EventRecord, R, ReceivedReport
 from host.fleet.store.schema import benchmarks, calibrations, reports
@@ -104,8 +111,20 @@ def _benchmark_row(fleet: str, r: BenchmarkReport) -> dict[str, Any]:
 
 def _benchmark(row: Any) -> BenchmarkRecord:
     m = dict(row._mapping)
-    m["sent_at"] = aware(m["sent_at"])
+    m["sent_at"], m["received_at"] = aware(m["sent_at"]), aware(m["received_at"])
     return BenchmarkRecord(**m)
+
+
+def _as_stored(items: Sequence[tuple[str, AnyReport]], received: datetime) -> list[tuple[str, AnyReport]]:
+    """A batch as the store keeps it: the first report of each message id (a later one is a duplicate in
+    every table, never a second version in some), each ``sent_at`` bounded by the host's clock."""
+    seen: set[uuid.UUID] = set()
+    out: list[tuple[str, AnyReport]] = []
+    for fleet, r in items:
+        if r.message_id not in seen:
+            seen.add(r.message_id)
+            out.append((fleet, bounded_sent_at(r, received)))
+    return out
 
 
 def _kind(model: type[AnyReport]) -> str:
@@ -121,6 +140,7 @@ class ReportQueries(StoreBase):
         if not items:
             return 0
         received = now()
+        items = _as_stored(items, received)
         served = [(fleet, r) for fleet, r in items if isinstance(r, TelemetryReport)]
         logged = [(fleet, r) for fleet, r in items if not isinstance(r, TelemetryReport)]
         with self._lock, self.engine.begin() as conn:
@@ -150,7 +170,8 @@ class ReportQueries(StoreBase):
 
     def _insert_logged(self, conn: Connection, items: Sequence[tuple[str, AnyReport]], received: datetime) -> int:
         rows = [_report_row(fleet, r, received) for fleet, r in items]
-        bench_rows = [_benchmark_row(fleet, r) for fleet, r in items if isinstance(r, BenchmarkReport)]
+        benches = [(fleet, r) for fleet, r in items if isinstance(r, BenchmarkReport)]
+        bench_rows = [{**_benchmark_row(fleet, r), "received_at": received} for fleet, r in benches]
         calib_rows = [calibration_row(fleet, r, received) for fleet, r in items if isinstance(r, CalibrationReport)]
         res = conn.execute(
             self._insert(reports).on_conflict_do_nothing(index_elements=["message_id"]).returning(reports.c.message_id),
@@ -158,9 +179,7 @@ class ReportQueries(StoreBase):
         )
         new = {r[0] for r in res}
         for table, flat in ((benchmarks, bench_rows), (calibrations, calib_rows)):
-            fresh = list(
-                {b["message_id"]: b for b in flat if b["message_id"] in new}.values()
-            )  # a batch may repeat one
+            fresh = [b for b in flat if b["message_id"] in new]  # _as_stored left one report per id
             if fresh:
                 conn.execute(self._insert(table).on_conflict_do_nothing(index_elements=["message_id"]), fresh)
         return len(new)
@@ -195,6 +214,7 @@ class ReportQueries(StoreBase):
         return self._received(model, reports.c.command_id.in_(ids)) if ids else []
 
     def latest_benchmarks(self, fleet: str | None = None) -> dict[tuple[str, str], BenchmarkRecord]:
+        """Each device's latest benchmark, by the device's own (bounded) ``sent_at``: it orders only its own."""
         latest = sa.select(benchmarks.c.fleet, benchmarks.c.device_id, sa.func.max(benchmarks.c.sent_at).label("t"))
         if fleet:
             latest = latest.where(benchmarks.c.fleet == fleet)
@@ -211,7 +231,9 @@ class ReportQueries(StoreBase):
             return {(r.fleet, r.device_id): _benchmark(r) for r in conn.execute(q)}
 
     def benchmark_series(self, fleet: str | None = None, limit: int = 5000) -> list[BenchmarkRecord]:
-        q = sa.select(benchmarks).order_by(benchmarks.c.sent_at.desc()).limit(limit)
+        """The latest ``limit`` benchmarks received (of a fleet), oldest first."""
+        b = benchmarks.c
+        q = sa.select(benchmarks).order_by(b.received_at.desc(), b.sent_at.desc()).limit(limit)
         if fleet:
             q = q.where(benchmarks.c.fleet == fleet)
         with self.engine.connect() as conn:
@@ -219,21 +241,23 @@ class ReportQueries(StoreBase):
         return rows[::-1]
 
     def events(self, limit: int = 100) -> list[EventRecord]:
+        """The latest ``limit`` events received, newest first."""
         q = (
             sa.select(reports.c.fleet, reports.c.payload)
             .where(reports.c.kind == "event")
-            .order_by(reports.c.sent_at.desc())
+            .order_by(reports.c.received_at.desc(), reports.c.sent_at.desc())
             .limit(limit)
         )
         with self.engine.connect() as conn:
             return [EventRecord(r[0], EventReport.model_validate_json(r[1])) for r in conn.execute(q)]
 
     def command_events(self, command_id: str) -> list[EventRecord]:
-        """The events a device sent in answer to one command, oldest first."""
+        """The events that name one command, in the order they arrived (callers keep those of the device
+        the command went to)."""
         q = (
             sa.select(reports.c.fleet, reports.c.payload)
             .where(reports.c.kind == "event", reports.c.command_id == command_id)
-            .order_by(reports.c.sent_at)
+            .order_by(reports.c.received_at, reports.c.sent_at)
         )
         with self.engine.connect() as conn:
             return [EventRecord(r[0], EventReport.model_validate_json(r[1])) for r in conn.execute(q)]

@@ -40,6 +40,7 @@ devices = sa.Table(
     sa.Column("agent_version", sa.String(32)),
     sa.Column("system", sa.JSON),
     sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("warnings", sa.JSON),  # DeviceStatus.warnings (v5)
 )
 
 releases = sa.Table(
@@ -137,6 +138,7 @@ benchmarks = sa.Table(
     sa.Column("throughput_ips", sa.Float),
     sa.Column("e2e_throughput_ips", sa.Float),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True)),  # the host's clock (v6; filled in for older rows)
     sa.Index("ix_bench_time", "fleet", "sent_at"),
 )
 
@@ -271,4 +273,27 @@ def _m4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[recalibrations, calibrations])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4]
+def _m5(conn: Connection) -> None:
+    # v5: what a device should run and cannot (DeviceStatus.warnings: TensorRT that fails to load on a Jetson)
+    if "warnings" not in {c["name"] for c in sa.inspect(conn).get_columns("devices")}:  # _m1 made it on a new store
+        conn.execute(sa.text("ALTER TABLE devices ADD COLUMN warnings JSON"))
+
+
+def _m6(conn: Connection) -> None:
+    # v6: views that list several devices' reports are ordered by the host's clock (received_at), never by the
+    # sent_at a device chose; benchmarks get the column, older rows the time their report was logged
+    if "received_at" not in {c["name"] for c in sa.inspect(conn).get_columns("benchmarks")}:  # _m1 made it
+        conn.execute(sa.text("ALTER TABLE benchmarks ADD COLUMN received_at TIMESTAMP WITH TIME ZONE"))
+    logged = sa.select(reports.c.received_at).where(reports.c.message_id == benchmarks.c.message_id)
+    received = sa.func.coalesce(logged.scalar_subquery(), benchmarks.c.sent_at)
+    conn.execute(benchmarks.update().where(benchmarks.c.received_at.is_(None)).values(received_at=received))
+    for index in (
+        "ix_reports_kind_received ON reports (kind, received_at)",
+        "ix_bench_received ON benchmarks (fleet, received_at)",
+        "ix_telemetry_received ON telemetry (received_at)",
+        "ix_calibrations_received ON calibrations (received_at)",
+    ):
+        conn.execute(sa.text("CREATE INDEX IF NOT EXISTS " + index))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6]

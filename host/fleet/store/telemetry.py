@@ -91,7 +91,10 @@ def insert_telemetry(
         rows,
     )
     new = {r[0] for r in res}
-    fresh = {row["message_id"]: row for row in rows if row["message_id"] in new}  # a batch may repeat a report
+    fresh: dict[str, dict[str, Any]] = {}
+    for row in rows:  # a batch that repeats a message id counts its first report, the one the table kept
+        if row["message_id"] in new:
+            fresh.setdefault(row["message_id"], row)
     totals = _totals(list(fresh.values()))
     if totals:
         stmt = insert(served_counts)
@@ -117,8 +120,9 @@ class TelemetryQueries(StoreBase):
     def telemetry_series(
         self, fleet: str | None = None, device: str | None = None, limit: int = 2000
     ) -> list[TelemetryRecord]:
-        """The latest ``limit`` telemetry points (of a fleet, a device), oldest first."""
-        q = sa.select(telemetry).order_by(telemetry.c.sent_at.desc()).limit(limit)
+        """The latest ``limit`` telemetry points received (of a fleet, a device), oldest first."""
+        t = telemetry.c
+        q = sa.select(telemetry).order_by(t.received_at.desc(), t.sent_at.desc()).limit(limit)
         if fleet:
             q = q.where(telemetry.c.fleet == fleet)
         if device:
@@ -128,7 +132,7 @@ class TelemetryQueries(StoreBase):
         return rows[::-1]
 
     def latest_telemetry(self, fleet: str | None = None) -> dict[tuple[str, str], TelemetryRecord]:
-        """Each device's latest telemetry point."""
+        """Each device's latest telemetry point, by the device's own (bounded) ``sent_at``: its reports only."""
         t = telemetry.c
         latest = sa.select(t.fleet, t.device_id, sa.func.max(t.sent_at).label("at"))
         if fleet:

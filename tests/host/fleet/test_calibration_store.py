@@ -171,10 +171,10 @@ def test_a_v3_store_upgrades_in_place(store: Store) -> None:
         conn.execute(sa.text("DROP TABLE calibrations"))
         conn.execute(sa.text("DROP INDEX ix_reports_code"))
         conn.execute(sa.text("ALTER TABLE reports DROP COLUMN code"))
-        conn.execute(schema_version.delete().where(schema_version.c.version == 4))
+        conn.execute(schema_version.delete().where(schema_version.c.version >= 4))
     assert store.version() == 3
-    assert store.migrate() == len(MIGRATIONS) == 4
-    assert store.version() == 4 and store.count_reports("event") == 1
+    assert store.migrate() == len(MIGRATIONS)
+    assert store.version() == len(MIGRATIONS) and store.count_reports("event") == 1
     (d,) = store.fleet("lab")
     assert d.int8_gate is not None and d.int8_gate.code == "int8_verification_failed"  # the code was filled in
     assert store.add_reports([("lab", calibration_report())]) == 1 and len(store.calibrations()) == 1

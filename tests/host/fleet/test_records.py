@@ -32,7 +32,7 @@ MEMBER_KEYS = ["rollout_id", "device_id", "wave", "state", "command_id", "publis
 FLEET_KEYS = ["fleet", "device_id", "state", "release", "runtime", "precision", "accelerator", "gpu", "p50_ms",
               "p99_ms", "top1", "benchmark_release", "last_seen", "system", "served_p50_ms", "served_p99_ms",
               "served_throughput_ips", "served_requests", "served_errors", "served_release", "served_at",
-              "drift", "calibration", "int8_gate"]  # fmt: skip
+              "drift", "calibration", "int8_gate", "warnings"]  # fmt: skip
 LIVE_KEYS = ["message_id", "fleet", "device_id", "release_name", "release_version", "runtime", "precision",
              "window_s", "requests", "errors", "error_count", "throughput_ips", "p50_ms", "p90_ms", "p99_ms",
              "max_ms", "mean_ms", "mean_batch", "mean_queue_depth", "max_queue_depth", "drift_score",
@@ -42,7 +42,7 @@ CALIBRATION_FLAG_KEYS = ["command_id", "action", "state", "release", "evaluation
                          "promoted", "error", "at"]  # fmt: skip
 TELEMETRY_KEYS = ["message_id", "fleet", "device_id", "rollout_id", "release_name", "release_version", "runtime",
                   "precision", "accelerator", "p50_ms", "p90_ms", "p99_ms", "top1", "n_images", "throughput_ips",
-                  "e2e_throughput_ips", "sent_at"]  # fmt: skip
+                  "e2e_throughput_ips", "sent_at", "received_at"]  # fmt: skip
 
 
 def test_device_states_are_the_wire_states() -> None:

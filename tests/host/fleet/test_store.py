@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from host.fleet.rollout_config import RolloutConfig
 from host.fleet.store import Store, metadata
 from host.fleet.store.records import RolloutMember
+from host.fleet.store.schema import MIGRATIONS, schema_version
 from shared import protocol as p
 from tests.shared.factories import benchmark_report, manifest
 
@@ -48,9 +49,22 @@ def _bench(device: str = "d1", **kw: object) -> p.BenchmarkReport:
 
 
 def test_schema_is_versioned_and_migrations_are_idempotent(store: Store) -> None:
-    assert store.version() == 4
-    assert store.migrate() == 4  # running again changes nothing
-    assert store.version() == 4
+    assert store.version() == len(MIGRATIONS) == 6
+    assert store.migrate() == 6  # running again changes nothing
+    assert store.version() == 6
+
+
+def test_a_devices_warnings_are_kept_and_a_v4_store_gains_the_column(store: Store) -> None:
+    warning = "tensorrt cannot run on this Jetson: the tensorrt backend needs TensorRT: apt install python3-libnvinfer"
+    store.upsert_status(p.DeviceStatus(device_id="d1", fleet="lab", state="online", warnings=(warning,)))
+    (d,) = store.devices("lab")
+    assert d.warnings == (warning,) and store.fleet("lab")[0].warnings == (warning,)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE devices DROP COLUMN warnings"))
+        conn.execute(schema_version.delete().where(schema_version.c.version >= 5))  # v5 and every later step
+    assert store.version() == 4 and store.migrate() == len(MIGRATIONS)
+    (d,) = store.devices("lab")
+    assert d.warnings == () and d.state == "online"  # the device is kept; its warnings come with its next status
 
 
 def test_reports_are_idempotent_on_message_id(store: Store) -> None:
@@ -104,3 +118,23 @@ def test_latest_benchmark_per_device(store: Store) -> None:
     store.add_reports([("lab", _bench(sent_at=t0)), ("lab", _bench(sent_at=t0 + dt.timedelta(minutes=1), top1=0.5))])
     latest = store.latest_benchmarks("lab")
     assert latest[("lab", "d1")].top1 == 0.5
+
+
+def test_jetson_power_and_telemetry_survive_the_store(store: Store) -> None:
+    """A Jetson's BenchmarkReport (power figures) and status (EMC, power rails) come back as sent."""
+    system = p.SystemInfo(
+        gpu_load_percent=84.0, gpu_freq_mhz=713.0, emc_load_percent=18.0, emc_freq_mhz=3199.0,
+        power_mw={"VDD_IN": 17946.0, "VDD_SOC": 3923.0}, power_total_mw=17946.0, temperatures_c={"tj": 65.562},
+        nvpmodel="MAXN_SUPER", clocks_locked=False, sources=("psutil", "tegrastats", "nvpmodel"),
+    )  # fmt: skip
+    power = p.PowerStats(
+        source="tegrastats", total_of="VDD_IN", samples=15, seconds=1.5, mean_mw=9000.0, peak_mw=11000.0,
+        energy_mj=13500.0, energy_mj_per_image=1.2,
+    )  # fmt: skip
+    rid = f"ro-{uuid.uuid4().hex[:8]}"
+    sent = _bench(rollout_id=rid, command_id=uuid.uuid4(), power=power, system=system)
+    store.add_reports([("lab", sent)])
+    assert [r.report for r in store.rollout_reports(rid, p.BenchmarkReport)] == [sent]
+    store.upsert_status(p.DeviceStatus(device_id="d1", fleet="lab", state="online", system=system))
+    (d,) = store.devices("lab")
+    assert d.system == system
