@@ -7,6 +7,7 @@ A source that is not present is reported as absent (None), never as zero.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 from pathlib import Path
@@ -18,6 +19,8 @@ from device.jetson import clocks, release, tegrastats
 from device.jetson import sources as jetson_sources
 from device.jetson.sample import Sample
 from shared.protocol import SystemInfo
+
+log = logging.getLogger(__name__)
 
 _MAX_ENTRIES = 64  # SystemInfo's bound on its dicts
 _NAME = 64
@@ -93,8 +96,13 @@ def _psutil_temperatures() -> dict[str, float] | None:
     return out or None
 
 
-def process_rss_mb() -> float:
-    return float(psutil.Process(os.getpid()).memory_info().rss / 2**20)
+def process_rss_mb() -> float | None:
+    """This process's resident memory; None where /proc cannot tell (a chroot without it)."""
+    try:
+        return float(psutil.Process(os.getpid()).memory_info().rss / 2**20)
+    except psutil.Error as e:
+        log.debug("no RSS for this process: %s", e)
+        return None
 
 
 # CPU features that decide which ONNX Runtime kernels run (VNNI/AMX int8, BF16, Arm dot product), and so

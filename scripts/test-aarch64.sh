@@ -76,7 +76,12 @@ log "$(in_root uname -m), $(in_root python3 -V): installing edgeloop[device] fro
 [ -x "$ROOT/opt/edgeloop/bin/python" ] || in_root python3 -m venv /opt/edgeloop
 wheel=$(basename "$ROOT"/src/dist/edgeloop-*.whl)
 in_root /opt/edgeloop/bin/pip install -q --only-binary=:all: --force-reinstall --no-deps "/src/dist/$wheel"
-in_root /opt/edgeloop/bin/pip install -q --only-binary=:all: "/src/dist/$wheel[device]"
+# ONNX Runtime as JetPack 6's Python 3.10 resolves it (1.23.2, the last release with cp310 wheels): bookworm's
+# Python 3.11 would take the newest, and 1.32.0's aarch64 wheel dies with SIGSEGV at import under Debian
+# bookworm's qemu-user 7.2 (measured here; whether on a real ARM CPU is not known). EDGELOOP_ARM64_ORT="" takes
+# what pip resolves.
+ORT=${EDGELOOP_ARM64_ORT-1.23.2}
+in_root /opt/edgeloop/bin/pip install -q --only-binary=:all: "/src/dist/$wheel[device]" ${ORT:+"onnxruntime==$ORT"}
 if in_root /opt/edgeloop/bin/python -c 'import torch' 2>/dev/null; then
   log "torch was installed: the device side must not need it"; exit 1
 fi

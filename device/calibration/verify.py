@@ -120,6 +120,6 @@ def compare(
         )
     reason = "; ".join(problems) or (
         f"agrees with FP32 on {100 * agreement:.1f}% of {len(images)} images"
-        + (f", {drop:+.2f} points (lost {lost}, gained {gained})" if drop is not None else "")
+        + (f", accuracy drop {drop:.2f} points (lost {lost}, gained {gained})" if drop is not None else "")
     )
     return Verification(len(images), agreement, top_ref, top_got, drop, not problems, reason, lost, gained)

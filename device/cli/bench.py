@@ -238,7 +238,8 @@ def _print_report(r: dict[str, Any]) -> None:
         _print_profile(r)
     mem = r["engine_gpu_memory_mb"]
     gpu = f", engine GPU memory {mem:.0f} MB (activations, I/O buffers, plan)" if mem is not None else ""
-    print(f"memory       RSS {r['process_rss_mb']:.0f} MB{gpu}")
+    rss = f"RSS {r['process_rss_mb']:.0f} MB" if r["process_rss_mb"] is not None else "RSS unknown (no /proc)"
+    print(f"memory       {rss}{gpu}")
 
 
 def _print_power(p: dict[str, Any]) -> None:
