@@ -5,7 +5,6 @@ commands the host sent, the CalibrationReports that answer them, their states, t
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,26 +16,16 @@ from host.fleet.store import Store
 from host.fleet.store.schema import MIGRATIONS, schema_version
 from shared import protocol as p
 from tests.host.fleet.factories import REF, calibration_report, recalibrate_command
-from tests.host.fleet.test_store import PG_ENV, schema_reset
+from tests.host.fleet.stores import BACKENDS, open_store
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(str(tmp_path / "t.sqlite"))
-    else:
-        url = os.environ.get(PG_ENV)
-        if not url:
-            if os.environ.get("CI"):
-                pytest.fail(f"{PG_ENV} must be set in CI (.ci/run starts PostgreSQL)")
-            pytest.skip(f"set {PG_ENV}=postgresql://user:pw@127.0.0.1/db to run against PostgreSQL")
-        schema_reset(url)
-        s = Store(url)
-    s.upsert_status(p.DeviceStatus(device_id="d1", fleet="lab", state="online", release=REF))
-    yield s
-    s.close()
+    with open_store(request.param, tmp_path) as s:
+        s.upsert_status(p.DeviceStatus(device_id="d1", fleet="lab", state="online", release=REF))
+        yield s
 
 
 def _at(minutes: int) -> dt.datetime:

@@ -4,7 +4,6 @@ nothing."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,24 +18,14 @@ from host.fleet.store.reports import StoreUnavailableError
 from host.fleet.store.schema import benchmarks
 from shared import protocol as p
 from tests.host.fleet.factories import telemetry_report
-from tests.host.fleet.test_store import PG_ENV, schema_reset
+from tests.host.fleet.stores import BACKENDS, open_store
 from tests.shared.factories import benchmark_report
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(str(tmp_path / "t.sqlite"))
-    else:
-        url = os.environ.get(PG_ENV)
-        if not url:
-            if os.environ.get("CI"):
-                pytest.fail(f"{PG_ENV} must be set in CI (.ci/run starts PostgreSQL)")
-            pytest.skip(f"set {PG_ENV}=postgresql://user:pw@127.0.0.1/db to run against PostgreSQL")
-        schema_reset(url)
-        s = Store(url)
-    yield s
-    s.close()
+    with open_store(request.param, tmp_path) as s:
+        yield s
 
 
 def _batch(n: int = 100, devices: int = 5) -> list[tuple[str, p.AnyReport]]:

@@ -13,7 +13,6 @@ SQLite and, with EDGELOOP_TEST_POSTGRES_URL, PostgreSQL:
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from host.fleet.store.records import R
 from host.fleet.store.schema import MIGRATIONS, reports, schema_version
 from shared import protocol as p
 from tests.host.fleet.factories import REF, calibration_report, recalibrate_command, telemetry_report
-from tests.host.fleet.test_store import PG_ENV, schema_reset
+from tests.host.fleet.stores import BACKENDS, open_store
 from tests.shared.factories import benchmark_report
 
 pytestmark = pytest.mark.security
@@ -35,22 +34,12 @@ pytestmark = pytest.mark.security
 FAR = dt.datetime(2199, 12, 31, tzinfo=dt.timezone.utc)  # the wire takes sent_at up to 2200
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(str(tmp_path / "t.sqlite"))
-    else:
-        url = os.environ.get(PG_ENV)
-        if not url:
-            if os.environ.get("CI"):
-                pytest.fail(f"{PG_ENV} must be set in CI (.ci/run starts PostgreSQL)")
-            pytest.skip(f"set {PG_ENV}=postgresql://user:pw@127.0.0.1/db to run against PostgreSQL")
-        schema_reset(url)
-        s = Store(url)
-    for device, fleet in (("d1", "lab"), ("d2", "lab"), ("d1", "other")):
-        s.upsert_status(p.DeviceStatus(device_id=device, fleet=fleet, state="online", release=REF))
-    yield s
-    s.close()
+    with open_store(request.param, tmp_path) as s:
+        for device, fleet in (("d1", "lab"), ("d2", "lab"), ("d1", "other")):
+            s.upsert_status(p.DeviceStatus(device_id=device, fleet=fleet, state="online", release=REF))
+        yield s
 
 
 def _now() -> dt.datetime:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,37 +10,18 @@ import pytest
 import sqlalchemy as sa
 
 from host.fleet.rollout_config import RolloutConfig
-from host.fleet.store import Store, metadata
+from host.fleet.store import Store
 from host.fleet.store.records import RolloutMember
 from host.fleet.store.schema import MIGRATIONS, schema_version
 from shared import protocol as p
+from tests.host.fleet.stores import BACKENDS, open_store
 from tests.shared.factories import benchmark_report, manifest
 
-PG_ENV = "EDGELOOP_TEST_POSTGRES_URL"
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(str(tmp_path / "t.sqlite"))
-    else:
-        url = os.environ.get(PG_ENV)
-        if not url:
-            if os.environ.get("CI"):
-                pytest.fail(f"{PG_ENV} must be set in CI (.ci/run starts PostgreSQL)")
-            pytest.skip(f"set {PG_ENV}=postgresql://user:pw@127.0.0.1/db to run against PostgreSQL")
-        schema_reset(url)
-        s = Store(url)
-    yield s
-    s.close()
-
-
-def schema_reset(url: str) -> None:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-        conn.execute(sa.text("DROP TABLE IF EXISTS schema_version"))
-    engine.dispose()
+    with open_store(request.param, tmp_path) as s:
+        yield s
 
 
 def _bench(device: str = "d1", **kw: object) -> p.BenchmarkReport:

@@ -4,7 +4,6 @@ series, idempotent writes, running totals, the fleet view's served latency and d
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,26 +14,16 @@ from host.fleet.store import Store
 from host.fleet.store.schema import MIGRATIONS, schema_version
 from shared import protocol as p
 from tests.host.fleet.factories import drift_stats, telemetry_report
-from tests.host.fleet.test_store import PG_ENV, schema_reset
+from tests.host.fleet.stores import BACKENDS, open_store
 from tests.shared.factories import benchmark_report
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(str(tmp_path / "t.sqlite"))
-    else:
-        url = os.environ.get(PG_ENV)
-        if not url:
-            if os.environ.get("CI"):
-                pytest.fail(f"{PG_ENV} must be set in CI (.ci/run starts PostgreSQL)")
-            pytest.skip(f"set {PG_ENV}=postgresql://user:pw@127.0.0.1/db to run against PostgreSQL")
-        schema_reset(url)
-        s = Store(url)
-    yield s
-    s.close()
+    with open_store(request.param, tmp_path) as s:
+        yield s
 
 
 def _at(minutes: int) -> dt.datetime:
@@ -90,6 +79,22 @@ def test_fleet_view_has_the_latest_served_latency_and_drift(store: Store) -> Non
     assert view["d2"].drift is None and view["d2"].served_p50_ms == 4.0  # served, but no drift score
     assert view["d3"].drift is None and view["d3"].served_p50_ms is None  # never served
     assert set(store.latest_telemetry("lab")) == {("lab", "d1"), ("lab", "d2")}
+
+
+def test_input_and_label_drift_are_kept_apart_and_older_devices_still_show(store: Store) -> None:
+    """A device serving one class at a time: high label drift, no input drift, not flagged. A device
+    from before the split sends one mixed score: it shows as it came, without the two figures."""
+    one_class = drift_stats(0.3, psi_class=5.95, label_drift=23.8)
+    old = drift_stats(23.8, input_drift=None, label_drift=None, input_shifts=None)
+    for device in ("d1", "d2"):
+        store.upsert_status(p.DeviceStatus(device_id=device, fleet="lab", state="online"))
+    store.add_reports([("lab", telemetry_report("d1", drift=one_class)), ("lab", telemetry_report("d2", drift=old))])
+    view = {d.device_id: d.drift for d in store.fleet("lab")}
+    new, before = view["d1"], view["d2"]
+    assert new is not None and (new.score, new.input_drift, new.label_drift, new.drifted) == (0.3, 0.3, 23.8, False)
+    assert before is not None and (before.score, before.input_drift, before.label_drift) == (23.8, None, None)
+    (row,) = store.telemetry_series("lab", "d1")
+    assert row.drift is not None and row.drift.input_shifts == {"fine_detail": 0.15} and row.drift_score == 0.3
 
 
 @pytest.mark.security
