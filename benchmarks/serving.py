@@ -11,8 +11,8 @@ TEST is the 10,000-image CIFAR-10 test split (an ImageFolder). Each round runs, 
 
 Reported: medians over the rounds and the per-round ratios (served / raw, on / off), how the cores
 were shared (client process, server process, inference inside it), top-1 against ``edgeloop
-evaluate``, and the drift check: the score of every 500-image window of the clean test split and of
-each shift preset's copy (false-positive and detection rates at the default threshold). Writes JSON
+evaluate``, and the drift check: input and label drift of every 500-image window of the clean test
+split and of each shift preset's copy, in folder order and shuffled (benchmarks/drift.py). Writes JSON
 (default benchmarks/serving-result.json).
 """
 
@@ -101,58 +101,13 @@ def served(model: Path, threads: int, data: Path, concurrency: int, telemetry: b
 
 
 def drift_check(model: Path, data: Path, window: int = 500) -> dict[str, Any]:
-    """Drift scores of every ``window``-image slice of the clean split and of each preset's copy."""
-    import numpy as np
+    """Input and label drift of every ``window``-image slice of the clean split and of each preset's copy,
+    in folder order and shuffled (benchmarks/drift.py, which measures the same on its own)."""
+    from benchmarks.drift import measure, shifted_sets  # a sibling script (benchmarks/ is no package)
 
-    from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
-    from device.serving.batcher import softmax
-    from device.serving.standalone import summary_from_meta
-    from host.factory.field.shift import PRESETS, shift_images
-    from shared import datasets, drift, imaging
-    from shared.modelmeta import read_meta
-
-    meta = read_meta(model)
-    reference = summary_from_meta(meta)
-    if reference is None:
-        raise SystemExit(f"{model} has no drift reference: edgeloop data reference {model}")
-    test = datasets.load_labelled(data)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(test))  # the folder is sorted by class; windows of served traffic are mixed
-    with OnnxRuntimeRuntime(OnnxRuntimeConfig()) as rt, tempfile.TemporaryDirectory() as tmp:
-        rt.load(rt.build(model, "fp32", Path(tmp)))
-
-        def scores(images: np.ndarray) -> list[float]:
-            probs = np.concatenate(
-                [
-                    softmax(rt.infer(imaging.normalize(images[i : i + 500], meta.preprocessing)))
-                    for i in range(0, len(images), 500)
-                ]
-            )
-            starts = range(0, len(images) - window + 1, window)
-            n = len(meta.classes)
-            return [
-                drift.score(reference, drift.summarize_images(images[s : s + window], probs[s : s + window], n)).score
-                for s in starts
-            ]
-
-        def flagged(s: list[float]) -> float:
-            return sum(x >= drift.DEFAULT_THRESHOLD for x in s) / len(s)
-
-        if len(test.images) < window:
-            raise SystemExit(
-                f"the drift check needs at least one window of {window} images; {data} has {len(test.images)}"
-            )
-        clean = scores(test.images[order])
-        out: dict[str, Any] = {
-            "window": window,
-            "threshold": drift.DEFAULT_THRESHOLD,
-            "clean": {"windows": len(clean), "max_score": max(clean), "false_positive_rate": flagged(clean)},
-            "presets": {},
-        }
-        for name in PRESETS:
-            s = scores(shift_images(test.images[order], name, seed=0))
-            out["presets"][name] = {"windows": len(s), "min_score": min(s), "detection_rate": flagged(s)}
-    return out
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {"clean": data, **shifted_sets(data, Path(tmp))}
+        return {"window": window, "threshold": 1.0, "sets": measure(model, sets, window)}
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float:

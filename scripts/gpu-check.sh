@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The TensorRT check for a machine with a GPU (a Jetson with JetPack, or an x86 server with the TensorRT wheels):
 # the `gpu` tests, then `edgeloop-agent bench --json` on the zoo's FP32, FP16 and INT8 (Q/DQ) files, each beside
-# `trtexec` on the same ONNX when trtexec is on the PATH, all written to ONE JSON (format: README, "GPU check").
+# `trtexec` on the same ONNX when trtexec is on the PATH, all written to ONE JSON (format: docs/testing.md, "GPU check").
 # On a board with DLA cores (Jetson AGX Orin, Orin NX, Xavier) the FP16 and INT8 files run on DLA core 0 too
 # (bench --dla-core 0; trtexec --useDLACore=0 --allowGPUFallback). At the end it prints one table: a row per run,
 # edgeloop's p50/p99 latency and throughput beside trtexec's, and their ratios.

@@ -2,10 +2,16 @@
 
 decode (OpenCV, BGR -> RGB) -> resize to the model's size when needed -> scale to [0, 1] ->
 normalise with the model card's mean/std -> NCHW float32.
+
+Decoding takes JPEG, PNG, BMP and WebP only, and refuses from the header (``shared.imageheader``)
+any image over ``max_pixels`` before OpenCV allocates it: the cap is on pixels, not bytes, because a
+tiny file can announce gigabytes of them.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +20,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from shared import imageheader
 from shared.errors import EdgeloopError
+from shared.imageheader import ImageError, ImageHeader, TruncatedImageError, UnsupportedImageError
+
+# 16 Mpx (4096 x 4096): every camera frame up to 4K UHD (8.3 Mpx) and 12 Mpx phone photos pass, and
+# a decode costs at most 48 MB (RGB) plus OpenCV's BGR copy. The model sees 32 x 32; nothing larger
+# than this makes its input any better. A setting may raise it up to PIXEL_CEILING.
+MAX_PIXELS = 4096 * 4096
+# 64 Mpx (8192 x 8192, 192 MB decoded): the most any setting may allow, and OpenCV's own limit in
+# this process (OPENCV_IO_MAX_IMAGE_PIXELS, when the environment does not set it) as a second line.
+PIXEL_CEILING = 8192 * 8192
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -51,6 +67,8 @@ class Preprocessing:
 def opencv() -> Any:
     """OpenCV, set up for our use (threads: one; we parallelise across images ourselves)."""
     # Imported lazily so that `import shared` stays cheap for tools that never touch pixels.
+    if "cv2" not in sys.modules:  # OpenCV reads its limit once, when it loads
+        os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(PIXEL_CEILING))
     import cv2
 
     cv2.setNumThreads(1)  # we parallelise across images ourselves; nested pools only thrash
@@ -75,21 +93,35 @@ def truncation(data: bytes | bytearray | memoryview) -> str | None:
     return None
 
 
-def decode(data: bytes | bytearray | memoryview, strict: bool = False) -> U8Image:
-    """Decode encoded image bytes (JPEG/PNG/...) to an HxWx3 RGB uint8 array.
+def header(data: bytes | bytearray | memoryview, max_pixels: int = MAX_PIXELS) -> ImageHeader:
+    """Format and size from the header; ``ImageError`` unless it is a JPEG/PNG/BMP/WebP within the cap."""
+    if len(data) == 0:
+        raise UnsupportedImageError("cannot decode an empty image")
+    found = imageheader.read(data)
+    imageheader.check_pixels(found, max_pixels)
+    return found
 
-    ``strict`` also refuses a JPEG or PNG that is cut short (see ``truncation``).
+
+def decode(data: bytes | bytearray | memoryview, strict: bool = False, max_pixels: int = MAX_PIXELS) -> U8Image:
+    """Decode encoded image bytes (JPEG/PNG/BMP/WebP) to an HxWx3 RGB uint8 array.
+
+    Refused with an ``ImageError`` (an ``EdgeloopError``) whose ``kind`` says why: another format, a
+    malformed header, more than ``max_pixels`` pixels (``ImageTooLargeError``, before any decoding),
+    or bytes OpenCV cannot decode. ``strict`` also refuses a JPEG or PNG that is cut short (see
+    ``truncation``).
     """
-    cv2 = opencv()
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if buf.size == 0:
-        raise EdgeloopError("cannot decode an empty image")
+    found = header(data, max_pixels)
     if strict and (why := truncation(data)) is not None:
-        raise EdgeloopError(why)
+        raise TruncatedImageError(why)
+    cv2 = opencv()
     rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
+    except cv2.error as e:  # OpenCV's own checks (its pixel limit, a broken stream) raise instead of returning None
+        reason = str(e).strip().splitlines()[-1][:200]
+        raise ImageError(f"OpenCV could not decode the {found.format.upper()}: {reason}") from e
     if img is None:
-        raise EdgeloopError("image bytes are not a decodable image (corrupt or unsupported format)")
+        raise ImageError(f"OpenCV could not decode the {found.format.upper()} (corrupt data)")
     if rgb_flag is None:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     out: U8Image = img

@@ -116,6 +116,7 @@ class MqttSession:
         self._ack_lock = threading.Lock()
         self._unrouted: set[int] = set()  # mids whose latest PUBACK said "No matching subscribers"
         self.connected = threading.Event()
+        self.connected_since = 0.0  # monotonic time of the latest CONNACK
         self.stats = SessionStats()
         self._protocol: ProtocolChoice = "5" if settings.protocol in ("5", "auto") else "3.1.1"
         self._lock = threading.Lock()
@@ -225,8 +226,17 @@ class MqttSession:
         if self.connected.is_set():
             self._client.subscribe(topic_filter, qos)
 
-    def stop(self, final: tuple[str, bytes, int, bool] | None = None, timeout: float = 5.0) -> None:
-        """Publish ``final`` (e.g. a retained offline status), disconnect cleanly, stop the thread."""
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Also a subscription that a resumed persistent session brought back without our asking."""
+        self.subscriptions = [(f, q) for f, q in self.subscriptions if f != topic_filter]
+        if self.connected.is_set():
+            self._client.unsubscribe(topic_filter)
+
+    def stop(
+        self, final: tuple[str, bytes, int, bool] | None = None, timeout: float = 5.0, end_session: bool = False
+    ) -> None:
+        """Publish ``final`` (e.g. a retained offline status), disconnect cleanly, stop the thread.
+        ``end_session`` (MQTT 5): the broker drops the persistent session instead of keeping it."""
         self._stopping = True
         try:
             if final is not None and self.connected.is_set():
@@ -236,7 +246,11 @@ class MqttSession:
                 while not info.is_published() and time.monotonic() < deadline and self.connected.is_set():
                     time.sleep(0.02)
             was_connected = self.connected.is_set()
-            self._client.disconnect()
+            props = None
+            if end_session and self._protocol == "5":
+                props = Properties(PacketTypes.DISCONNECT)
+                props.SessionExpiryInterval = 0
+            self._client.disconnect(properties=props)
             if was_connected:  # let the network thread process the DISCONNECT before it is stopped
                 deadline = time.monotonic() + timeout
                 while self.connected.is_set() and time.monotonic() < deadline:
@@ -266,6 +280,7 @@ class MqttSession:
         log.info("connected to %s (%s) as %s", self.settings.url, self.stats.protocol, self.client_id)
         for topic_filter, qos in self.subscriptions:
             client.subscribe(topic_filter, qos)
+        self.connected_since = time.monotonic()
         self.connected.set()
         if self._on_connected is not None:
             self._guard("on_connected", self._on_connected)

@@ -15,6 +15,7 @@ from types import ModuleType
 from device.cli import bench, calibrate, check_config, loadgen, run, selftest, serve, sysinfo
 from device.cli.bench import bench_command
 from shared.errors import EdgeloopError
+from shared.version import add_version_option
 
 # the help text of `edgeloop-agent --help`, as it has always read
 DESCRIPTION = (
@@ -40,6 +41,7 @@ def setup_logging(verbose: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgeloop-agent", description=DESCRIPTION)
+    add_version_option(p)
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="command", required=True)
     for command in COMMANDS:

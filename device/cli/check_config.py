@@ -16,4 +16,5 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("check-config", help="validate an agent config and print it (secrets hidden)")
     c.add_argument("--config", required=True)
+    c.add_argument("--json", action="store_true", help="print one JSON object (what it prints anyway)")
     c.set_defaults(handler=_cmd_check_config)

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared import drift
+from shared import drift, imaging
+from shared.httpserver import HttpLimits
 
 
 class _Section(BaseModel):
@@ -18,7 +19,9 @@ class _Section(BaseModel):
 class DriftConfig(_Section):
     window: int = Field(500, ge=10, le=100_000, description="served images the drift score is taken over")
     min_images: int = Field(100, ge=1, le=100_000, description="no score before this many images")
-    threshold: float = Field(drift.DEFAULT_THRESHOLD, gt=0, le=1000, description="score that flags drift")
+    threshold: float = Field(
+        drift.DEFAULT_THRESHOLD, gt=0, le=1000, description="input drift that flags (label drift never flags)"
+    )
 
 
 class ReservoirConfig(_Section):
@@ -57,6 +60,14 @@ class InferenceConfig(_Section):
     max_delay_ms: float = Field(2.0, ge=0, le=1000, description="dynamic batching: longest wait for a fuller batch")
     max_queue: int = Field(2048, ge=1, le=1_000_000, description="waiting requests beyond this get 503")
     max_body_kb: int = Field(4096, ge=1, le=1_048_576, description="largest accepted image upload")
+    max_image_pixels: int = Field(
+        imaging.MAX_PIXELS,
+        ge=1,
+        le=imaging.PIXEL_CEILING,
+        description="largest image, width x height, read from its header before decoding (413 above)",
+    )
+    decode_threads: int = Field(2, ge=1, le=64, description="images decoded at once, off the event loop")
+    http: HttpLimits = Field(HttpLimits(), description="connections, request head and body bounds of the API")
     telemetry_interval_s: float = Field(30.0, ge=1, le=86400, description="one TelemetryReport per interval")
     stats_window_s: float = Field(60.0, ge=1, le=3600, description="sliding window of GET /v1/stats")
     telemetry: bool = Field(True, description="latency histograms, counters and drift (off only to measure them)")

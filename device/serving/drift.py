@@ -1,5 +1,9 @@
 """The device's drift monitor: the last ``window`` served images against the release's reference
-(the statistic and the score are ``shared.drift``'s, so host and device compute the same thing)."""
+(the statistics and the score are ``shared.drift``'s, so host and device compute the same thing).
+
+The score is the input drift (``shared.inputstats``: compared with the reference's images of the same
+predicted classes, so that a camera watching one scene is not a field shift); the label drift (the
+predicted-class mix) is reported beside it and never flags."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import threading
 import numpy as np
 
 from device.serving.batcher import Batch
-from shared import drift
+from shared import drift, inputstats
 from shared.drift import Summary
 from shared.protocol import DriftStats
 
@@ -21,7 +25,7 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self._reference: Summary | None = None
         self._n_classes = 0
-        self._means = np.zeros((window, 3), dtype=np.float32)
+        self._inputs = np.zeros((window, len(inputstats.STATS)), dtype=np.float32)
         self._detail = np.zeros(window, dtype=np.float32)
         self._conf = np.zeros(window, dtype=np.float32)
         self._pred = np.zeros(window, dtype=np.int64)
@@ -38,21 +42,25 @@ class DriftMonitor:
             self.reset(batch.model.reference, len(batch.model.classes))
         n = min(len(batch.images), self.window)
         images, probs = batch.images[-n:], batch.probs[-n:]
-        means, details = drift.channel_means(images), drift.detail(images)
+        stats, details = inputstats.image_stats(images), drift.detail(images)
         conf, pred = drift.confidences(probs)
         with self._lock:
             slots = (self._count + np.arange(n)) % self.window
-            self._means[slots], self._detail[slots] = means, details
+            self._inputs[slots], self._detail[slots] = stats, details
             self._conf[slots], self._pred[slots] = conf, pred
             self._count += n
 
     def stats(self) -> DriftStats | None:
-        """The score of the current window; None without a reference or before ``min_images``."""
+        """The drift of the current window; None without a reference or before ``min_images``."""
         with self._lock:
             reference, n = self._reference, min(self._count, self.window)
             if reference is None or n < self.min_images:
                 return None
-            window = drift.summarize(self._means[:n], self._detail[:n], self._conf[:n], self._pred[:n], self._n_classes)
+            inputs = self._inputs[:n]
+            window = drift.summarize(
+                inputs[:, inputstats.CHANNEL_MEANS], self._detail[:n], self._conf[:n], self._pred[:n],
+                self._n_classes, inputs,
+            )  # fmt: skip
         s = drift.score(reference, window)
         return DriftStats(
             score=s.score,
@@ -63,4 +71,7 @@ class DriftMonitor:
             psi_class=s.psi_class,
             channel_shift=s.channel_shift,
             detail_shift=s.detail_shift,
+            input_drift=s.input_drift,
+            label_drift=s.label_drift,
+            input_shifts=s.input_shifts,
         )

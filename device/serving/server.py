@@ -23,6 +23,7 @@ from device.serving.model import ModelSlot, ServedModel
 from device.serving.reservoir import Reservoir
 from device.serving.telemetry import ServingStats
 from shared.errors import EdgeloopError
+from shared.httpserver import uvicorn_config
 from shared.imaging import U8Image
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class InferenceServer:
             self.slot, self.telemetry, config.max_batch, config.max_delay_ms, config.max_queue, observers
         )
         self.max_body_bytes = config.max_body_kb * 1024
+        self.max_image_pixels = config.max_image_pixels
+        self.body_timeout_s = config.http.body_timeout_s
         self._ready = threading.Event()
         self._http: Any = None
         self._thread: threading.Thread | None = None
@@ -58,6 +61,11 @@ class InferenceServer:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def input_size(self) -> int | None:
+        model = self.slot.current
+        return model.input_size if model is not None else None
 
     def serve(self, model: ServedModel) -> None:
         """Warm ``model`` up, then answer with it; requests in flight finish on the old one."""
@@ -125,6 +133,8 @@ class InferenceServer:
                 "score": drift.score if drift else None,
                 "threshold": self.drift.threshold,
                 "drifted": bool(drift and drift.drifted),
+                "input_drift": drift.input_drift if drift else None,
+                "label_drift": drift.label_drift if drift else None,
                 "n_images": drift.n_images if drift else 0,
                 "details": drift.model_dump() if drift else None,
             },
@@ -137,10 +147,8 @@ class InferenceServer:
 
         host, port = self.config.host_port()
         self.batcher.start()
-        config = uvicorn.Config(
-            create_app(self), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-        )
-        self._http = uvicorn.Server(config)
+        app = create_app(self, self.config.decode_threads)
+        self._http = uvicorn.Server(uvicorn_config(app, host, port, self.config.http))
         self._thread = threading.Thread(target=self._http.run, name="inference-http", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 15

@@ -31,6 +31,7 @@ from host.cli import (
     train,
 )
 from shared.errors import EdgeloopError
+from shared.version import add_version_option
 
 DESCRIPTION = (
     "Train and compress CIFAR classifiers, release them to a fleet of Jetson devices, and roll them out "
@@ -61,6 +62,7 @@ COMMANDS: list[ModuleType] = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeloop", description=DESCRIPTION)
+    add_version_option(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:

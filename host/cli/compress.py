@@ -40,4 +40,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--val-data", help="labelled set for per-step top-1 (default: the test split of --data)")
     p.add_argument("--out", required=True, help="build directory for checkpoints, ONNX files and logs")
+    p.add_argument("--json", action="store_true", help="print one JSON object (what it prints anyway)")
     p.set_defaults(handler=_cmd_compress)

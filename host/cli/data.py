@@ -15,7 +15,10 @@ def _cmd_import_cifar(args: argparse.Namespace) -> int:
     from shared.datasets import import_cifar_python
 
     counts = import_cifar_python(args.archive, args.out)
-    print(f"wrote {counts['train']:,} training and {counts['test']:,} test images under {args.out}")
+    if args.json:
+        print(json.dumps({"out": args.out, "train": counts["train"], "test": counts["test"]}, indent=2))
+    else:
+        print(f"wrote {counts['train']:,} training and {counts['test']:,} test images under {args.out}")
     return 0
 
 
@@ -36,9 +39,13 @@ def _cmd_reference(args: argparse.Namespace) -> int:
     from device.serving import reference
 
     ref = reference.reference_of(Path(args.model), args.data, limit=args.limit)
-    for path in [Path(args.model), *(Path(p) for p in args.into or [])]:
+    written = [Path(args.model), *(Path(p) for p in args.into or [])]
+    for path in written:
         reference.stamp(path, ref)
-        print(f"wrote the drift reference ({ref.source}) into {path}")
+        if not args.json:
+            print(f"wrote the drift reference ({ref.source}) into {path}")
+    if args.json:
+        print(json.dumps({"written": [str(p) for p in written], "reference": ref.model_dump(mode="json")}, indent=2))
     return 0
 
 
@@ -50,16 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = dsub.add_parser("import-cifar", help="convert cifar-10-python.tar.gz to PNG class folders")
     q.add_argument("archive")
     q.add_argument("--out", required=True)
+    q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(handler=_cmd_import_cifar)
     s = dsub.add_parser("shift", help="a seeded copy of a labelled set as the field would see it (PNG)")
     s.add_argument("src", help="labelled ImageFolder dir or .tar.gz[::subdir]")
     s.add_argument("--out", required=True, help="new folder for the shifted copy (same class folders)")
     s.add_argument("--preset", required=True, choices=PRESET_NAMES, help="which field shift")
     s.add_argument("--seed", type=int, default=0, help="the same seed gives the same copy")
+    s.add_argument("--json", action="store_true", help="print one JSON object (what it prints anyway)")
     s.set_defaults(handler=_cmd_shift)
     r = dsub.add_parser("reference", help="write a model's drift reference into its ONNX metadata")
     r.add_argument("model", help="the FP32 ONNX the reference is measured on")
     r.add_argument("--data", help="held-out labelled images (default: the golden set)")
     r.add_argument("--limit", type=int, default=2000, help="at most this many images (class-balanced)")
     r.add_argument("--into", nargs="+", help="also write the same reference into these ONNX files (e.g. INT8, FP16)")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
     r.set_defaults(handler=_cmd_reference)

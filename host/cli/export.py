@@ -7,6 +7,8 @@ and `edgeloop --help` (and every fleet command) must not wait for it or need it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from pathlib import Path
 
 
@@ -22,7 +24,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         fold=not args.no_fold_bn,
         parity_limit=args.parity_images,
     )
-    print(f"wrote {args.out}: {parity}")
+    if args.json:
+        result = {"checkpoint": args.checkpoint, "out": args.out, "parity": dataclasses.asdict(parity)}
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"wrote {args.out}: {parity}")
     return 0
 
 
@@ -35,4 +41,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization nodes")
     p.add_argument("--parity-images", type=int, default=1000, help="how many images of --data the parity check uses")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_cmd_export)

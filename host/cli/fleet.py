@@ -1,7 +1,7 @@
 """`edgeloop fleet`: fleet views and field samples, through the REST API of `edgeloop serve`.
 
-`fleet status` shows, per device, its latest benchmark, what it served (latency, drift), its latest
-re-calibration (``edgeloop recalibrate``) and the latest verdict of its INT8 gate at activation."""
+`fleet status` shows, per device, its latest benchmark, what it served (latency, input and label drift),
+its latest re-calibration (``edgeloop recalibrate``) and the latest verdict of its INT8 gate at activation."""
 
 from __future__ import annotations
 
@@ -19,10 +19,18 @@ if TYPE_CHECKING:
 
 
 def drift_text(drift: dict[str, Any] | None) -> str:
-    """The drift column: "DRIFT 3.10" when flagged, "ok 0.20" when scored, "-" without a score."""
+    """The input drift column: "DRIFT 3.10" when flagged, "ok 0.20" when scored, "-" without a score
+    (``score`` is the input drift; a device from before the split sent a mixed one)."""
     if not drift:
         return "-"
     return f"{'DRIFT' if drift['drifted'] else 'ok'} {drift['score']:.2f}"
+
+
+def label_drift_text(drift: dict[str, Any] | None) -> str:
+    """The label drift column: the predicted-class mix against the reference ("23.80"), which never flags;
+    "-" without a score or from a device that does not report it apart."""
+    label = (drift or {}).get("label_drift")
+    return "-" if label is None else f"{label:.2f}"
 
 
 def calibration_text(c: dict[str, Any] | None) -> str:
@@ -47,8 +55,8 @@ def _cmd_fleet_status(args: argparse.Namespace) -> int:
         return 0
     print_table(
         "fleet",
-        ["fleet", "device", "state", "release", "p50 ms", "p99 ms", "top-1 %", "served p99 ms", "drift", "calibration",
-         "INT8 gate", "runtime", "GPU/CPU"],
+        ["fleet", "device", "state", "release", "p50 ms", "p99 ms", "top-1 %", "served p99 ms", "input drift",
+         "label drift", "calibration", "INT8 gate", "runtime", "GPU/CPU"],
         [
             (
                 d["fleet"],
@@ -60,6 +68,7 @@ def _cmd_fleet_status(args: argparse.Namespace) -> int:
                 100 * d["top1"] if d["top1"] is not None else None,
                 d.get("served_p99_ms"),
                 drift_text(d.get("drift")),
+                label_drift_text(d.get("drift")),
                 calibration_text(d.get("calibration")),
                 GATE_TEXT.get((d.get("int8_gate") or {}).get("code", ""), "-"),
                 d["runtime"],
@@ -128,7 +137,9 @@ def _cmd_fleet_sample(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fleet", help="fleet views and field samples")
     fsub = p.add_subparsers(dest="fleet_command", required=True)
-    s = fsub.add_parser("status", help="one line per device (served latency, drift, calibration, INT8 gate)")
+    s = fsub.add_parser(
+        "status", help="one line per device (served latency, input and label drift, calibration, INT8 gate)"
+    )
     s.add_argument("--fleet")
     s.add_argument("--json", action="store_true")
     server_arg(s)

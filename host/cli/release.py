@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from shared.errors import EdgeloopError
@@ -56,6 +57,9 @@ def _cmd_release_list(args: argparse.Namespace) -> int:
     from host.table import print_table
 
     ms = ReleaseStore(args.store).all()
+    if args.json:  # a list, as `fleet status --json` and `rollout status --json` print
+        print(json.dumps([m.model_dump(mode="json") for m in ms], indent=2))
+        return 0
     print_table(
         "releases",
         ["release", "created", "artifacts", "source top-1 %", "signed"],
@@ -102,4 +106,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(handler=_cmd_release_create)
     ls = rsub.add_parser("list", help="list releases in a store")
     ls.add_argument("--store", default="releases")
+    ls.add_argument("--json", action="store_true", help="print every manifest as one JSON list")
     ls.set_defaults(handler=_cmd_release_list)

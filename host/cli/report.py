@@ -7,6 +7,7 @@ and `edgeloop --help` (and every fleet command) must not wait for it or need it.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from device.runtimes import registry
@@ -29,6 +30,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     json_path = Path(args.json_out or build_dir / "report.json")
     png_path = Path(args.png or json_path.with_suffix(".png"))
     write_report(report, json_path, png_path)
+    if args.json:  # the object written to --json-out
+        print(json.dumps(report, indent=2))
+        return 0
     print_report(report)
     print(f"wrote {json_path} and {png_path}")
     return 0
@@ -51,4 +55,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds (median is reported)")
     p.add_argument("--json-out", help="default: BUILD_DIR/report.json")
     p.add_argument("--png", help="default: next to the JSON")
+    p.add_argument("--json", action="store_true", help="print the report's JSON object (the one --json-out holds)")
     p.set_defaults(handler=_cmd_report)

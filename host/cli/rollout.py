@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from host.cli.common import api_client, fraction, server_arg
+
+if TYPE_CHECKING:
+    from host.fleet.client import ApiClient
 
 
 def _rollout_table(r: dict[str, Any]) -> None:
@@ -36,33 +39,40 @@ def _rollout_table(r: dict[str, Any]) -> None:
     )
 
 
-def _cmd_rollout(args: argparse.Namespace) -> int:
+def _start(api: ApiClient, args: argparse.Namespace) -> int:
     import time
 
     from host.fleet.rollout_config import RolloutConfig, parse_duration
     from host.fleet.store.records import TERMINAL
 
+    cfg = RolloutConfig(
+        waves=[w.strip() for w in args.waves.split(",")],
+        max_accuracy_drop=args.max_accuracy_drop,
+        p99_budget_ms=args.p99_budget_ms,
+        abort_failures=fraction(args.abort_failures),
+        wave_timeout_s=parse_duration(args.wave_timeout),
+        precision=args.precision,
+    )
+    r = api.post(
+        "/api/v1/rollouts", {"release": args.release, "fleet": args.fleet, "config": cfg.model_dump(mode="json")}
+    )
+    if not args.json:
+        print(f"started rollout {r['id']}")
+    if args.wait:
+        while r["state"] not in TERMINAL:
+            time.sleep(1)
+            r = api.get(f"/api/v1/rollouts/{r['id']}")
+    if args.json:  # the rollout as the REST API answers it: as started, or as it ended with --wait
+        print(json.dumps(r, indent=2))
+    elif args.wait:
+        _rollout_table(r)
+    return 0 if not args.wait or r["state"] == "completed" else 1
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
     api = api_client(args)
     if args.rollout_command == "start":
-        cfg = RolloutConfig(
-            waves=[w.strip() for w in args.waves.split(",")],
-            max_accuracy_drop=args.max_accuracy_drop,
-            p99_budget_ms=args.p99_budget_ms,
-            abort_failures=fraction(args.abort_failures),
-            wave_timeout_s=parse_duration(args.wave_timeout),
-            precision=args.precision,
-        )
-        r = api.post(
-            "/api/v1/rollouts", {"release": args.release, "fleet": args.fleet, "config": cfg.model_dump(mode="json")}
-        )
-        print(f"started rollout {r['id']}")
-        if args.wait:
-            while r["state"] not in TERMINAL:
-                time.sleep(1)
-                r = api.get(f"/api/v1/rollouts/{r['id']}")
-            _rollout_table(r)
-            return 0 if r["state"] == "completed" else 1
-        return 0
+        return _start(api, args)
     if args.rollout_command == "status":
         rs = [api.get(f"/api/v1/rollouts/{args.rollout_id}")] if args.rollout_id else api.get("/api/v1/rollouts")
         if args.json:
@@ -72,7 +82,10 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
                 _rollout_table(r)
         return 0
     r = api.post(f"/api/v1/rollouts/{args.rollout_id}/{args.rollout_command}", {"reason": args.reason})
-    print(f"rollout {r['id']}: {r['state']}")
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"rollout {r['id']}: {r['state']}")
     return 0
 
 
@@ -89,6 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--wave-timeout", default="10m", help="e.g. 600, 90s, 10m")
     s.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="force a precision on every device")
     s.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    s.add_argument("--json", action="store_true", help="print the rollout as one JSON object")
     server_arg(s)
     st = rsub.add_parser("status", help="show rollouts")
     st.add_argument("rollout_id", nargs="?")
@@ -101,5 +115,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         a = rsub.add_parser(name, help=text)
         a.add_argument("rollout_id")
         a.add_argument("--reason", default=f"{name} requested from the CLI")
+        a.add_argument("--json", action="store_true", help="print the rollout as one JSON object")
         server_arg(a)
     p.set_defaults(handler=_cmd_rollout)

@@ -61,6 +61,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         upload_secret=secret,
         http_cert=Path(args.http_cert) if args.http_cert else None,
         http_key=Path(args.http_key) if args.http_key else None,
+        replica_id=args.replica_id,
+        lease_s=args.lease_seconds,
     )
     server = HostServer(cfg)
     stop = threading.Event()
@@ -108,4 +110,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--http-cert", help="serve HTTPS with this certificate (chain) ...")
     p.add_argument("--http-key", help="... and its key")
+    p.add_argument(
+        "--replica-id",
+        default=os.environ.get("EDGELOOP_REPLICA_ID"),
+        help="this replica's id when several `serve` share one PostgreSQL store and broker (env EDGELOOP_REPLICA_ID; "
+        "default: the host name, so two replicas on one machine need their own)",
+    )
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=float(os.environ.get("EDGELOOP_LEASE_SECONDS", "15")),
+        help="how long the controller lease and the ingest slots outlive a replica that stopped renewing them: "
+        "another replica takes over within this (env EDGELOOP_LEASE_SECONDS; default 15)",
+    )
     p.set_defaults(handler=_cmd_serve)

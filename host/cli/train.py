@@ -62,4 +62,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="bfloat16 autocast (default: on only where the CPU has AMX; --no-bf16 forces FP32)",
     )
+    p.add_argument("--json", action="store_true", help="print one JSON object (what it prints anyway)")
     p.set_defaults(handler=_cmd_train)

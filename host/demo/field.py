@@ -75,7 +75,7 @@ def run_field(server: HostServer, workdir: Path, device: str, url: str) -> Field
         raise EdgeloopError(f"serving failed: {clean['errors']} + {shifted['errors']} errors")
     flagged = _wait(lambda: _drifted(server, device), 30, f"{device} flagged as drifted")
     print(
-        f"  served {clean['requests']} clean, then {shifted['requests']} night images over HTTP: drift score "
+        f"  served {clean['requests']} clean, then {shifted['requests']} night images over HTTP: input drift "
         f"{before.score:.2f} -> {flagged.score:.2f} (threshold {flagged.threshold:.1f}): DRIFTED"
     )
     print(f"4) re-calibrate {device}'s INT8 engine on its field reservoir, verify on labelled night images")

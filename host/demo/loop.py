@@ -51,7 +51,7 @@ def _build_dir(work: Path, name: str, files: list[str]) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     present = [f for f in files if (ZOO / f).exists()]
     if not present:
-        raise EdgeloopError(f"the zoo has none of {files}; run the compression recipes first (see README)")
+        raise EdgeloopError(f"the zoo has none of {files}; run the compression recipes first (docs/workflow.md)")
     for f in present:
         shutil.copy(ZOO / f, d / f)
     card = ZOO / (files[0].removesuffix(".onnx") + ".json")

@@ -1,7 +1,7 @@
 """Embedded MQTT broker for the offline demo and single-box set-ups (amqtt, in a thread).
 
 Deployments run Mosquitto (``deploy/mosquitto``). amqtt 0.12.1 speaks MQTT 3.1.1 only and does
-not deliver ``$share/...`` subscriptions (measured; see DESIGN.md), so clients of the embedded
+not deliver ``$share/...`` subscriptions (measured; docs/design.md, "MQTT"), so clients of the embedded
 broker use protocol 3.1.1 and a single ingest worker with a plain subscription.
 """
 

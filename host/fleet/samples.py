@@ -25,7 +25,7 @@ from shared import protocol
 from shared.errors import EdgeloopError
 from shared.protocol import utcnow
 
-IMAGE_SUFFIXES = (".jpg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".png", ".bmp", ".webp")  # what shared.imageheader takes
 _REQUEST = "request.json"
 
 
@@ -110,7 +110,7 @@ class FieldSamples:
     def add(self, fleet: str, device: str, command_id: str, body: bytes, suffix: str) -> str:
         """Store one uploaded image of a request under the next number; returns its name."""
         if suffix not in IMAGE_SUFFIXES:
-            raise SampleUploadError(415, f"field images are stored as {' or '.join(IMAGE_SUFFIXES)}")
+            raise SampleUploadError(415, f"field images are stored as {', '.join(IMAGE_SUFFIXES)}")
         with self._lock:
             self.check_open(fleet, device, command_id)
             d = self.folder(fleet, device, command_id)

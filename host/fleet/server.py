@@ -4,7 +4,11 @@ MQTT broker.
 
 Every MQTT connection it opens (the publisher, each ingest worker, in this process or its own) uses the
 same ``BrokerSettings``: TLS and a client certificate when configured (``host.fleet.tls``). The REST API
-needs the operator token unless the server runs open on a loopback bind (``host.fleet.web.auth``)."""
+needs the operator token unless the server runs open on a loopback bind (``host.fleet.web.auth``).
+
+Several processes may serve one PostgreSQL store and one broker (``host.fleet.replica``): each is a replica
+with an id, each serves the API, artifacts and ingest, and the holder of the controller lease drives the
+rollouts. SQLite serves one process (a second one on the same file is refused at start)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from host.fleet.broker import EmbeddedBroker
 from host.fleet.ingest import Ingest, IngestProcess, IngestWatchdog
 from host.fleet.recalibration import CalibrationSets, Recalibrations
 from host.fleet.release import ReleaseStore
+from host.fleet.replica import ReplicaKeeper, default_replica_id
+from host.fleet.replica.identity import check_replica_id, refuse_live_peers
 from host.fleet.rollout import RolloutController
 from host.fleet.samples import FieldSamples
 from host.fleet.signer import CommandSigner
@@ -28,6 +34,7 @@ from host.fleet.tls import BrokerTls, broker_settings
 from host.fleet.web.app import create_app
 from host.fleet.web.auth import ApiAuth, is_loopback
 from shared.errors import EdgeloopError
+from shared.httpserver import HttpLimits, uvicorn_config
 from shared.mqtt import BrokerSettings, MqttSession, ProtocolChoice
 
 if TYPE_CHECKING:
@@ -59,6 +66,10 @@ class ServeConfig:
     upload_secret: bytes | None = field(default=None, repr=False)  # the devices' upload tokens' key
     http_cert: Path | None = None  # HTTPS: certificate chain and key (e.g. the broker's, from `edgeloop certs`)
     http_key: Path | None = None
+    # devices download artifacts during a rollout wave all at once: room for a large fleet's wave
+    http_limits: HttpLimits = field(default_factory=lambda: HttpLimits(max_connections=1024))
+    replica_id: str | None = None  # default: the host name (replica.default_replica_id)
+    lease_s: float = 15.0  # the controller lease and the ingest slots: renewed every third of it
 
     @property
     def base_url(self) -> str:
@@ -92,6 +103,7 @@ class HostServer:
             config.broker_url = self.broker.url
             config.broker_protocol = "3.1.1"
         self.store = Store(config.store_url)
+        self.replica = self._replica(config)
         self.release_store = ReleaseStore(config.releases)
         self.release_store.root.mkdir(parents=True, exist_ok=True)
         self.uploads = config.uploads or (config.releases / "uploads")
@@ -106,23 +118,41 @@ class HostServer:
             raise EdgeloopError("several ingest workers need a store on disk or a server, not an in-memory SQLite")
         if config.ingest_workers > 1 and not shared:
             raise EdgeloopError("several ingest workers need an MQTT 5 shared subscription (not the embedded broker)")
-        # worker 0 runs here (it also records statuses); any further worker gets its own process,
-        # because ingest is CPU-bound Python and threads of one process share one GIL
+        # the first worker runs here (it also records statuses); any further worker gets its own process,
+        # because ingest is CPU-bound Python and threads of one process share one GIL. Each has an ingest
+        # slot of the replica (its MQTT client id): a replica that dies leaves its slots to the others
+        if shared:
+            self.replica.adopt = lambda slot: Ingest(self.store, self._broker_settings(), worker=slot, drain=True)
+        first, *more = self.replica.claim_slots(config.ingest_workers)
         self.ingests: list[Ingest | IngestProcess] = [
-            Ingest(self.store, self._broker_settings(), worker=0, shared=shared, statuses=True)
+            Ingest(self.store, self._broker_settings(), worker=first, shared=shared, statuses=True)
         ]
         self.ingests += [
             IngestProcess(config.store_url, self._broker_settings(), worker=i, shared=shared, statuses=False)
-            for i in range(1, config.ingest_workers)
+            for i in more
         ]
         self.ingest_watchdog = IngestWatchdog(self.ingests)  # restarts a dead worker; health shows it
-        self.publisher = MqttSession(self._broker_settings(), client_id=f"edgeloop-host-{config.port}")
+        self.publisher = MqttSession(self._broker_settings(), client_id=f"edgeloop-host-{self.replica.replica_id}")
         self.signer = CommandSigner(config.command_key)
-        self.controller = RolloutController(self.store, self.publish, config.base_url, config.tick_s, self.signer)
+        self.controller = RolloutController(
+            self.store, self.publish, config.base_url, config.tick_s, self.signer, lease=self.replica.controller
+        )
         sets = CalibrationSets(self.release_store.root / "calibration-sets")
-        self.recalibrations = Recalibrations(self.store, self.publish, sets, config.base_url, self.signer)
+        self.recalibrations = Recalibrations(
+            self.store, self.publish, sets, config.base_url, self.signer, lease=self.replica.controller
+        )
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
+
+    def _replica(self, config: ServeConfig) -> ReplicaKeeper:
+        replica_id = check_replica_id(config.replica_id or default_replica_id())
+        if config.lease_s < 2:
+            raise EdgeloopError("--lease-seconds must be at least 2 (the lease is renewed every third of it)")
+        refuse_live_peers(self.store, replica_id, config.lease_s)
+        return ReplicaKeeper(self.store, replica_id, config.lease_s)
+
+    def replica_status(self) -> dict[str, object]:
+        return self.replica.status()
 
     def _broker_settings(self) -> BrokerSettings:
         c = self.config
@@ -130,6 +160,10 @@ class HostServer:
 
     def broker_connected(self) -> bool:
         return self.publisher.connected.is_set()
+
+    @property
+    def http_limits(self) -> HttpLimits:
+        return self.config.http_limits
 
     @property
     def base_url(self) -> str:
@@ -162,24 +196,24 @@ class HostServer:
         self.publisher.start()
         self.publisher.wait_connected(10)
         self._start_http()
+        self.replica.start()
         self.controller.start()
         self.recalibrations.run()
         log.info(
-            "serving on %s (broker %s, store %s)", self.config.base_url, self.config.broker_url, self.store.dialect
+            "replica %s serving on %s (broker %s, store %s, controller lease %s)",
+            self.replica.replica_id,
+            self.config.base_url,
+            self.config.broker_url,
+            self.store.dialect,
+            "held" if self.replica.controller.holds() else "held by another replica",
         )
 
     def _start_http(self) -> None:
         import uvicorn
 
-        config = uvicorn.Config(
-            create_app(self),
-            host=self.config.host,
-            port=self.config.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ssl_certfile=self.config.http_cert,
-            ssl_keyfile=self.config.http_key,
+        c = self.config
+        config = uvicorn_config(
+            create_app(self), c.host, c.port, c.http_limits, ssl_certfile=c.http_cert, ssl_keyfile=c.http_key
         )
         self._http = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
@@ -200,6 +234,7 @@ class HostServer:
         self.ingest_watchdog.stop()
         for ing in self.ingests:
             ing.stop()
+        self.replica.stop()  # after the workers: their sessions are whole when another replica adopts them
         self.publisher.stop()
         if self.broker is not None:
             self.broker.stop()

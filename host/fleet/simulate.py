@@ -58,6 +58,7 @@ class SimStats:
     reports: int = 0
     telemetry_sent: int = 0
     telemetry_ids: list[str] = field(default_factory=list)
+    report_ids: list[str] = field(default_factory=list)  # every report the broker was handed, in order
 
 
 class SimDevice:
@@ -107,6 +108,7 @@ class SimDevice:
         kind = getattr(message, "kind")  # noqa: B009
         self.session.publish(protocol.report_topic(self.fleet, self.device_id, kind), protocol.encode(message), qos=1)
         self.stats.reports += 1
+        self.stats.report_ids.append(str(getattr(message, "message_id")))  # noqa: B009
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The wire contract between host and devices (DESIGN.md, "Wire contract").
+"""The wire contract between host and devices (docs/design.md, "Wire contract").
 
 Every MQTT payload is one of the pydantic models of this package, serialised as JSON; every topic
 name is built by ``shared.protocol.topics`` and nowhere else. Models forbid unknown fields, carry
@@ -41,6 +41,7 @@ from shared.protocol.commands import (
 from shared.protocol.releases import (
     Artifact,
     DriftReference,
+    InputReference,
     ModelInfo,
     PreprocessingSpec,
     ReleaseManifest,
@@ -101,6 +102,7 @@ __all__ = [
     "EventReport",
     "Fraction",
     "Id",
+    "InputReference",
     "LatencyStats",
     "Message",
     "ModelInfo",

@@ -13,10 +13,13 @@ from pydantic import (
 
 from shared.drift import Summary
 from shared.errors import EdgeloopError
+from shared.inputstats import InputProfile
 from shared.protocol.base import (
+    Count,
     Finite,
     Fraction,
     Id,
+    NonNegFloat,
     Precision,
     Sha256,
     UtcDatetime,
@@ -28,6 +31,45 @@ from shared.protocol.base import (
 
 _Positive = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
 _Dim = Annotated[int, Field(ge=1, le=65536)]
+_StatName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]
+_MAX_STATS = 32
+_MAX_CLASSES = 1000
+
+
+class InputReference(WireModel):
+    """The reference images' input statistics (``shared.inputstats``), overall and per predicted class."""
+
+    names: tuple[_StatName, ...] = Field(min_length=1, max_length=_MAX_STATS)
+    mean: tuple[Finite, ...] = Field(max_length=_MAX_STATS)
+    std: tuple[NonNegFloat, ...] = Field(max_length=_MAX_STATS)
+    class_counts: tuple[Count, ...] = Field(min_length=2, max_length=_MAX_CLASSES)
+    class_mean: tuple[tuple[Finite, ...], ...] = Field(max_length=_MAX_CLASSES)
+    class_std: tuple[tuple[NonNegFloat, ...], ...] = Field(max_length=_MAX_CLASSES)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> InputReference:
+        k, c = len(self.names), len(self.class_counts)
+        if len(set(self.names)) != k or len(self.mean) != k or len(self.std) != k:
+            raise ValueError("names must be unique, with one mean and one std each")
+        if len(self.class_mean) != c or len(self.class_std) != c:
+            raise ValueError("class_mean and class_std need one row per class of class_counts")
+        if any(len(row) != k for row in (*self.class_mean, *self.class_std)):
+            raise ValueError("each class row needs one value per name")
+        return self
+
+    def profile(self) -> InputProfile:
+        return InputProfile(self.names, self.mean, self.std, self.class_counts, self.class_mean, self.class_std)
+
+    @classmethod
+    def of(cls, p: InputProfile) -> InputReference:
+        return cls(
+            names=p.names,
+            mean=p.mean,
+            std=p.std,
+            class_counts=p.class_counts,
+            class_mean=p.class_mean,
+            class_std=p.class_std,
+        )
 
 
 class ReleaseRef(WireModel):
@@ -67,6 +109,17 @@ class DriftReference(WireModel):
     confidence_hist: tuple[Fraction, ...] = Field(min_length=2, max_length=64)
     class_hist: tuple[Fraction, ...] = Field(min_length=2, max_length=1000)
     source: str = Field("", max_length=256, description="which images the figures come from")
+    inputs: InputReference | None = Field(
+        None,
+        description="input statistics per predicted class, what input drift is measured against (None: a "
+        "reference made before them; devices then score input drift from channel_mean and detail alone)",
+    )
+
+    @model_validator(mode="after")
+    def _classes_agree(self) -> DriftReference:
+        if self.inputs is not None and len(self.inputs.class_counts) != len(self.class_hist):
+            raise ValueError("inputs.class_counts must have one entry per class of class_hist")
+        return self
 
     def summary(self) -> Summary:
         return Summary(
@@ -77,6 +130,7 @@ class DriftReference(WireModel):
             self.detail_std,
             self.confidence_hist,
             self.class_hist,
+            self.inputs.profile() if self.inputs is not None else None,
         )
 
     @classmethod
@@ -90,6 +144,7 @@ class DriftReference(WireModel):
             confidence_hist=s.confidence_hist,
             class_hist=s.class_hist,
             source=source[:256],
+            inputs=InputReference.of(s.inputs) if s.inputs is not None else None,
         )
 
 

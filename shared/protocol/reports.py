@@ -186,9 +186,14 @@ class CalibrationReport(Message):
 
 
 class DriftStats(WireModel):
-    """The drift score of a window of served images against the release's reference (shared.drift)."""
+    """The drift of a window of served images against the release's reference (shared.drift).
 
-    score: NonNegFloat = Field(le=1e6)
+    ``score`` is the input drift (covariate shift) and ``drifted`` is ``score >= threshold``; devices
+    that report ``input_drift`` and ``label_drift`` send the same figure in ``score`` and
+    ``input_drift``. Older devices sent a mixed score (class histogram included) and neither field.
+    """
+
+    score: NonNegFloat = Field(le=1e6, description="input drift (1.0 = one input statistic at its alarm level)")
     threshold: NonNegFloat = Field(le=1e6)
     drifted: bool
     n_images: int = Field(ge=0, le=10_000_000, description="images in the window the score was taken on")
@@ -196,6 +201,15 @@ class DriftStats(WireModel):
     psi_class: NonNegFloat = Field(le=1e6)
     channel_shift: NonNegFloat = Field(le=1e6, description="mean |channel-mean shift| in reference std units")
     detail_shift: NonNegFloat = Field(le=1e6, description="|detail (Laplacian) shift| in reference std units")
+    input_drift: NonNegFloat | None = Field(
+        None, le=1e6, description="covariate shift: input statistics against the reference's same classes"
+    )
+    label_drift: NonNegFloat | None = Field(
+        None, le=1e6, description="label shift: psi_class / 0.25; the scene mix moved (informational, never flags)"
+    )
+    input_shifts: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")], NonNegFloat] | None = Field(
+        None, max_length=32, description="each input statistic's shift in within-class spreads, beyond tolerance"
+    )
 
 
 class TelemetryReport(Message):

@@ -1,4 +1,4 @@
-"""Topics: the one place that builds them (DESIGN.md, "Wire contract")."""
+"""Topics: the one place that builds them (docs/design.md, "Wire contract")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Golden image set shipped as package data (see README.md)."""
+"""Golden image set shipped as package data (see shared/samples/README.md)."""
 
 from pathlib import Path
 

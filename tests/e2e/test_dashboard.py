@@ -95,9 +95,11 @@ def test_dashboard_draws_live_served_latency_and_drift_flags(
         points = re.search(r'id="live-chart"[^>]*data-points="(\d+)"[^>]*data-series="(\d+)"', dom)
         assert points is not None and int(points.group(1)) >= 3 and points.group(2) == "1", dom[:3000]
         assert re.search(r'id="drift-chart"[^>]*data-points="[1-9]', dom)
-        assert dom.count("<canvas") >= 3  # live, drift and benchmark latency charts, drawn by uPlot
+        assert re.search(r'id="label-drift-chart"[^>]*data-points="[1-9]', dom)
+        assert dom.count("<canvas") >= 4  # live, input drift, label drift and benchmark latency charts (uPlot)
         row = re.search(r'<tr data-device="dev-1">.*?</tr>', dom, re.S)
         assert row is not None and 'data-drift="ok"' in row.group(0)
+        assert re.search(r'data-label-drift="\d+\.\d\d"', row.group(0)), row.group(0)  # both figures shown
         night = shifted_copy(golden_dir, tmp_path / "night", "night")
         fleet.loadgen(night)
         wait(lambda: fleet.device()["drift"]["drifted"], 60, "the device flagged as drifted")

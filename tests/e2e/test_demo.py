@@ -35,6 +35,9 @@ def test_demo_closes_the_loop_and_sigterm_stops_its_agents(tmp_path: Path) -> No
         text = out.read_text()
         assert "--keep-running: serving" in text, text[-3000:]
         assert "fleet now: jetson-01=resnet20@1.1.0, jetson-02=resnet20@1.1.0, jetson-03=resnet20@1.1.0" in text
+        # quiet by default: the host's log lines go to the file it names, not between the demo's own lines
+        log = tmp_path / "work" / "demo.log"
+        assert f"logs: {log}" in text and " INFO " not in text and " INFO " in log.read_text()
         agents = [c for c in psutil.Process(proc.pid).children(recursive=True) if "device.cli" in " ".join(c.cmdline())]
         assert len(agents) == 3
         proc.send_signal(signal.SIGTERM)

@@ -100,7 +100,7 @@ def test_host_over_mtls_and_devices_complete_a_deploy_and_a_rollout(
     assert len(health["ingest"]) == 2 and sum(i["written"] for i in health["ingest"]) >= 2 * len(everyone)
     log = broker.log()
     assert "as dev-a (p5, c0, k30, u'dev-a')" in log  # the agent's client id is its certificate's CN
-    for worker in ("edgeloop-ingest-0", "edgeloop-ingest-1", f"edgeloop-host-{serve.port}"):
+    for worker in ("edgeloop-ingest-0", "edgeloop-ingest-1", f"edgeloop-host-{health['replica']['id']}"):
         assert f"as {worker} (p5" in log and "u'edgeloop-host'" in log, worker
     # the agent uploads field images with its own upload token (serve checks it against lab/dev-a)
     out = tmp_path / "field"

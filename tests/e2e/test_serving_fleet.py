@@ -43,6 +43,7 @@ def test_served_telemetry_drift_and_field_samples(
         assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in rows if r["requests"])
         dev = wait(lambda: (d := fleet.device())["drift"] is not None and d, 30, "a drift score")
         assert dev["drift"]["drifted"] is False and dev["drift"]["n_images"] == DRIFT_WINDOW, dev["drift"]
+        assert dev["drift"]["input_drift"] == dev["drift"]["score"] and dev["drift"]["label_drift"] is not None
         assert dev["served_p99_ms"] is not None and dev["served_release"] == fleet.release
 
         night = shifted_copy(golden_dir, tmp_path / "night", "night")

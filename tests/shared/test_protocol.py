@@ -186,3 +186,46 @@ def test_model_info_checks_shape_and_classes() -> None:
         model_info(input_shape=(3, 64, 64))
     with pytest.raises(ValueError):
         model_info(classes=("a", "a", "b"))
+
+
+def _drift_reference() -> p.DriftReference:
+    import numpy as np
+
+    from shared import drift
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(10), 40).astype(np.float32)
+    return p.DriftReference.from_summary(drift.summarize_images(images, probs, 10), "test")
+
+
+def test_a_drift_reference_carries_its_input_statistics_and_old_ones_still_load() -> None:
+    ref = _drift_reference()
+    assert ref.inputs is not None and len(ref.inputs.class_counts) == 10 and sum(ref.inputs.class_counts) == 40
+    back = p.DriftReference.model_validate_json(ref.model_dump_json())
+    assert back == ref and back.summary() == ref.summary() and back.summary().inputs is not None
+    old = json.loads(ref.model_dump_json())
+    del old["inputs"]  # a reference made before input statistics
+    assert p.DriftReference.model_validate(old).summary().inputs is None
+
+
+def test_a_drift_reference_with_inconsistent_input_statistics_is_refused() -> None:
+    ref = json.loads(_drift_reference().model_dump_json())
+    bad_rows = {**ref, "inputs": {**ref["inputs"], "class_mean": ref["inputs"]["class_mean"][:-1]}}
+    bad_names = {**ref, "inputs": {**ref["inputs"], "names": ["red"] * len(ref["inputs"]["names"])}}
+    other_classes = {**ref, "class_hist": [0.5, 0.5]}
+    for bad in (bad_rows, bad_names, other_classes):
+        with pytest.raises(ValueError):
+            p.DriftReference.model_validate(bad)
+
+
+def test_drift_stats_from_devices_before_the_split_still_validate() -> None:
+    old = {"score": 23.8, "threshold": 1.0, "drifted": True, "n_images": 500, "psi_confidence": 0.4,
+           "psi_class": 5.95, "channel_shift": 0.3, "detail_shift": 0.2}  # fmt: skip
+    s = p.DriftStats.model_validate(old)
+    assert s.input_drift is None and s.label_drift is None and s.input_shifts is None
+    new = p.DriftStats(**{**old, "score": 0.3, "drifted": False}, input_drift=0.3, label_drift=23.8,
+                       input_shifts={"fine_detail": 0.15})  # fmt: skip
+    assert p.DriftStats.model_validate_json(new.model_dump_json()) == new
+    with pytest.raises(ValueError):
+        p.DriftStats(**old, input_shifts={"Not A Name!": 1.0})

@@ -67,22 +67,28 @@ class Ingest:
         flush_s: float = 0.05,
         track_ids: bool = False,
         receive_maximum: int = RECEIVE_MAXIMUM,
+        drain: bool = False,
     ) -> None:
+        """``drain``: resume the persistent session of ``worker``'s slot (a replica that is gone), take what it
+        holds and subscribe to nothing (``host.fleet.replica`` ends the session once it is ``quiet``)."""
         self.store = store
         self.worker = worker
         self.stats = IngestStats(seen_ids=set() if track_ids else None, pid=os.getpid())
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._batch, self._flush_s = max(1, min(batch, receive_maximum // 2)), flush_s
         subs = [(protocol.report_filter(shared_group=SHARE_GROUP if shared else None), 1)]
-        if statuses:
+        if statuses or drain:
             subs.append((protocol.status_filter(), 1))
+        self._last_delivery = 0.0
         self.session = MqttSession(
             broker,
             client_id=f"edgeloop-ingest-{worker}",
-            subscriptions=subs,
+            subscriptions=[] if drain else subs,
             on_delivery=self._on_delivery,
             receive_maximum=receive_maximum,
+            on_connected=self._stop_new_deliveries if drain else None,
         )
+        self._drain_filters = [f for f, _ in subs] if drain else []
         self._stop = threading.Event()
         self._inhand: list[_Item] = []  # the batch being written: a restarted writer writes it first
         self._writer = self._new_writer()
@@ -94,13 +100,26 @@ class Ingest:
         self._writer.start()
         self.session.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Store and ack what has arrived, then disconnect; what arrives meanwhile is redelivered later."""
+    def stop(self, timeout: float = 10.0, end_session: bool = False) -> None:
+        """Store and ack what has arrived, then disconnect; what arrives meanwhile is redelivered later
+        (``end_session``: the broker forgets the session instead, once it is drained)."""
         self._queue.put(None)
         self._writer.join(timeout=timeout)
         self._stop.set()  # a writer still waiting for an unavailable store gives up (nothing acked)
         self._writer.join(timeout=5)
-        self.session.stop()
+        self.session.stop(end_session=end_session and self.drained())
+
+    def _stop_new_deliveries(self) -> None:
+        """Draining: what the session holds still comes, nothing new is routed to it."""
+        for f in self._drain_filters:
+            self.session.unsubscribe(f)
+
+    def quiet(self, seconds: float) -> bool:
+        """Connected for ``seconds``, nothing delivered for as long, and everything delivered stored and acked."""
+        if not self.session.connected.is_set():
+            return False
+        since = max(self.session.connected_since, self._last_delivery)
+        return time.monotonic() - since >= seconds and self.drained()
 
     def alive(self) -> bool:
         self.stats.alive = self._writer.is_alive()  # health reads it from the stats (the watchdog asks each second)
@@ -123,6 +142,7 @@ class Ingest:
     # network thread: validate and enqueue only
     def _on_delivery(self, topic: str, payload: bytes, delivery: Delivery) -> None:
         self.stats.received += 1
+        self._last_delivery = time.monotonic()
         try:
             fleet, message = self._decode(topic, payload)
         except EdgeloopError as e:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from host.fleet.recalibration.sets import CalibrationSets
 from host.fleet.rollout.commands import Publish
+from host.fleet.rollout.controller import ControllerLease, SingleProcess
 from host.fleet.signer import CommandSigner
 from host.fleet.store import Store
 from host.fleet.store.calibration_records import RecalibrationRecord
@@ -83,8 +84,11 @@ class Recalibrations:
         base_url: str,
         signer: CommandSigner | None = None,
         tick_s: float = 1.0,
+        lease: ControllerLease | None = None,
     ) -> None:
+        """``lease``: with several replicas, only the controller lease's holder re-sends."""
         self.store, self.publish, self.sets, self.base_url = store, publish, sets, base_url
+        self.lease: ControllerLease = lease or SingleProcess()
         self.signer = signer or CommandSigner(None)
         self.tick_s = tick_s
         self._stop = threading.Event()
@@ -218,7 +222,8 @@ class Recalibrations:
     def _run(self) -> None:
         while not self._stop.wait(self.tick_s):
             try:
-                self.republish()
+                if self.lease.check()[0]:
+                    self.republish()
             except Exception:  # a store or broker hiccup: try again on the next tick
                 log.exception("re-sending recalibrate commands failed")
 

@@ -1,4 +1,10 @@
-"""The rollout controller: a state machine over the store, advanced by a background tick."""
+"""The rollout controller: a state machine over the store, advanced by a background tick.
+
+With several ``serve`` replicas on one store, each runs a controller, and only the one whose replica
+holds the controller lease (``host.fleet.replica``) ticks; its writes are fenced (``store.fencing``).
+Any replica's API may start a rollout (the holder sends its waves) or ask for an abort or a rollback
+(a state change that the holder carries out: it sends the rollback commands).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,19 @@ import logging
 import threading
 import uuid
 from datetime import timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from host.fleet.rollout import gates
 from host.fleet.rollout.commands import CommandSender, Publish
 from host.fleet.rollout.rollback import Rollbacks
 from host.fleet.rollout_config import RolloutConfig, plan_waves
 from host.fleet.signer import CommandSigner
-from host.fleet.store import Store, now
+from host.fleet.store import Store, fencing, now
+from host.fleet.store.fencing import Fence, LeaseLostError
 from host.fleet.store.records import (
     ACTIVE,
     AWAITING_REPORTS,
+    ROLLOUT_STATES,
     TERMINAL,
     UNDONE,
     DeviceRecord,
@@ -37,15 +45,35 @@ GateReport = TypeVar("GateReport", DeployReport, BenchmarkReport)
 log = logging.getLogger(__name__)
 
 
+class ControllerLease(Protocol):
+    def check(self) -> tuple[bool, Fence | None]:
+        """Whether this replica may drive rollouts now, and the fence its writes carry (one snapshot)."""
+        ...
+
+
+class SingleProcess:
+    """No lease: the controller of a process that is alone on its store (a library user, a unit test)."""
+
+    def check(self) -> tuple[bool, Fence | None]:
+        return True, None
+
+
 def _member(d: DeviceRecord) -> RolloutMember:
     return RolloutMember(d.device_id, d.release_name, d.release_version, was_online=d.state != "offline")
 
 
 class RolloutController:
     def __init__(
-        self, store: Store, publish: Publish, base_url: str, tick_s: float = 0.5, signer: CommandSigner | None = None
+        self,
+        store: Store,
+        publish: Publish,
+        base_url: str,
+        tick_s: float = 0.5,
+        signer: CommandSigner | None = None,
+        lease: ControllerLease | None = None,
     ) -> None:
         self.store = store
+        self.lease: ControllerLease = lease or SingleProcess()
         self.base_url = base_url
         self.tick_s = tick_s
         self.sender = CommandSender(store, publish, signer or CommandSigner(None))
@@ -103,14 +131,29 @@ class RolloutController:
         r = self._get(rollout_id)
         if r.state in TERMINAL:
             raise EdgeloopError(f"rollout {rollout_id} is already {r.state}")
-        self.rollbacks.begin(r, reason)
+        self._roll_back(r.id, reason, ACTIVE)
 
     def rollback(self, rollout_id: str, reason: str = "rollback requested") -> None:
         """Roll back every device a finished (or running) rollout touched."""
         r = self._get(rollout_id)
         if r.state in UNDONE:
             raise EdgeloopError(f"rollout {rollout_id} was already {r.state}")
-        self.rollbacks.begin(r, reason)
+        self._roll_back(r.id, reason, frozenset(ROLLOUT_STATES) - UNDONE)
+
+    def _roll_back(self, rollout_id: str, reason: str, only_if: frozenset[RolloutState]) -> None:
+        """Mark the rollout rolling back (if it is still in ``only_if``: another replica may have moved it);
+        the lease holder sends the rollbacks, now if that is this replica, else on its next tick."""
+        with self._lock:
+            if not self.store.update_rollout(rollout_id, state="rolling_back", reason=reason, only_if=only_if):
+                raise EdgeloopError(f"rollout {rollout_id} is already {self._get(rollout_id).state}")
+            log.warning("rollout %s: rolling back: %s", rollout_id, reason)
+            held, fence = self.lease.check()
+            if held:
+                try:
+                    with fencing.fenced(fence):
+                        self.rollbacks.send_pending(self._get(rollout_id))
+                except LeaseLostError as e:  # the replica that holds it now sends them
+                    log.warning("rollout %s: rollbacks left to the lease holder: %s", rollout_id, e)
 
     def _get(self, rollout_id: str) -> RolloutDetail:
         r = self.store.rollout(rollout_id)
@@ -120,17 +163,24 @@ class RolloutController:
 
     # -- the state machine ---------------------------------------------------------------------
     def tick(self) -> None:
-        with self._lock:
-            for r in self.store.rollouts():
-                if r.state in ACTIVE:
-                    full = self.store.rollout(r.id)
-                    if full is not None:
-                        self._advance(full)
+        """Advance every active rollout, if this replica holds the controller lease."""
+        held, fence = self.lease.check()
+        if not held:
+            return
+        with self._lock, fencing.fenced(fence):
+            try:
+                for r in self.store.rollouts():
+                    if r.state in ACTIVE:
+                        full = self.store.rollout(r.id)
+                        if full is not None:
+                            self._advance(full)
+            except LeaseLostError as e:
+                log.warning("rollout controller: %s; sending nothing until this replica holds it again", e)
 
     def _advance(self, r: RolloutDetail) -> None:
         self.sender.republish(r)
         if r.state == "rolling_back":
-            if self.rollbacks.settled(r):
+            if self.rollbacks.send_pending(r) == 0 and self.rollbacks.settled(r):
                 self._finish(r, "rolled_back", r.reason)
             return
         wave = r.waves[r.current_wave]
@@ -141,15 +191,21 @@ class RolloutController:
         if wave.state == "pending":
             self._send_wave(r, wave, manifest)
         elif wave.state == "sent":
+            unsent = [d for d in r.members(wave.wave) if d.state == "pending"]
+            if unsent:  # the host (or the lease holder) stopped in the middle of sending this wave
+                self._send_deploys(r, unsent, manifest)
             self._collect(r, r.members(wave.wave), manifest)
             self._maybe_gate(r, wave, (self.store.rollout(r.id) or r).members(wave.wave))
 
     def _send_wave(self, r: RolloutDetail, wave: WaveRecord, manifest: ReleaseManifest) -> None:
         cfg, t = r.config, now()
-        members = r.members(wave.wave)
         self.store.update_wave(
             r.id, wave.wave, state="sent", started_at=t, deadline=t + timedelta(seconds=cfg.wave_timeout_s)
         )
+        self._send_deploys(r, r.members(wave.wave), manifest)
+
+    def _send_deploys(self, r: RolloutDetail, members: list[RolloutDeviceRecord], manifest: ReleaseManifest) -> None:
+        cfg = r.config
         for d in members:
             cmd = DeployCommand(
                 device_id=d.device_id,
@@ -160,7 +216,7 @@ class RolloutController:
                 bench=cfg.bench,
             )
             self.sender.send(r, d.device_id, cmd, "sent")
-        log.info("rollout %s wave %d: deploy sent to %s", r.id, wave.wave, ", ".join(d.device_id for d in members))
+        log.info("rollout %s: deploy sent to %s", r.id, ", ".join(d.device_id for d in members))
 
     def _collect(self, r: RolloutDetail, members: list[RolloutDeviceRecord], manifest: ReleaseManifest) -> None:
         pending = {d.command_id: d for d in members if d.state in AWAITING_REPORTS and d.command_id}
@@ -243,14 +299,17 @@ class RolloutController:
                 100 * cfg.abort_failures,
                 reasons,
             )
-            self.rollbacks.begin(r, f"wave {wave.wave} failed its gate: {reasons}")
+            why = f"wave {wave.wave} failed its gate: {reasons}"
+            if self.store.update_rollout(r.id, state="rolling_back", reason=why, only_if=frozenset({"running"})):
+                self.rollbacks.send_pending(self._get(r.id))
             return
         log.info("rollout %s wave %d passed (%d devices)", r.id, wave.wave, len(members))
         if r.current_wave + 1 < len(r.waves):
-            self.store.update_rollout(r.id, current_wave=r.current_wave + 1)
+            self.store.update_rollout(r.id, current_wave=r.current_wave + 1, only_if=frozenset({"running"}))
         else:
             self._finish(r, "completed", "")
 
     def _finish(self, r: RolloutRecord, state: RolloutState, reason: str) -> None:
-        self.store.update_rollout(r.id, state=state, reason=reason)
-        log.info("rollout %s %s%s", r.id, state, f": {reason}" if reason else "")
+        """Unless another replica moved the rollout on since it was read (an abort through its API)."""
+        if self.store.update_rollout(r.id, state=state, reason=reason, only_if=frozenset({r.state})):
+            log.info("rollout %s %s%s", r.id, state, f": {reason}" if reason else "")

@@ -1,4 +1,9 @@
-"""Rollback: send every touched device back to the release it ran before, and watch them get there."""
+"""Rollback: send every touched device back to the release it ran before, and watch them get there.
+
+A rollback is asked for by marking the rollout ``rolling_back`` (the gate of a failed wave, or an operator
+through the API of any replica); the controller's tick then sends each touched device its rollback
+(``send_pending``, idempotent: a device that has one is not sent another) and records the answers.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,13 @@ import logging
 
 from host.fleet.rollout.commands import CommandSender
 from host.fleet.store import Store, now
-from host.fleet.store.records import ROLLBACK_SETTLED, RolloutDetail, RolloutRecord
+from host.fleet.store.records import ROLLBACK_SETTLED, DeviceRolloutState, RolloutDetail
 from shared.protocol import DeployReport, RollbackCommand
 
 log = logging.getLogger(__name__)
+
+# a device in one of these states is sent no (further) rollback
+_NOTHING_TO_SEND: frozenset[DeviceRolloutState] = ROLLBACK_SETTLED | {"pending", "rollback_failed", "rollback_timeout"}
 
 
 class Rollbacks:
@@ -18,14 +26,11 @@ class Rollbacks:
         self.sender = sender
         self.base_url = base_url
 
-    def begin(self, r: RolloutRecord, reason: str) -> None:
-        self.store.update_rollout(r.id, state="rolling_back", reason=reason)
-        detail = self.store.rollout(r.id)
-        if detail is None:
-            return
-        touched = [d for d in detail.devices if d.state != "pending"]
-        for d in touched:
-            if d.state in ROLLBACK_SETTLED:
+    def send_pending(self, r: RolloutDetail) -> int:
+        """Send a rollback to every touched device of a rolling-back rollout that has none yet; how many."""
+        sent = 0
+        for d in r.devices:
+            if d.state in _NOTHING_TO_SEND:
                 continue
             target = d.previous
             if target is None:
@@ -36,7 +41,7 @@ class Rollbacks:
                     error="device ran no release before; nothing to roll back to",
                 )
                 continue
-            if (target.name, target.version) == (detail.release_name, detail.release_version):
+            if (target.name, target.version) == (r.release_name, r.release_version):
                 continue
             cmd = RollbackCommand(
                 device_id=d.device_id,
@@ -44,10 +49,13 @@ class Rollbacks:
                 manifest=self.store.release(target.name, target.version),
                 base_url=self.base_url,
                 rollout_id=r.id,
-                reason=reason[:1000],
+                reason=r.reason[:1000],
             )
-            self.sender.send(detail, d.device_id, cmd, "rolling_back")
-        log.warning("rollout %s: rolling back %d device(s): %s", r.id, len(touched), reason)
+            self.sender.send(r, d.device_id, cmd, "rolling_back")
+            sent += 1
+        if sent:
+            log.warning("rollout %s: rolling back %d device(s): %s", r.id, sent, r.reason)
+        return sent
 
     def settled(self, r: RolloutDetail) -> bool:
         """Record the rollback reports that came in; True once no device is left waiting (or time ran out)."""

@@ -5,7 +5,8 @@ The modules, by job: ``schema`` (tables and the migrations that create and upgra
 ``calibration_records`` for field re-calibration), ``base`` (the engine, migrations, the writer
 lock) and one module of queries per table group: ``devices``, ``releases``, ``reports``,
 ``telemetry`` (served latency and drift), ``calibrations`` (recalibrate commands and their
-outcomes), ``rollouts``. ``Store`` joins
+outcomes), ``rollouts``, ``leases`` (what one of several ``serve`` replicas holds; ``fencing`` refuses
+the writes of a replica that lost its lease). ``Store`` joins
 the query groups into one object.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from host.fleet.store.base import now
 from host.fleet.store.calibrations import CalibrationQueries
 from host.fleet.store.devices import DeviceQueries
+from host.fleet.store.leases import LeaseQueries
 from host.fleet.store.records import FleetDevice
 from host.fleet.store.releases import ReleaseQueries
 from host.fleet.store.reports import ReportQueries
@@ -24,7 +26,9 @@ from host.fleet.store.telemetry import TelemetryQueries
 __all__ = ["Store", "metadata", "now"]
 
 
-class Store(DeviceQueries, ReleaseQueries, ReportQueries, TelemetryQueries, CalibrationQueries, RolloutQueries):
+class Store(
+    DeviceQueries, ReleaseQueries, ReportQueries, TelemetryQueries, CalibrationQueries, RolloutQueries, LeaseQueries
+):
     """The one store object: every query group over one engine and one writer lock."""
 
     def fleet(self, fleet: str | None = None) -> list[FleetDevice]:

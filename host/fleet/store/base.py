@@ -13,7 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from host.fleet.store.schema import MIGRATIONS, schema_version
+from host.fleet.store import fencing
+from host.fleet.store.fencing import Fence, LeaseLostError
+from host.fleet.store.schema import MIGRATIONS, leases, schema_version
 from shared.errors import EdgeloopError
 from shared.protocol import Message
 
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 M = TypeVar("M", bound=Message)
+
+# The key of the transaction-scoped advisory lock that serialises migrations (PostgreSQL): any constant
+# the database's other users do not take ("edgeloop" in ASCII)
+MIGRATION_LOCK = 0x6564_6765_6C6F_6F70 >> 1
 
 
 def now() -> datetime:
@@ -97,6 +103,8 @@ class StoreBase:
     def migrate(self) -> int:
         try:
             with self.engine.begin() as conn:
+                if self.dialect == "postgresql":  # replicas that start together migrate one after the other
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
                 schema_version.create(conn, checkfirst=True)
                 done = {r[0] for r in conn.execute(sa.select(schema_version.c.version))}
                 for i, step in enumerate(MIGRATIONS, 1):
@@ -117,11 +125,34 @@ class StoreBase:
         dialect = postgresql if self.dialect == "postgresql" else sqlite
         return dialect.insert(table)
 
-    def _write(self, *statements: Any) -> None:
-        """Run statements in one transaction, one writer at a time."""
+    def db_now(self) -> Any:
+        """The database's clock in seconds since 1970, as an SQL expression: leases expire on it, so the
+        replicas' own clocks never need to agree."""
+        if self.dialect == "postgresql":
+            return sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0  # SQLite: milliseconds
+
+    def _write(self, *statements: Any) -> int:
+        """Run statements in one transaction, one writer at a time; the rows they changed. Inside
+        ``fencing.fenced(fence)`` the lease is checked first, in the same transaction."""
+        fence = fencing.current()
         with self._lock, self.engine.begin() as conn:
-            for stmt in statements:
-                conn.execute(stmt)
+            if fence is not None:
+                self._check_fence(conn, fence)
+            return sum(max(0, conn.execute(stmt).rowcount or 0) for stmt in statements)
+
+    def _check_fence(self, conn: Any, fence: Fence) -> None:
+        """Raise LeaseLostError unless ``fence`` still holds its lease; the row stays locked (FOR SHARE on
+        PostgreSQL) until the transaction ends, so no takeover commits in between."""
+        q = (
+            sa.select(leases.c.holder, leases.c.epoch, (leases.c.expires_at > self.db_now()).label("valid"))
+            .where(leases.c.name == fence.name)
+            .with_for_update(read=True)
+        )
+        row = conn.execute(q).first()
+        if row is None or row.holder != fence.holder or row.epoch != fence.epoch or not row.valid:
+            now_held = "nobody" if row is None else f"{row.holder}, epoch {row.epoch}, valid {bool(row.valid)}"
+            raise LeaseLostError(f"lease {fence.name!r} epoch {fence.epoch} of {fence.holder} is gone: {now_held}")
 
     def close(self) -> None:
         self.engine.dispose()

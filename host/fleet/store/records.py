@@ -138,13 +138,19 @@ class TelemetryRecord:
 
 
 class DriftFlag(BaseModel):
-    """A device's latest drift score (the fleet view's ``drift`` field)."""
+    """A device's latest drift score (the fleet view's ``drift`` field).
+
+    ``score`` is what ``drifted`` is decided on: the input drift of devices that report it apart
+    (``input_drift``), beside their label drift; older devices sent one mixed score and neither.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     score: float
     threshold: float
     drifted: bool
+    input_drift: float | None = None  # covariate shift: input statistics only
+    label_drift: float | None = None  # label shift: the predicted-class mix (never flags)
     n_images: int
     at: datetime  # when the device sent it
 
@@ -157,7 +163,15 @@ class DriftFlag(BaseModel):
         if t is None or t.drift is None:
             return None
         d = t.drift
-        return cls(score=d.score, threshold=d.threshold, drifted=d.drifted, n_images=d.n_images, at=t.sent_at)
+        return cls(
+            score=d.score,
+            threshold=d.threshold,
+            drifted=d.drifted,
+            input_drift=d.input_drift,
+            label_drift=d.label_drift,
+            n_images=d.n_images,
+            at=t.sent_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +330,7 @@ class RolloutDeviceRecord:
     p99_ms: float | None
     error: str | None
     updated_at: datetime
+    epoch: int | None = None  # the controller lease's epoch its command was stored under (None: no lease)
 
     @property
     def previous(self) -> ReleaseRef | None:

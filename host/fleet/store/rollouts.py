@@ -21,6 +21,7 @@ from host.fleet.store.records import (
     WaveSummary,
 )
 from host.fleet.store.schema import rollout_devices, rollout_waves, rollouts
+from shared.errors import EdgeloopError
 from shared.protocol import ReleaseManifest
 
 
@@ -85,7 +86,10 @@ class RolloutQueries(StoreBase):
                 )
                 for m in members
             ]
-        self._write(*statements)
+        try:
+            self._write(*statements)
+        except sa.exc.IntegrityError as e:  # ux_rollouts_active_fleet: another replica started one just now
+            raise EdgeloopError(f"fleet {fleet} already has a rollout in progress; abort it first") from e
 
     def rollouts(self, state: RolloutState | None = None) -> list[RolloutRecord]:
         q = sa.select(rollouts).order_by(rollouts.c.created_at)
@@ -120,9 +124,15 @@ class RolloutQueries(StoreBase):
         state: RolloutState | Unset = UNSET,
         reason: str | Unset = UNSET,
         current_wave: int | Unset = UNSET,
-    ) -> None:
+        only_if: frozenset[RolloutState] | None = None,
+    ) -> bool:
+        """False when nothing changed: no such rollout, or (``only_if``) it is in another state by now,
+        changed by another replica (an abort through the API) since it was read."""
         values = given(state=state, reason=reason, current_wave=current_wave)
-        self._write(rollouts.update().where(rollouts.c.id == rollout_id).values(updated_at=now(), **values))
+        stmt = rollouts.update().where(rollouts.c.id == rollout_id).values(updated_at=now(), **values)
+        if only_if is not None:
+            stmt = stmt.where(rollouts.c.state.in_(sorted(only_if)))
+        return self._write(stmt) == 1
 
     def update_wave(
         self,
@@ -158,8 +168,10 @@ class RolloutQueries(StoreBase):
         top1: float | Unset | None = UNSET,
         p99_ms: float | Unset | None = UNSET,
         error: str | Unset | None = UNSET,
+        epoch: int | Unset | None = UNSET,
     ) -> None:
         values = given(
+            epoch=epoch,
             state=state,
             command_id=command_id,
             command=command,

@@ -96,6 +96,7 @@ rollout_devices = sa.Table(
     sa.Column("p99_ms", sa.Float),
     sa.Column("error", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("epoch", sa.BigInteger),  # the controller lease's epoch the command was stored under (v7)
 )
 
 reports = sa.Table(
@@ -246,6 +247,18 @@ calibrations = sa.Table(
 )
 
 
+leases = sa.Table(
+    "leases",
+    metadata,
+    # what one replica of `edgeloop serve` holds for a while: the rollout controller, an ingest slot (v7).
+    # Times are seconds since 1970 on the database's clock (``StoreBase.db_now``), never a replica's own.
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),  # the replica id
+    sa.Column("epoch", sa.BigInteger, nullable=False),  # +1 at each change of holder: the fencing token
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+
 def _m1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[devices, releases, rollouts, rollout_waves, rollout_devices, reports, benchmarks])
 
@@ -296,4 +309,18 @@ def _m6(conn: Connection) -> None:
         conn.execute(sa.text("CREATE INDEX IF NOT EXISTS " + index))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6]
+def _m7(conn: Connection) -> None:
+    # v7: several `serve` replicas on one store: leases, the lease epoch stored with each rollout command, and
+    # at most one active rollout per fleet even when two replicas start one at the same moment
+    metadata.create_all(conn, tables=[leases])
+    if "epoch" not in {c["name"] for c in sa.inspect(conn).get_columns("rollout_devices")}:  # _m1 made it
+        conn.execute(sa.text("ALTER TABLE rollout_devices ADD COLUMN epoch BIGINT"))
+    conn.execute(
+        sa.text(
+            "CREATE UNIQUE INDEX IF NOT EXISTS ux_rollouts_active_fleet ON rollouts (fleet) "
+            "WHERE state IN ('running', 'rolling_back')"
+        )
+    )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2, _m3, _m4, _m5, _m6, _m7]

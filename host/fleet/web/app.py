@@ -29,7 +29,7 @@ def create_app(host: FleetHost) -> FastAPI:
     app.include_router(fleet.router(host))
     app.include_router(rollouts.router(host))
     app.include_router(samples.router(host))
-    app.include_router(upload.router(host.samples, host.auth))
+    app.include_router(upload.router(host.samples, host.auth, host.http_limits.body_timeout_s))
     app.include_router(recalibrations.router(host))
     app.include_router(dashboard.router(host))
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")

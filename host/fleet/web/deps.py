@@ -19,6 +19,7 @@ from host.fleet.samples import FieldSamples
 from host.fleet.signer import CommandSigner
 from host.fleet.store import Store
 from host.fleet.web.auth import ApiAuth
+from shared.httpserver import HttpLimits
 
 
 class IngestWorker(Protocol):
@@ -63,7 +64,16 @@ class FleetHost(Protocol):
         """The URL devices reach this server at (ends with '/')."""
         ...
 
+    @property
+    def http_limits(self) -> HttpLimits:
+        """Connection and request bounds of the HTTP server (the upload route's body timeout)."""
+        ...
+
     def broker_connected(self) -> bool: ...
+
+    def replica_status(self) -> dict[str, object]:
+        """This replica: its id, whether it holds the controller lease, its ingest slots."""
+        ...
 
     def publish(self, topic: str, payload: bytes) -> bool:
         """Publish with QoS 1; True once the broker has it."""

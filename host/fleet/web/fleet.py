@@ -25,6 +25,7 @@ def router(host: FleetHost) -> APIRouter:
             "ingest": [vars(i.stats) | {"seen_ids": None} for i in host.ingests],
             "store": store.dialect,
             "auth": host.auth.mode,
+            "replica": host.replica_status(),
         }
 
     @api.get("/fleet")

@@ -7,8 +7,9 @@ Served telemetry (``TelemetryReport``) appears as:
   their latency, so ``rate(_sum) / rate(_count)`` is the mean served latency over any range;
 * ``edgeloop_served_requests_total`` and ``edgeloop_served_errors_total{kind}`` (counters, totals);
 * ``edgeloop_served_throughput_ips`` and ``edgeloop_served_last_report_timestamp_seconds`` (gauges);
-* ``edgeloop_drift_score``, ``edgeloop_drift_threshold`` and ``edgeloop_device_drifted`` (0/1)
-  from the latest window, when it carried a drift score.
+* ``edgeloop_drift_score`` (the input drift), ``edgeloop_drift_threshold`` and ``edgeloop_device_drifted``
+  (0/1) from the latest window, when it carried a drift score, and ``edgeloop_label_drift`` when the
+  device reports it apart (the class mix: it never flags).
 
 Field re-calibration (the fleet view's ``calibration`` and ``int8_gate``) appears as
 ``edgeloop_calibration_score{engine="before"|"after", evaluation}`` (the latest re-calibration's
@@ -139,10 +140,17 @@ class FleetCollector:
 
 def _drift(devices: Sequence[FleetDevice]) -> Iterator[Metric]:
     labels = ["fleet", "device", "release"]
-    score = GaugeMetricFamily("edgeloop_drift_score", "drift score of the served window (shared.drift)", labels=labels)
+    score = GaugeMetricFamily(
+        "edgeloop_drift_score", "input drift of the served window (shared.drift; what flags)", labels=labels
+    )
     threshold = GaugeMetricFamily("edgeloop_drift_threshold", "score at which the device flags drift", labels=labels)
     drifted = GaugeMetricFamily(
         "edgeloop_device_drifted", "1 when the served window is flagged as drifted", labels=labels
+    )
+    label = GaugeMetricFamily(
+        "edgeloop_label_drift",
+        "label drift: the predicted-class mix against the reference (never flags)",
+        labels=labels,
     )
     for d in devices:
         if d.drift is not None:
@@ -150,7 +158,9 @@ def _drift(devices: Sequence[FleetDevice]) -> Iterator[Metric]:
             score.add_metric(key, d.drift.score)
             threshold.add_metric(key, d.drift.threshold)
             drifted.add_metric(key, 1.0 if d.drift.drifted else 0.0)
-    yield from (score, threshold, drifted)
+            if d.drift.label_drift is not None:
+                label.add_metric(key, d.drift.label_drift)
+    yield from (score, threshold, drifted, label)
 
 
 def _calibration(devices: Sequence[FleetDevice]) -> Iterator[Metric]:

@@ -65,7 +65,7 @@ def router(host: FleetHost) -> APIRouter:
     def status(fleet: protocol.Id, device: protocol.Id, command_id: str) -> dict[str, Any]:
         req = known(fleet, device, command_id)
         files = samples.files(fleet, device, req.command_id)
-        events = [e for e in store.command_events(req.command_id) if e.report.device_id == device]
+        events = [e for e in store.command_events(req.command_id) if (e.fleet, e.report.device_id) == (fleet, device)]
         error = next((e.report.message for e in events if e.report.level == "error"), None)
         finished = any(e.report.code == DONE_EVENT for e in events)
         return {
@@ -87,7 +87,7 @@ def router(host: FleetHost) -> APIRouter:
         path = samples.path(fleet, device, req.command_id, name)
         if path is None:
             raise HTTPException(404, f"no image {name!r} in sample request {req.command_id}")
-        media = "image/png" if path.suffix == ".png" else "image/jpeg"
+        media = {".png": "image/png", ".bmp": "image/bmp", ".webp": "image/webp"}.get(path.suffix, "image/jpeg")
         return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
 
     return api

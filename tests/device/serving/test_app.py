@@ -74,7 +74,8 @@ def test_stats_and_health(inference_server: InferenceServer, jpeg: bytes) -> Non
     assert stats["requests"] == 5 and stats["errors"] == 1
     assert set(stats["latency_ms"]) >= {"p50", "p90", "p99"} and stats["latency_ms"]["p50"] > 0
     assert stats["throughput_ips"] > 0 and stats["totals"]["requests"] == 5
-    assert stats["drift"] == {"score": None, "threshold": 1.0, "drifted": False, "n_images": 0, "details": None}
+    assert stats["drift"] == {"score": None, "threshold": 1.0, "drifted": False, "input_drift": None,
+                              "label_drift": None, "n_images": 0, "details": None}  # fmt: skip
     assert _get(inference_server.url, "/healthz") == (200, {"ok": True, "state": "ready"})
 
 

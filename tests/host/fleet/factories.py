@@ -10,7 +10,8 @@ REF = p.ReleaseRef(name="r20", version="1.0.0")
 def drift_stats(score: float = 0.2, threshold: float = 1.0, **kw: object) -> p.DriftStats:
     data: dict[str, object] = {
         "score": score, "threshold": threshold, "drifted": score >= threshold, "n_images": 500,
-        "psi_confidence": score / 4, "psi_class": 0.01, "channel_shift": score / 2, "detail_shift": 0.05,
+        "psi_confidence": score / 4, "psi_class": 0.1, "channel_shift": score / 2, "detail_shift": 0.05,
+        "input_drift": score, "label_drift": 0.4, "input_shifts": {"fine_detail": score / 2},
     }  # fmt: skip
     data.update(kw)
     return p.DriftStats(**data)

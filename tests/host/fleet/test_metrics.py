@@ -58,7 +58,7 @@ def test_served_latency_counters_and_drift(tmp_path: Path) -> None:
     assert m["edgeloop_served_last_report_timestamp_seconds"][d1] == (t0 + dt.timedelta(seconds=30)).timestamp()
     release = _key(fleet="lab", device="d1", release="r20@1.0.0")
     assert m["edgeloop_drift_score"][release] == 2.5 and m["edgeloop_drift_threshold"][release] == 1.0
-    assert m["edgeloop_device_drifted"][release] == 1.0
+    assert m["edgeloop_device_drifted"][release] == 1.0 and m["edgeloop_label_drift"][release] == 0.4
     assert not any(dict(k)["device"] == "d2" for k in m["edgeloop_device_drifted"])  # no score: no flag
     assert m["edgeloop_device_online"][d1] == 1.0  # the existing families are still there
     store.close()

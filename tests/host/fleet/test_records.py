@@ -37,7 +37,7 @@ LIVE_KEYS = ["message_id", "fleet", "device_id", "release_name", "release_versio
              "window_s", "requests", "errors", "error_count", "throughput_ips", "p50_ms", "p90_ms", "p99_ms",
              "max_ms", "mean_ms", "mean_batch", "mean_queue_depth", "max_queue_depth", "drift_score",
              "drift_threshold", "drifted", "drift", "sent_at", "received_at"]  # fmt: skip
-DRIFT_KEYS = ["score", "threshold", "drifted", "n_images", "at"]
+DRIFT_KEYS = ["score", "threshold", "drifted", "input_drift", "label_drift", "n_images", "at"]
 CALIBRATION_FLAG_KEYS = ["command_id", "action", "state", "release", "evaluation", "before", "after", "better",
                          "promoted", "error", "at"]  # fmt: skip
 TELEMETRY_KEYS = ["message_id", "fleet", "device_id", "rollout_id", "release_name", "release_version", "runtime",
@@ -118,8 +118,8 @@ def test_records_encode_to_the_api_json(tmp_path: Path) -> None:
     store.add_reports([("lab", served)])
     fleet = json.loads(json.dumps(record_json(store.fleet("lab")[0])))
     assert list(fleet) == FLEET_KEYS and list(fleet["drift"]) == DRIFT_KEYS
-    assert fleet["drift"] == {"score": 0.2, "threshold": 1.0, "drifted": False, "n_images": 500,
-                              "at": served.sent_at.isoformat()}  # fmt: skip
+    assert fleet["drift"] == {"score": 0.2, "threshold": 1.0, "drifted": False, "input_drift": 0.2,
+                              "label_drift": 0.4, "n_images": 500, "at": served.sent_at.isoformat()}  # fmt: skip
     assert (fleet["served_p50_ms"], fleet["served_p99_ms"], fleet["served_requests"], fleet["served_errors"]) == (
         4.0, 9.0, 300, 2)  # fmt: skip
     (point,) = store.telemetry_series("lab")

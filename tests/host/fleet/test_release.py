@@ -97,3 +97,21 @@ def test_release_list_still_reads_old_manifests(tmp_path: Path) -> None:
     data = json.loads(m.model_dump_json())
     del data["model"]["reference"]
     assert ReleaseManifest.model_validate(data).model.reference is None
+
+
+def test_a_stored_reference_without_input_statistics_is_measured_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file stamped before input statistics: its devices could only compare one class at a time with the
+    whole reference (the false alarm of a one-scene camera), so `release create` measures it again."""
+    build = _build(tmp_path, "resnet20.onnx")
+    old = reference_of(build / "resnet20.onnx").model_copy(update={"inputs": None, "source": "stamped before"})
+    model = onnx.load(str(build / "resnet20.onnx"))
+    meta = get_meta(model)
+    meta.extra[REFERENCE_KEY] = old.model_dump_json()
+    set_meta(model, meta)
+    onnx.save(model, str(build / "resnet20.onnx"))
+    with caplog.at_level(logging.WARNING, logger="host.fleet.release"):
+        m = create_release(build, "r20", "1.0.0", ReleaseStore(tmp_path / "store"), source_top1=0.89)
+    assert m.model.reference is not None and m.model.reference.inputs is not None
+    assert m.model.reference.source.startswith("golden images") and "has no input statistics" in caplog.text

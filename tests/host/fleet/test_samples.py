@@ -156,3 +156,19 @@ def test_sample_api_checks_its_input(host: HostServer) -> None:
             api.get_bytes(f"/api/v1/devices/lab/dev-1/samples/{cid}/{name}")
     with pytest.raises(EdgeloopError, match="HTTP 422"):
         api.get(f"/api/v1/devices/lab/a.b/samples/{cid}")
+
+
+@pytest.mark.security
+def test_a_device_of_another_fleet_cannot_end_a_sample_request(host: HostServer) -> None:
+    """Events count for a sample request only from the device, of the fleet, it went to (issue 22)."""
+    api = ApiClient(host.config.base_url)
+    cid = api.post("/api/v1/devices/lab/dev-1/samples", {"n_images": 2})["command_id"]
+    forged = [  # the same device id in another fleet, and another device of the same fleet
+        ("other", p.EventReport(device_id="dev-1", level="error", code="command_failed", message="forged",
+                                command_id=cid)),
+        ("lab", p.EventReport(device_id="dev-2", level="info", code="samples_uploaded", message="forged",
+                              command_id=cid)),
+    ]  # fmt: skip
+    host.store.add_reports(forged)
+    state = api.get(f"/api/v1/devices/lab/dev-1/samples/{cid}")
+    assert (state["done"], state["error"], state["events"]) == (False, None, []), state

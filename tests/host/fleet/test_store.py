@@ -29,9 +29,9 @@ def _bench(device: str = "d1", **kw: object) -> p.BenchmarkReport:
 
 
 def test_schema_is_versioned_and_migrations_are_idempotent(store: Store) -> None:
-    assert store.version() == len(MIGRATIONS) == 6
-    assert store.migrate() == 6  # running again changes nothing
-    assert store.version() == 6
+    assert store.version() == len(MIGRATIONS) == 7
+    assert store.migrate() == 7  # running again changes nothing
+    assert store.version() == 7
 
 
 def test_a_devices_warnings_are_kept_and_a_v4_store_gains_the_column(store: Store) -> None:

@@ -166,7 +166,7 @@ def test_fleet_status_cli_and_metrics(server: tuple[HostServer, ReleaseManifest]
     srv.store.add_reports(
         [
             ("lab", telemetry_report("dev-1", release=m.ref, drift=drift_stats(3.1))),
-            ("lab", telemetry_report("dev-2", release=m.ref, drift=drift_stats(0.2))),
+            ("lab", telemetry_report("dev-2", release=m.ref, drift=drift_stats(0.2, label_drift=23.8))),
         ]
     )
     done = _cli("fleet", "status", "--json", "--server", srv.config.base_url)
@@ -182,6 +182,10 @@ def test_fleet_status_cli_and_metrics(server: tuple[HostServer, ReleaseManifest]
     assert table.returncode == 0, table.stderr
     lines = {line.split("│")[2].strip(): line for line in table.stdout.splitlines() if "dev-" in line}
     assert "DRIFT 3.10" in lines["dev-1"] and "ok 0.20" in lines["dev-2"]
+    cells = {k: [c.strip() for c in line.split("│")] for k, line in lines.items()}
+    assert cells["dev-2"][9:11] == ["ok 0.20", "23.80"] and cells["dev-1"][9:11] == ["DRIFT 3.10", "0.40"]
+    assert cells["dev-3"][9:11] == ["-", "-"]  # input drift, then label drift (which never flags)
+    assert devs["dev-2"]["drift"]["label_drift"] == 23.8 and devs["dev-2"]["drift"]["input_drift"] == 0.2
     assert "DRIFT" not in lines["dev-3"] and " ok " not in lines["dev-3"]
     status, _, body = _req(srv.config.base_url + "metrics")
     assert status == 200 and b'edgeloop_device_online{device="dev-1",fleet="lab"} 1.0' in body

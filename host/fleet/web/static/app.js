@@ -57,13 +57,21 @@ async function get(path) {
   return r.json();
 }
 
-// the drift flag of a device: red "DRIFT score" when flagged, "ok score" when scored, "–" without a score
+// the drift flag of a device (its input drift): red "DRIFT score" when flagged, "ok score" when scored, "–" without
 function driftCell(drift) {
   if (!drift) return `<td class="drift" data-drift="none">–</td>`;
   const cls = drift.drifted ? "drifted" : "ok";
-  const title = `score ${fmt(drift.score, 3)} / threshold ${fmt(drift.threshold, 2)} over ${drift.n_images} images`;
+  const title = `input drift ${fmt(drift.score, 3)} / threshold ${fmt(drift.threshold, 2)} over ${drift.n_images} images`;
   return `<td class="drift" data-drift="${cls}" title="${esc(title)}"><span class="badge ${cls}">` +
     `${drift.drifted ? "DRIFT" : "ok"} ${fmt(drift.score, 2)}</span></td>`;
+}
+
+// the label drift of a device: the predicted-class mix against the reference; a figure, never a flag
+function labelDriftCell(drift) {
+  const label = drift ? drift.label_drift : null;
+  if (label === null || label === undefined) return `<td class="label-drift" data-label-drift="none">–</td>`;
+  const title = "the class mix moved (a camera on one scene sees one class): informational, it never flags";
+  return `<td class="label-drift" data-label-drift="${fmt(label, 2)}" title="${esc(title)}">${fmt(label, 2)}</td>`;
 }
 
 // the latest re-calibration: its state, and old -> new (top-1 on a labelled set, else agreement with FP32)
@@ -89,7 +97,7 @@ function renderFleet(devices) {
     <td>${esc(d.runtime ?? "–")}</td><td>${esc(d.precision ?? "–")}</td><td>${esc(d.accelerator)}</td>
     <td>${fmt(d.p50_ms, 3)}</td><td>${fmt(d.p99_ms, 3)}</td><td>${pct(d.top1)}</td>
     <td>${fmt(d.served_p50_ms, 2)}</td><td>${fmt(d.served_p99_ms, 2)}</td><td>${fmt(d.served_throughput_ips, 1)}</td>
-    ${driftCell(d.drift)}${calibrationCell(d.calibration)}${gateCell(d.int8_gate)}
+    ${driftCell(d.drift)}${labelDriftCell(d.drift)}${calibrationCell(d.calibration)}${gateCell(d.int8_gate)}
     <td>${esc((d.last_seen || "").replace("T", " ").slice(0, 19))}</td></tr>`).join("");
 }
 
@@ -141,9 +149,13 @@ function renderLive(rows) {
             "no served telemetry yet (agents with [inference] report every telemetry_interval_s)");
   const scored = rows.filter((r) => r.drift_score !== null);
   const thresholds = [...new Set(scored.map((r) => r.drift_threshold))];
-  drawChart("drift-chart", scored, (r) => r.device_id, [["score", "drift_score", false]], "drift score",
+  drawChart("drift-chart", scored, (r) => r.device_id, [["input", "drift_score", false]], "input drift",
             "no drift scores yet (a release with a drift reference, and a full window of served images)",
             thresholds.length === 1 ? [["threshold", thresholds[0], "#c0392b"]] : []);
+  const labelled = rows.filter((r) => r.drift && r.drift.label_drift !== null && r.drift.label_drift !== undefined)
+    .map((r) => ({...r, label_drift: r.drift.label_drift}));
+  drawChart("label-drift-chart", labelled, (r) => r.device_id, [["label", "label_drift", true]], "label drift",
+            "no label drift yet (devices report it beside the input drift)");
 }
 
 function renderAccuracy(rows) {

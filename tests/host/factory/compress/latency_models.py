@@ -17,7 +17,7 @@ def _stage_mmacs(shape: StageShape, c_in: int) -> float:
 
 
 def int8_floor_at_32(space: ResNetSpace, arch: Arch) -> float:
-    """ONNX Runtime's x86 INT8 as the README measured it: a 32x32 convolution costs 9 ms whatever its
+    """ONNX Runtime's x86 INT8 as docs/results.md measured it: a 32x32 convolution costs 9 ms whatever its
     width; at 16x16 and 8x8 time follows MACs (0.5 ms per million)."""
     shapes = space.shapes(arch)
     ms = 9.0 * (1 + 2 * len(shapes[0].mids))  # the stem and every stage-1 convolution
