@@ -45,7 +45,7 @@ fi
 .venv/bin/lint-imports --no-cache
 
 export EDGELOOP_REQUIRE_BROKER=1
-.venv/bin/python -m pytest -m "not slow" -q "$@"
+.venv/bin/python -m pytest -m "not slow" -q --durations=25 "$@"
 
 # The device side on the Pythons of JetPack: 3.10 (JetPack 6) and 3.12 (JetPack 7), each in a venv of its own
 # with edgeloop[device,openvino,dev] and no torch, over tests/shared and tests/device. Interpreters come from

@@ -28,7 +28,7 @@ ROLLOUT_KEYS = ["id", "release_name", "release_version", "fleet", "state", "conf
                 "created_at", "updated_at", "waves", "devices"]  # fmt: skip
 WAVE_KEYS = ["rollout_id", "wave", "state", "started_at", "deadline", "finished_at", "summary"]
 MEMBER_KEYS = ["rollout_id", "device_id", "wave", "state", "command_id", "published", "previous_name",
-               "previous_version", "was_online", "top1", "p99_ms", "error", "updated_at"]  # fmt: skip
+               "previous_version", "was_online", "top1", "p99_ms", "error", "updated_at", "epoch"]  # fmt: skip
 FLEET_KEYS = ["fleet", "device_id", "state", "release", "runtime", "precision", "accelerator", "gpu", "p50_ms",
               "p99_ms", "top1", "benchmark_release", "last_seen", "system", "served_p50_ms", "served_p99_ms",
               "served_throughput_ips", "served_requests", "served_errors", "served_release", "served_at",
