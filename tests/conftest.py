@@ -26,6 +26,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+# What the chaos, fuzz and failover tests print (their counts) is shown after the run, not only on failure:
+# CI's log carries the figures the issues ask for.
+_COUNTS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed and report.capstdout.strip() and "e2e" in report.keywords:
+        _COUNTS.append((report.nodeid, report.capstdout.strip()))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _COUNTS:
+        terminalreporter.section("counts printed by the end-to-end tests")
+        for nodeid, text in _COUNTS:
+            terminalreporter.write_line(f"{nodeid}:")
+            for line in text.splitlines():
+                terminalreporter.write_line(f"  {line}")
+
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     from shared.samples import golden_dir
