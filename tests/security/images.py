@@ -6,8 +6,11 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import pytest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -97,3 +100,18 @@ def encoded(fmt: str, width: int, height: int, params: tuple[int, ...] = ()) -> 
     if not ok:
         raise RuntimeError(f"OpenCV could not encode {fmt}")
     return bytes(buf.tobytes())
+
+
+def spy_imdecode(monkeypatch: pytest.MonkeyPatch, then: Callable[[np.ndarray, int], Any]) -> list[tuple[int, ...]]:
+    """Record the shape of every buffer that reaches ``cv2.imdecode`` (then call ``then``): a refusal from the
+    header must leave this list empty."""
+    import cv2
+
+    calls: list[tuple[int, ...]] = []
+
+    def spy(buf: np.ndarray, flags: int) -> Any:
+        calls.append(buf.shape)
+        return then(buf, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", spy)
+    return calls

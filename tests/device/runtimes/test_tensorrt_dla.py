@@ -5,10 +5,8 @@ on the fakes of TensorRT 10 and 11 (``trt_fakes.py``, whose DLA names the API co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +24,7 @@ from device.state import AgentState
 from shared.digest import sha256_file
 from shared.errors import EdgeloopError
 from shared.protocol import Artifact, ReleaseManifest
-from tests.device.runtimes.trt_fakes import FakeCudart, fake_tensorrt, install
+from tests.device.runtimes.trt_fakes import FakeCudart, batch_of, fake_tensorrt, install, plan_of
 from tests.helpers import REPO
 from tests.shared.factories import manifest
 
@@ -49,15 +47,6 @@ def board(monkeypatch: pytest.MonkeyPatch) -> Board:
     return install_fakes
 
 
-def _plan(engine_path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(engine_path.read_bytes())
-    return data
-
-
-def _x(n: int) -> np.ndarray:
-    return np.random.default_rng(n).standard_normal((n, 3, 32, 32), dtype=np.float32)
-
-
 # -- the build -------------------------------------------------------------------------------------------------
 
 
@@ -76,7 +65,7 @@ def test_a_dla_build_sets_the_builder_fields(
     board(major)
     with TensorRTRuntime(TensorRTConfig(dla_core=1)) as rt:
         engine = rt.build(FILES[precision], precision, tmp_path)
-    built = _plan(engine.path)
+    built = plan_of(engine.path)
     assert built["device"] == "DLA" and built["dla_core"] == 1 and "GPU_FALLBACK" in built["flags"]
     assert built["strongly_typed"] is typed and set(built["flags"]) & {"FP16", "INT8", "BF16", "FP8"} == flags
     # DLA has no dynamic dimensions: one profile per batch the engine serves
@@ -87,7 +76,7 @@ def test_a_dla_build_sets_the_builder_fields(
 def test_without_gpu_fallback_the_flag_stays_off(board: Board, tmp_path: Path) -> None:
     board()
     with TensorRTRuntime(TensorRTConfig(dla_core=0, gpu_fallback=False)) as rt:
-        built = _plan(rt.build(FP16, "fp16", tmp_path).path)
+        built = plan_of(rt.build(FP16, "fp16", tmp_path).path)
     assert built["device"] == "DLA" and "GPU_FALLBACK" not in built["flags"]
 
 
@@ -140,7 +129,7 @@ def test_a_batch_runs_padded_up_to_its_dla_profile(board: Board, tmp_path: Path)
     with rt:
         rt.load(rt.build(FP16, "fp16", tmp_path))
         for n in (1, 10, 64):
-            x = _x(n)
+            x = batch_of(n)
             expected = x.reshape(n, -1).mean(1, keepdims=True) * np.arange(1, 11, dtype=np.float32)
             np.testing.assert_allclose(rt.infer(x), expected, rtol=1e-5, atol=1e-6)
         assert rt._loaded is not None and rt._loaded.trt_engine._profile_runs == [1, 2]  # 10 ran as 64

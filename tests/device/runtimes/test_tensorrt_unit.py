@@ -6,7 +6,6 @@ code runs unchanged, on the zoo's real ONNX files.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from device.runtimes.tensorrt.util import Buffers, engine_activation_bytes, fast
 from device.state import AgentState
 from shared.protocol import Artifact
 from tests.device.fakes import FakeConfig, FakeRuntime
-from tests.device.runtimes.trt_fakes import FakeCudart, fake_tensorrt, fixed_batch_onnx, install
+from tests.device.runtimes.trt_fakes import FakeCudart, batch_of, fake_tensorrt, fixed_batch_onnx, install, plan_of
 from tests.helpers import REPO
 from tests.shared.factories import manifest
 
@@ -56,16 +55,6 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch) -> Install:
         return cudart
 
     return install_fakes
-
-
-def _plan(engine_path: Path) -> dict[str, Any]:
-    """What the fake builder was asked for (its "plan" is JSON)."""
-    data: dict[str, Any] = json.loads(engine_path.read_bytes())
-    return data
-
-
-def _x(n: int) -> np.ndarray:
-    return np.random.default_rng(n).standard_normal((n, 3, 32, 32), dtype=np.float32)
 
 
 def _expected(x: np.ndarray) -> np.ndarray:
@@ -131,7 +120,7 @@ def test_failing_to_save_the_timing_cache_keeps_the_engine(
         with caplog.at_level(logging.WARNING):
             engine = rt.build(FP32, "fp32", tmp_path / "e")
         rt.load(engine)
-        assert rt.infer(_x(2)).shape == (2, 10)
+        assert rt.infer(batch_of(2)).shape == (2, 10)
     assert "could not save the timing cache" in caplog.text
 
 
@@ -228,7 +217,7 @@ def test_precision_flags_per_version(
     fake_trt(major)
     with TensorRTRuntime() as rt:
         engine = rt.build(model, precision, tmp_path)
-    plan = _plan(engine.path)
+    plan = plan_of(engine.path)
     assert plan["strongly_typed"] is typed and engine.info["strongly_typed"] is typed
     assert set(plan["flags"]) & {"FP16", "INT8", "BF16", "FP8"} == flags
     assert engine.precision == precision
@@ -269,7 +258,7 @@ def test_sparse_weights_only_on_sparse_tensor_cores(
     with TensorRTRuntime(TensorRTConfig(sparse_weights=True)) as rt:
         engine = rt.build(FP16, "fp16", tmp_path)
         assert rt.build_options()["sparse"] is sparse
-    assert ("SPARSE_WEIGHTS" in _plan(engine.path)["flags"]) is sparse
+    assert ("SPARSE_WEIGHTS" in plan_of(engine.path)["flags"]) is sparse
 
 
 def test_bench_says_when_the_throughput_batch_is_cut(
@@ -321,14 +310,14 @@ def test_every_batch_runs_in_its_profile(fake_trt: Install, major: int, tmp_path
     rt = TensorRTRuntime()
     with rt:
         engine = rt.build(FP16, "fp16", tmp_path)
-        assert [p[0][0] for p in _plan(engine.path)["profiles"]] == [1, 2, 65]
+        assert [p[0][0] for p in plan_of(engine.path)["profiles"]] == [1, 2, 65]
         rt.load(engine)
         for n in (1, 10, 64, 100, 256, 3):
-            x = _x(n)
+            x = batch_of(n)
             np.testing.assert_allclose(rt.infer(x), _expected(x), rtol=1e-5, atol=1e-6)
         assert rt._loaded is not None and rt._loaded.trt_engine._profile_runs == [1, 3, 2]
         with pytest.raises(EngineError, match=r"outside 1\.\.256"):
-            rt.infer(_x(257))
+            rt.infer(batch_of(257))
 
 
 # -- 8. smaller points -----------------------------------------------------------------------------------------
@@ -350,11 +339,11 @@ def test_the_device_is_made_current_on_every_thread(fake_trt: Install, tmp_path:
     out: list[np.ndarray] = []
     with TensorRTRuntime(TensorRTConfig(max_batch=8, opt_batches=(8,))) as rt:
         rt.load(rt.build(FP32, "fp32", tmp_path))
-        worker = threading.Thread(target=lambda: out.append(rt.infer(_x(4))))
+        worker = threading.Thread(target=lambda: out.append(rt.infer(batch_of(4))))
         worker.start()
         worker.join()
         assert worker.ident in cudart.threads_that_set_the_device()
-    np.testing.assert_allclose(out[0], _expected(_x(4)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[0], _expected(batch_of(4)), rtol=1e-5, atol=1e-6)
     assert cudart.live_allocations == 0  # closing freed the buffers
 
 
@@ -365,8 +354,8 @@ def test_a_fixed_batch_engine_refuses_other_batches_clearly(fake_trt: Install, t
         assert engine.max_batch == 8
         rt.load(engine)
         with pytest.raises(EngineError, match="fixed batch of 8"):
-            rt.infer(_x(1))
-        assert rt.infer(_x(8)).shape == (8, 10)
+            rt.infer(batch_of(1))
+        assert rt.infer(batch_of(8)).shape == (8, 10)
 
 
 @pytest.mark.parametrize(
@@ -379,7 +368,7 @@ def test_fp32_means_ieee_fp32_unless_tf32_is_allowed(
     model = FP32 if precision == "fp32" else FP16
     with TensorRTRuntime(TensorRTConfig(allow_tf32=allow)) as rt:
         engine = rt.build(model, precision, tmp_path)
-    assert ("TF32" in _plan(engine.path)["flags"]) is tf32 and engine.info["tf32"] is tf32
+    assert ("TF32" in plan_of(engine.path)["flags"]) is tf32 and engine.info["tf32"] is tf32
 
 
 def test_layer_profile_on_a_second_context(fake_trt: Install, tmp_path: Path) -> None:
@@ -387,5 +376,5 @@ def test_layer_profile_on_a_second_context(fake_trt: Install, tmp_path: Path) ->
     with TensorRTRuntime(TensorRTConfig(max_batch=32, opt_batches=(1, 32))) as rt:
         rt.load(rt.build(FP16, "fp16", tmp_path))
         layers = rt.profile_layers(batch=32, runs=3)
-        assert rt.infer(_x(4)).shape == (4, 10)  # the serving context still works
+        assert rt.infer(batch_of(4)).shape == (4, 10)  # the serving context still works
     assert {layer.name for layer in layers} == {"conv1", "fc"} and all(layer.ms == 0.25 for layer in layers)

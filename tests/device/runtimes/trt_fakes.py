@@ -524,3 +524,16 @@ def public_names(major: int) -> set[str]:
                 names |= {t.id for t in targets if isinstance(t, ast.Name)}
                 names |= {e.id for t in targets if isinstance(t, ast.Tuple) for e in t.elts if isinstance(e, ast.Name)}
     return {n for n in names if not n.startswith("_") or n == "__version__"}
+
+
+def plan_of(engine_path: Path) -> dict[str, Any]:
+    """What the fake builder was asked for (its "plan" is JSON)."""
+    data: dict[str, Any] = json.loads(engine_path.read_bytes())
+    return data
+
+
+def batch_of(n: int) -> Any:
+    """``n`` random input images of the CIFAR shape (a numpy float32 array)."""
+    import numpy as np
+
+    return np.random.default_rng(n).standard_normal((n, 3, 32, 32), dtype=np.float32)

@@ -10,7 +10,7 @@ import http.client
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,22 +63,11 @@ def _get_seconds(url: str, path: str) -> tuple[int, float]:
         conn.close()
 
 
-def _spy(monkeypatch: pytest.MonkeyPatch, then: Callable[[np.ndarray, int], Any]) -> list[tuple[int, ...]]:
-    calls: list[tuple[int, ...]] = []
-
-    def spy(buf: np.ndarray, flags: int) -> Any:
-        calls.append(buf.shape)
-        return then(buf, flags)
-
-    monkeypatch.setattr(cv2, "imdecode", spy)
-    return calls
-
-
 @pytest.mark.parametrize("side", [30000, 40000])
 def test_a_png_bomb_is_a_413_json_and_never_reaches_the_decoder(
     server: InferenceServer, monkeypatch: pytest.MonkeyPatch, side: int
 ) -> None:
-    calls = _spy(monkeypatch, then=lambda buf, flags: None)
+    calls = images.spy_imdecode(monkeypatch, then=lambda buf, flags: None)
     status, ctype, body = _post(server.url, images.png_bomb(side, side))
     assert (status, ctype) == (413, "application/json"), body[:200]
     answer = json.loads(body)
@@ -97,7 +86,7 @@ def test_a_decoder_error_is_a_400_json(server: InferenceServer, monkeypatch: pyt
     def boom(buf: np.ndarray, flags: int) -> Any:
         raise cv2.error("OpenCV(5.1.0) grfmt_png.cpp: error: (-2:Unspecified error) broken")
 
-    _spy(monkeypatch, then=boom)
+    images.spy_imdecode(monkeypatch, then=boom)
     status, ctype, body = _post(server.url, images.encoded(".png", 32, 32))
     assert (status, ctype) == (400, "application/json"), body[:200]
     assert json.loads(body)["error"] == "not_image"
@@ -126,7 +115,7 @@ def test_healthz_answers_while_bombs_are_refused(server: InferenceServer, monkey
         time.sleep(3)
         return None
 
-    calls = _spy(monkeypatch, then=slow)
+    calls = images.spy_imdecode(monkeypatch, then=slow)
     results: list[int] = []
     senders = [
         threading.Thread(target=lambda: results.append(_post(server.url, images.png_bomb(30000, 30000))[0]))
@@ -151,7 +140,7 @@ def test_decoding_runs_off_the_event_loop(
         time.sleep(2)
         return real(buf, flags)
 
-    _spy(monkeypatch, then=slow)
+    images.spy_imdecode(monkeypatch, then=slow)
     jpeg = next(golden_dir.rglob("*.jpg")).read_bytes()
     results: list[int] = []
     sender = threading.Thread(target=lambda: results.append(_post(server.url, jpeg, "image/jpeg")[0]))

@@ -9,7 +9,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +49,6 @@ def _health_seconds(srv: HostServer) -> float:
         conn.close()
 
 
-def _spy(monkeypatch: pytest.MonkeyPatch, then: Callable[[np.ndarray, int], Any]) -> list[tuple[int, ...]]:
-    calls: list[tuple[int, ...]] = []
-
-    def spy(buf: np.ndarray, flags: int) -> Any:
-        calls.append(buf.shape)
-        return then(buf, flags)
-
-    monkeypatch.setattr(cv2, "imdecode", spy)
-    return calls
-
-
 def _request(srv: HostServer, n: int = 3) -> str:
     cid = str(uuid.uuid4())
     srv.samples.create("lab", "dev-1", cid, n_images=n)  # what POST .../samples does before it sends the command
@@ -73,7 +61,7 @@ def test_a_png_bomb_upload_is_a_413_json_and_never_decoded(
 ) -> None:
     srv, _ = server
     cid = _request(srv)
-    calls = _spy(monkeypatch, then=lambda buf, flags: None)
+    calls = images.spy_imdecode(monkeypatch, then=lambda buf, flags: None)
     status, ctype, body = _upload(srv, cid, images.png_bomb(side, side))
     assert (status, ctype) == (413, "application/json"), body[:200]
     assert f"{side}x{side}" in json.loads(body)["detail"]
@@ -96,7 +84,7 @@ def test_a_decoder_error_upload_is_a_400_json(
     def boom(buf: np.ndarray, flags: int) -> Any:
         raise cv2.error("OpenCV(5.1.0) grfmt_png.cpp: error: (-2:Unspecified error) broken")
 
-    _spy(monkeypatch, then=boom)
+    images.spy_imdecode(monkeypatch, then=boom)
     status, ctype, body = _upload(srv, cid, images.encoded(".png", 32, 32))
     assert (status, ctype) == (400, "application/json"), body[:200]
     assert "could not decode" in json.loads(body)["detail"]
@@ -115,7 +103,7 @@ def test_health_answers_while_uploads_are_decoded(
         time.sleep(3 if buf.size == len(images.png_bomb(30000, 30000)) else 2)
         return real(buf, flags) if buf.size < 100_000 else None
 
-    _spy(monkeypatch, then=slow)
+    images.spy_imdecode(monkeypatch, then=slow)
     img = next((golden_dir / "cat").iterdir()).read_bytes()
     results: list[int] = []
     bodies = [images.png_bomb(30000, 30000)] * 2 + [img]
