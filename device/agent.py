@@ -231,7 +231,10 @@ class Agent:
     def report(self, message: WireModel) -> None:
         kind = getattr(message, "kind")  # noqa: B009  (every report model has a kind literal)
         topic = protocol.report_topic(self.fleet, self.device_id, kind)
-        self.outbox.put(topic, protocol.encode(message), str(getattr(message, "message_id")))  # noqa: B009
+        # a report that answers a command is kept with it: a repeat of the command is answered again
+        cid = getattr(message, "command_id", None)
+        answers = str(cid) if cid is not None and kind != "event" else None
+        self.outbox.put(topic, protocol.encode(message), str(getattr(message, "message_id")), answers=answers)  # noqa: B009
 
     def report_telemetry(self) -> None:
         """The serving telemetry of the interval that ends now (nothing when nothing was served)."""
@@ -269,9 +272,14 @@ class Agent:
         try:
             cmd = self.admission.admit(payload)
         except CommandRefusedError as e:
-            if e.duplicate:  # a redelivery or a replay: nothing runs twice, and the host hears of it
+            if e.duplicate:  # a redelivery, a resend or a replay: nothing runs twice
                 self.counters["duplicates"] += 1
-                self.event("warning", e.code, str(e), **e.ids)
+                cid = e.ids.get("command_id")
+                again = self.outbox.answer_again(str(cid)) if cid is not None else 0
+                if again:  # the host did not hear the answer (a lost report, or a lost command it resent)
+                    log.info("command %s came again: its %d report(s) sent again, nothing run twice", cid, again)
+                # and the host hears of it (a resend of its own, or a replay by someone else: the same bytes)
+                self.event("info" if again else "warning", e.code, str(e), **e.ids)
                 return
             self.counters["bad_commands"] += 1
             self.counters[e.code] = self.counters.get(e.code, 0) + 1

@@ -30,6 +30,15 @@ CREATE TABLE IF NOT EXISTS seen_commands (
     message_id TEXT PRIMARY KEY,
     seen_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS answers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    command_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    message_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_command ON answers (command_id);
 """
 
 
@@ -53,14 +62,39 @@ class Outbox:
         self._db.executescript(_SCHEMA)
         self.added = threading.Event()
 
-    def put(self, topic: str, payload: bytes, message_id: str, qos: int = 1) -> int:
+    def put(self, topic: str, payload: bytes, message_id: str, qos: int = 1, answers: str | None = None) -> int:
+        """Queue a report; ``answers``: the id of the command it answers, kept to answer a repeat of it."""
+        now = time.time()
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO outbox (topic, payload, qos, message_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                (topic, payload, qos, message_id, time.time()),
+                (topic, payload, qos, message_id, now),
             )
+            if answers is not None:
+                self._db.execute(
+                    "INSERT INTO answers (command_id, topic, payload, message_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (answers, topic, payload, message_id, now),
+                )
         self.added.set()
         return int(cur.lastrowid or 0)
+
+    def answer_again(self, command_id: str) -> int:
+        """Queue again the reports that answered ``command_id`` (same message ids: a receiver that has them
+        drops the copies); the count, 0 when none were made (the command is still running, or it ran
+        before this agent kept answers)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT topic, payload, message_id FROM answers WHERE command_id = ? ORDER BY id", (command_id,)
+            ).fetchall()
+            now = time.time()
+            for topic, payload, message_id in rows:
+                self._db.execute(
+                    "INSERT INTO outbox (topic, payload, qos, message_id, created_at) VALUES (?, ?, 1, ?, ?)",
+                    (topic, payload, message_id, now),
+                )
+        if rows:
+            self.added.set()
+        return len(rows)
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[Entry]:
         with self._lock:
@@ -93,6 +127,7 @@ class Outbox:
             )
             if cur.rowcount and cur.rowcount > 0:
                 self._db.execute("DELETE FROM seen_commands WHERE seen_at < ?", (now - keep_s,))
+                self._db.execute("DELETE FROM answers WHERE created_at < ?", (now - keep_s,))
                 return True
             return False
 

@@ -82,6 +82,13 @@ class Mosquitto:
             self.proc.wait(timeout=10)
             self.proc = None
 
+    def kill(self) -> None:
+        """``kill -9``: what was not autosaved (sessions, queued messages) is lost."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"

@@ -27,6 +27,9 @@ class RolloutConfig(BaseModel):
     p99_budget_ms: float | None = Field(None, gt=0, description="p99 latency budget at batch 1")
     abort_failures: float = Field(0.10, ge=0, le=1, description="failure fraction of a wave that aborts")
     wave_timeout_s: float = Field(600, gt=0)
+    command_resend_s: float = Field(
+        30, ge=1, le=3600, description="a deploy the device has not answered in this long is sent again (then 2x, 4x)"
+    )
     precision: protocol.Precision | None = None
     bench: BenchSettings = BenchSettings()
 

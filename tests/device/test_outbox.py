@@ -36,6 +36,22 @@ def test_command_dedup_survives_restart(tmp_path: Path) -> None:
     assert Outbox(tmp_path / "o.sqlite").first_time("a") is False
 
 
+def test_a_repeated_command_is_answered_with_the_reports_that_answered_it(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    first = box.put("r/deploy", b"dep", "m-dep", answers="cmd-1")
+    box.put("r/benchmark", b"bench", "m-bench", answers="cmd-1")
+    box.put("r/telemetry", b"tel", "m-tel")  # answers nothing
+    assert box.answer_again("cmd-2") == 0  # nothing answered that command (yet)
+    for e in box.pending():
+        box.ack(e.id)  # the broker took them all, and then lost some
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite")  # kept across a restart, as the command ids are
+    assert box.answer_again("cmd-1") == 2
+    again = box.pending()
+    assert [(e.topic, e.payload, e.message_id) for e in again] == [("r/deploy", b"dep", "m-dep"), ("r/benchmark", b"bench", "m-bench")]
+    assert all(e.id > first for e in again)
+
+
 def _shared_subscriber(port: int, got: list[bytes]) -> mqtt.Client:
     """A persistent session with a shared subscription, as the host's ingest has."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ingest-like", protocol=mqtt.MQTTv5)

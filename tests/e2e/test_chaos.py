@@ -48,8 +48,10 @@ def _wave_state(api: ApiClient, rid: str, wave: int) -> str:
 def test_a_broker_restart_mid_rollout_and_the_rollout_completes(
     fleet: Any, mosquitto: Mosquitto, zoo_onnx: Path, make_release: MakeRelease
 ) -> None:
-    _serve, api, agents = fleet
+    serve, api, agents = fleet
     m = make_release(zoo_onnx, "1.0.0", source_top1=golden_top1(zoo_onnx, read_meta(zoo_onnx)))
+    # a broker restart can lose a command it acknowledged or a report on its way: the host sends an unanswered
+    # command again after 30 s (then 60, 120 s) and the agent answers a repeat with the reports it made
     cfg = {"waves": ["1", "2", "100%"], "max_accuracy_drop": 1.0, "wave_timeout_s": 240, "bench": FAST}
     t0 = time.monotonic()
     rid = str(api.post("/api/v1/rollouts", {"release": str(m.ref), "fleet": "lab", "config": cfg})["id"])
@@ -71,12 +73,55 @@ def test_a_broker_restart_mid_rollout_and_the_rollout_completes(
         f"/{len(r['devices'])} times an agent had a report dropped (no subscriber yet) and sent it again={unrouted} "
         f"seconds={time.monotonic() - t0:.0f}"
     )
+    resent = serve.log.read_text(errors="replace").count("sent it again (same message id)")
+    answered_again = sum(a.text().count("report(s) sent again, nothing run twice") for a in agents.values())
+    print(f"commands sent again for want of an answer={resent}; repeats the agents answered again={answered_again}")
+    if r["state"] != "completed":  # what each process saw, for the one run in many that fails
+        for name, text in [
+            ("serve", serve.log.read_text(errors="replace")),
+            *((n, a.text()) for n, a in agents.items()),
+            ("mosquitto", (mosquitto.workdir / "mosquitto.log").read_text(errors="replace")),
+        ]:
+            lines = [x for x in text.splitlines() if "PINGREQ" not in x and "PINGRESP" not in x]
+            print(f"--- {name} (last 60 lines) ---\n" + "\n".join(lines[-60:]))  # fmt: skip
     assert r["state"] == "completed", r["reason"]
     assert [w["state"] for w in r["waves"]] == ["passed"] * 3
     assert all(d["state"] == "passed" for d in r["devices"]) and len(r["devices"]) == len(DEVICES)
     wait(lambda: set({d["device_id"]: d["release"] for d in api.get("/api/v1/fleet")}.values()) == {"r20@1.0.0"},
          60, f"every device on r20@1.0.0 ({releases})")  # fmt: skip
     assert all(a.alive for a in agents.values())
+
+
+def test_a_deploy_the_broker_lost_is_sent_again_and_the_rollout_completes(
+    fleet: Any, mosquitto: Mosquitto, zoo_onnx: Path, make_release: MakeRelease
+) -> None:
+    """The broker acknowledges the deploys (queued for the offline agents) and dies (``kill -9``) before it
+    saves them: the host hears no answer and sends each again, with the same message id."""
+    serve, api, agents = fleet
+    mosquitto.stop()  # saved: sessions and subscriptions; from now on nothing is saved (no autosave)
+    mosquitto.autosave_interval = 3600
+    mosquitto.start()
+    wait(lambda: len([d for d in api.get("/api/v1/fleet") if d["state"] == "online"]) == 3, 60, "3 agents back")
+    for a in agents.values():
+        a.terminate()  # offline; their persistent sessions wait for commands
+    m = make_release(zoo_onnx, "1.0.0", source_top1=golden_top1(zoo_onnx, read_meta(zoo_onnx)))
+    cfg = {"waves": ["100%"], "max_accuracy_drop": 1.0, "wave_timeout_s": 120, "command_resend_s": 2, "bench": FAST}
+    t0 = time.monotonic()
+    rid = str(api.post("/api/v1/rollouts", {"release": str(m.ref), "fleet": "lab", "config": cfg})["id"])
+    wait(lambda: all(d["state"] == "sent" and d["published"] for d in api.get(f"/api/v1/rollouts/{rid}")["devices"]),
+         30, "deploys acknowledged by the broker")  # fmt: skip
+    mosquitto.kill()  # the queued deploys were never saved: lost
+    mosquitto.start()
+    for a in agents.values():
+        a.start()
+    r = wait(lambda: (x := api.get(f"/api/v1/rollouts/{rid}"))["state"] in ("completed", "rolled_back", "aborted")
+             and x, 150, "rollout finished")  # fmt: skip
+    resent = serve.log.read_text(errors="replace").count("sent it again (same message id)")
+    print(f"\nchaos broker kill -9 with the deploys queued: rollout={r['state']} commands sent again={resent} "
+          f"seconds={time.monotonic() - t0:.0f}")  # fmt: skip
+    assert r["state"] == "completed", r["reason"]
+    assert resent >= len(agents)  # each lost deploy was sent again
+    assert all(d["state"] == "passed" for d in r["devices"])
 
 
 # -- kill -9 of the agent during an engine swap -----------------------------------------------------

@@ -120,8 +120,12 @@ def test_hostile_releases_and_commands_are_refused_and_the_engine_stays(
     assert agent.alive, codes
     rec.publish(topic, signed(p.BenchmarkCommand(device_id="dev-1", bench=FAST), key))
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(rec.topics("/report/benchmark")) < 3:
+    while (
+        time.monotonic() < deadline and len({json.loads(x)["message_id"] for x in rec.topics("/report/benchmark")}) < 3
+    ):
         time.sleep(0.2)
-    benches = [r for r in map(p.decode_report, rec.topics("/report/benchmark")) if isinstance(r, p.BenchmarkReport)]
+    # by message id: the replay was answered again with the report it had made (the same message), not run again
+    benches = list({r.message_id: r for r in map(p.decode_report, rec.topics("/report/benchmark"))
+                    if isinstance(r, p.BenchmarkReport)}.values())  # fmt: skip
     assert len(benches) == 3 and benches[-1].release == good.ref  # the good release still runs
     rec.close()

@@ -228,6 +228,8 @@ class RolloutController:
             dep = deploys.get(cid)
             if dep is not None:
                 self._judge(r, d, dep, benches.get(cid), manifest)
+        unanswered = (d for cid, d in pending.items() if cid not in benches and getattr(deploys.get(cid), "ok", True))
+        self.sender.resend_unanswered(r, unanswered)
 
     def _answers(
         self, r: RolloutDetail, pending: dict[str, RolloutDeviceRecord], model: type[GateReport]
