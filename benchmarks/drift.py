@@ -31,10 +31,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device import sysinfo
-from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
-from device.serving.batcher import softmax
-from device.serving.standalone import summary_from_meta
+from device.engine import sysinfo
+from device.engine.reference import softmax, summary_from_meta
+from device.engine.runtimes import open_onnx
 from host.factory.field.presets import PRESET_NAMES
 from host.table import print_table
 from shared import datasets, drift, imaging, inputstats
@@ -94,8 +93,7 @@ def measure(model: Path, sets: dict[str, Path], window: int) -> dict[str, Any]:
     meta = read_meta(model)
     reference = stamped_reference(model)
     out: dict[str, Any] = {}
-    with OnnxRuntimeRuntime(OnnxRuntimeConfig()) as rt, tempfile.TemporaryDirectory() as tmp:
-        rt.load(rt.build(model, "fp32", Path(tmp)))
+    with open_onnx("onnxruntime", model) as rt:
         for name, path in sets.items():
             images = datasets.load_labelled(path, classes=meta.classes).images
             probs = np.concatenate([softmax(rt.infer(imaging.normalize(images[i : i + 500], meta.preprocessing)))

@@ -10,7 +10,7 @@ preset, seed=0)``: the same pixels as ``edgeloop data shift TEST --preset P --se
 baseline (host/zoo/resnet20.pt / .onnx):
 
 * FP32;
-* INT8 with the clean calibration: a fresh calibration with ``device.calibration`` (the form
+* INT8 with the clean calibration: a fresh calibration with ``device.engine.calibration`` (the form
   ``forms.choose`` picks for ONNX Runtime on this CPU, the method of ``edgeloop-agent calibrate``)
   on 1,000 clean training images; the zoo's own resnet20-int8.onnx is measured beside it;
 * INT8 re-calibrated on 1,000 shifted images disjoint from the evaluation images: 1,000 training
@@ -44,9 +44,10 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device import sysinfo
-from device.calibration import forms
-from device.calibration.quantize import quantize
+from device.engine import sysinfo
+from device.engine.calibration import forms
+from device.engine.calibration.quantize import quantize
+from device.engine.runtimes import open_onnx
 from host.factory import checkpoint
 from host.factory.checkpoint import Checkpoint
 from host.factory.field.adapt import AdaptSettings, adapt_model, training_subset
@@ -54,7 +55,6 @@ from host.factory.field.adapt_bn import adabn
 from host.factory.field.adapt_command import write
 from host.factory.field.presets import PRESET_NAMES
 from host.factory.field.shift import shift_images
-from host.factory.ort import open_onnx
 from host.factory.predict import predict_torch, top1
 from host.factory.train.data import load_split
 from host.table import print_table
@@ -84,7 +84,7 @@ class Setup:
 def onnx_top1(path: Path, precision: str, images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64]) -> float:
     """Top-1 (%) of an ONNX file on ONNX Runtime's CPU provider, as a device runs it."""
     prep = read_meta(path).preprocessing
-    with tempfile.TemporaryDirectory() as tmp, open_onnx(path, precision, Path(tmp)) as rt:
+    with open_onnx("onnxruntime", path, precision) as rt:
         preds = np.concatenate(
             [rt.infer(imaging.normalize(images[i : i + 500], prep)).argmax(1) for i in range(0, len(images), 500)]
         )

@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.runtimes.base import LayerTime
-from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
-from device.sysinfo import machine
+from device.engine.runtimes import open_onnx, runtime_config
+from device.engine.runtimes.base import LayerTime
+from device.engine.sysinfo import machine
 
 ZOO = REPO / "host" / "zoo"
 DEFAULT = ["resnet20.onnx", "resnet20-int8.onnx", "resnet20-slim.onnx", "resnet20-slim-int8.onnx"]
@@ -70,11 +69,7 @@ def main() -> int:
     models = [Path(m) for m in args.models] or [ZOO / m for m in DEFAULT]
     results: dict[str, Any] = {}
     for path in models:
-        with (
-            OnnxRuntimeRuntime(OnnxRuntimeConfig(intra_op_threads=args.threads)) as rt,
-            tempfile.TemporaryDirectory() as d,
-        ):
-            rt.load(rt.build(path, "fp32", Path(d)))
+        with open_onnx(runtime_config("onnxruntime", threads=args.threads), path) as rt:
             results[path.name] = stages(rt.profile_layers(batch=args.batch, runs=args.runs))
     sides = sorted(
         {k for r in results.values() for k in r["conv_ms_by_resolution"]}, key=lambda s: -int(s.split("x")[0])

@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.sysinfo import machine
+from device.engine.sysinfo import machine
 from host.factory import card
 
 SHIFT = 4

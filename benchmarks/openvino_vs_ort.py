@@ -3,7 +3,7 @@
     python benchmarks/openvino_vs_ort.py [--threads 1 2] [--rounds 2] [--batch 256] [--seconds 2]
 
 Every (model, runtime, threads) engine is built and loaded first; then each round measures every one
-of them once (batch-256 throughput on random input, ``device.bench.measure_throughput``, the same
+of them once (batch-256 throughput on random input, ``device.engine.bench.measure_throughput``, the same
 code as ``edgeloop-agent bench``), so machine noise hits all alike. It prints img/s per round and
 OpenVINO / ONNX Runtime ratios from the medians, and writes benchmarks/openvino-result.json with
 the machine (CPU model, cores, ISA). Where ``auto`` puts OpenVINO (its ``priority``) was set from it.
@@ -22,11 +22,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device import bench
-from device.runtimes.base import Runtime
-from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
-from device.runtimes.openvino import OpenVINOConfig, OpenVINORuntime
-from device.sysinfo import machine
+from device.engine import bench
+from device.engine.runtimes import load_onnx, runtime_config
+from device.engine.runtimes.base import Runtime
+from device.engine.sysinfo import machine
 from shared.modelmeta import read_meta
 
 ZOO = REPO / "host" / "zoo"
@@ -40,20 +39,14 @@ MODELS = [
 ]
 
 
-def _runtime(name: str, threads: int) -> Runtime:
-    if name == "openvino":
-        return OpenVINORuntime(OpenVINOConfig(inference_num_threads=threads))
-    return OnnxRuntimeRuntime(OnnxRuntimeConfig(intra_op_threads=threads))
-
-
 def _open_all(models: list[str], threads: list[int], tmp: Path) -> dict[tuple[str, str, int], Runtime]:
     opened: dict[tuple[str, str, int], Runtime] = {}
     for model in models:
         precision = read_meta(ZOO / model).precision
         for t in threads:
             for name in ("onnxruntime", "openvino"):
-                rt = opened[(model, name, t)] = _runtime(name, t)
-                rt.load(rt.build(ZOO / model, precision, tmp / f"{model}-{name}-{t}"))  # type: ignore[arg-type]
+                config = runtime_config(name, threads=t)
+                opened[(model, name, t)] = load_onnx(config, ZOO / model, precision, tmp / f"{model}-{name}-{t}")
     return opened
 
 

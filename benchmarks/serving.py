@@ -34,7 +34,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device import sysinfo
+from device.engine import sysinfo
 from tests.helpers import free_port
 
 AGENT = [sys.executable, "-m", "device.cli"]

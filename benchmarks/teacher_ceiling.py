@@ -22,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.sysinfo import machine
+from device.engine.sysinfo import machine
 from host.factory import checkpoint
 from host.factory.predict import predict_torch, top1
 from shared.datasets import load_labelled

@@ -5,7 +5,7 @@
 The zoo's INT8 files had 8-bit weights, which saturate u8 x s8 pair sums on x86 without VNNI: on an
 AMD EPYC (AVX2) they lost 0.72 (resnet20-int8) to 4.86 points (resnet20-slim-int8-trt) against
 FP32, while on a VNNI Xeon they lost none. This re-quantizes each zoo FP32 model with 7-bit weights
-(``device.calibration.forms.U8S7`` for the ONNX Runtime file, ``S8S7`` for the TensorRT one), with the
+(``device.engine.calibration.forms.U8S7`` for the ONNX Runtime file, ``S8S7`` for the TensorRT one), with the
 calibration the recipes use (percentile 99.999 on 1,024 class-balanced training images), through the
 same code as the ``ptq`` step, and stamps the drift reference (the golden images) into every file.
 
@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device import bench, sysinfo
-from device.calibration import forms
-from device.calibration.quantize import quantize
-from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
-from device.serving import reference
+from device.engine import bench, reference, sysinfo
+from device.engine.calibration import forms
+from device.engine.calibration.quantize import quantize
+from device.engine.runtimes import open_onnx
 from shared import datasets
 from shared.modelmeta import read_meta
 
@@ -54,8 +52,7 @@ def remake(name: str, train: str) -> None:
 
 def top1(path: Path, samples: list[datasets.Sample], members: dict[str, bytes]) -> float:
     meta = read_meta(path)
-    with OnnxRuntimeRuntime(OnnxRuntimeConfig()) as rt, tempfile.TemporaryDirectory() as tmp:
-        rt.load(rt.build(path, meta.precision, Path(tmp)))  # type: ignore[arg-type]
+    with open_onnx("onnxruntime", path, meta.precision) as rt:
         return bench.evaluate(rt, samples, meta.classes, meta.preprocessing, members=members).top1
 
 

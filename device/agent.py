@@ -16,14 +16,15 @@ import time
 from importlib import metadata
 from typing import Any
 
-from device import commands, sysinfo
+from device import commands
 from device.activation import ActivationError, EngineManager
 from device.admission import Admission, CommandRefusedError
-from device.builder import EngineCache
 from device.config import AgentConfig
+from device.engine import sysinfo
+from device.engine.builder import EngineCache
+from device.engine.runtimes import registry
+from device.engine.runtimes.base import RuntimeConfig
 from device.outbox import Outbox, OutboxPump
-from device.runtimes import registry
-from device.runtimes.base import RuntimeConfig
 from device.serving.daemon import AgentServing
 from device.state import AgentState
 from device.watchdog import Watchdog

@@ -22,9 +22,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from device.runtimes import registry
-from device.runtimes.base import RuntimeConfig
-from device.runtimes.registry import AutoConfig
+from device.engine.runtimes import registry
+from device.engine.runtimes.base import RuntimeConfig
+from device.engine.runtimes.registry import AutoConfig
 from device.serving.config import InferenceConfig
 from shared.errors import EdgeloopError
 from shared.mqtt import BrokerSettings

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-}"
 [ -n "$PY" ] || { [ -x .venv/bin/python ] && PY=.venv/bin/python; } || PY=python3
 
-if ! reason=$("$PY" -c 'from device.runtimes.tensorrt import TensorRTRuntime as T; print(T.probe() or "")' 2>&1); then
+if ! reason=$("$PY" -c 'from device.engine.runtimes.tensorrt import TensorRTRuntime as T; print(T.probe() or "")' 2>&1); then
   echo "gpu-check: cannot run edgeloop with $PY: ${reason##*$'\n'}" >&2
   exit 3
 fi
@@ -83,7 +83,7 @@ def gpu_tests():
 def host_info():
     import tensorrt
 
-    from device.runtimes.tensorrt import TensorRTRuntime
+    from device.engine.runtimes.tensorrt import TensorRTRuntime
 
     with TensorRTRuntime() as rt:
         gpu, precisions, dla_cores = rt.accelerator(), list(rt.supported_precisions()), rt.dla_cores()

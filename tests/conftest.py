@@ -17,7 +17,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gpu_items = [i for i in items if "gpu" in i.keywords]
     if not gpu_items:
         return
-    from device.runtimes.tensorrt import TensorRTRuntime
+    from device.engine.runtimes.tensorrt import TensorRTRuntime
 
     reason = TensorRTRuntime.probe()
     if reason is not None:

@@ -8,7 +8,7 @@ What counts as a repo path (in inline code, not in fenced examples, whose paths 
 * a bare file name of source or docs (`trt_fakes.py`, `agent.toml`): it must exist somewhere in the repo;
 * in a layout table, a row whose first cell is a folder in backticks: every file or folder the row names
   must exist under that folder, so `quantize.py` in the `host/factory/compress/` row is stale once it moved
-  to `device/calibration/`.
+  to `device/engine/calibration/`.
 
 Commands are read everywhere, fenced blocks included: the word after the program must be one of its
 sub-commands, and the word after that one of the sub-command's own, where it has some.

@@ -5,7 +5,7 @@ artifact every release carries, on the same runtime. When the INT8 engine fails,
 (``int8_verification_failed``) and then, in order:
 
 1. re-quantizes the FP32 model itself, in the Q/DQ form this runtime and ISA need
-   (``device.calibration``), when it has a calibration set (its field-sample reservoir or
+   (``device.engine.calibration``), when it has a calibration set (its field-sample reservoir or
    ``field_dir``), and uses that engine if it verifies;
 2. otherwise runs the best other precision that verifies (FP16 where the runtime prefers it, else the
    FP32 reference itself).
@@ -26,10 +26,10 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from device.calibration import calibset, forms
-from device.calibration.quantize import quantize
-from device.calibration.verify import Verification, compare
-from device.runtimes.base import Engine, Runtime
+from device.engine.calibration import calibset, forms
+from device.engine.calibration.quantize import quantize
+from device.engine.calibration.verify import Verification, compare
+from device.engine.runtimes.base import Engine, Runtime
 from shared.errors import EdgeloopError
 from shared.imaging import Preprocessing
 from shared.protocol import Artifact, EngineCandidate, ReleaseManifest

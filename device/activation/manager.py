@@ -22,12 +22,12 @@ from device.activation import steps, trials
 from device.activation.int8 import Int8Gate, Int8Settings, Loaded
 from device.activation.records import Activation, ActivationError, prep_of
 from device.activation.select import Option, Selector, throughput
-from device.builder import EngineCache
-from device.calibration.calibset import MIN_IMAGES
 from device.config import AgentConfig
-from device.runtimes import registry
-from device.runtimes.base import Engine, EngineError, Runtime, RuntimeUnavailableError, dla_target, parse_target
-from device.runtimes.registry import AutoConfig
+from device.engine.builder import EngineCache
+from device.engine.calibration.calibset import MIN_IMAGES
+from device.engine.runtimes import registry
+from device.engine.runtimes.base import Engine, EngineError, Runtime, RuntimeUnavailableError, dla_target, parse_target
+from device.engine.runtimes.registry import AutoConfig
 from device.state import AgentState, Slot
 from shared import datasets, signing
 from shared.protocol import Precision, ReleaseManifest, version_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from device.runtimes.base import Engine
+from device.engine.runtimes.base import Engine
 from device.state import Slot
 from shared.errors import EdgeloopError
 from shared.imaging import Preprocessing

@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from device import bench
 from device.activation.int8 import Loaded
 from device.activation.records import ActivationError
 from device.config import SelectionConfig
-from device.runtimes.base import Runtime
+from device.engine import bench
+from device.engine.runtimes.base import Runtime
 from shared.protocol import Artifact, EngineCandidate
 
 log = logging.getLogger(__name__)

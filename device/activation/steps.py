@@ -12,14 +12,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from device import onnx_check, selftest
 from device.activation.int8 import Loaded
 from device.activation.records import ActivationError, prep_of
-from device.builder import EngineCache
 from device.config import AgentConfig
+from device.engine import onnx_check, selftest
+from device.engine.builder import EngineCache
+from device.engine.runtimes.base import EngineError, Runtime, RuntimeConfig
+from device.engine.runtimes.registry import AutoConfig
 from device.fetch import FetchError, fetch, resolve_url
-from device.runtimes.base import EngineError, Runtime, RuntimeConfig
-from device.runtimes.registry import AutoConfig
 from device.state import AgentState
 from shared import signing
 from shared.digest import sha256_file

@@ -21,7 +21,7 @@ from device.activation.int8 import GateResult, Int8Gate, Loaded, candidate_of
 from device.activation.records import ActivationError
 from device.activation.select import Option, Trial
 from device.config import AgentConfig
-from device.runtimes.base import Runtime, dla_target
+from device.engine.runtimes.base import Runtime, dla_target
 from shared.errors import EdgeloopError
 from shared.protocol import Artifact, Precision, ReleaseManifest
 

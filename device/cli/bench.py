@@ -9,47 +9,19 @@ import argparse
 import json
 import logging
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from device import bench, sysinfo
 from device.cli import bench_all
-from device.runtimes import registry
-from device.runtimes.base import Engine, Runtime, RuntimeConfig
-from device.runtimes.registry import AutoConfig
+from device.engine import bench, sysinfo
+from device.engine.runtimes import registry
+from device.engine.runtimes.base import Engine, Runtime
 from shared import datasets
 from shared.digest import sha256_file
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
 
 log = logging.getLogger(__name__)
-
-
-def _flags_for(name: str, flags: dict[str, Any]) -> dict[str, Any]:
-    """The bench flags that are fields of backend ``name``'s config."""
-    fields = registry.runtime_class(name).config_class.model_fields
-    return {k: v for k, v in flags.items() if k in fields}
-
-
-def runtime_config(
-    name: str, threads: int = 0, sparse: bool = False, batches: tuple[int, ...] = (), dla_core: int | None = None
-) -> RuntimeConfig:
-    """The bench flags as a ``[runtime]`` table: a flag sets the config field of its name where a backend has one,
-    under ``auto`` in every backend that has it.
-
-    ``--threads`` is ``intra_op_threads`` (OpenVINO: ``inference_num_threads``), ``--sparse`` ``sparse_weights``;
-    ``batches`` (``--batch`` and ``--throughput-batch``) size the engine: ``max_batch`` is the largest, and
-    ``opt_batches`` tunes for each. ``--dla-core`` is TensorRT's ``dla_core``.
-    """
-    flags: dict[str, Any] = {"intra_op_threads": threads, "inference_num_threads": threads, "sparse_weights": sparse}
-    if dla_core is not None:
-        flags["dla_core"] = dla_core
-    if batches:
-        flags.update(max_batch=max(batches), opt_batches=tuple(sorted(set(batches))))
-    if name == registry.AUTO:
-        return AutoConfig.model_validate({n: _flags_for(n, flags) for n in registry.names()})
-    return registry.parse_config({"type": name, **_flags_for(name, flags)})
 
 
 def _latency_part(
@@ -145,13 +117,14 @@ def bench_command(
     precision = precision or meta.precision
     if threads < 0:
         raise EdgeloopError(f"--threads must be 0 (one per core) or more, got {threads}")
-    config = runtime_config(runtime_name, threads, sparse, (batch, throughput_batch), dla_core)
-    with registry.create(config) as rt, tempfile.TemporaryDirectory() as tmp:
-        if dla_core is not None and rt.target() == rt.name:
-            raise EdgeloopError(f"--dla-core needs a runtime with DLA cores (tensorrt on a Jetson); {rt.name} has none")
-        # the file's own precision is a plain str from its metadata, passed on unchecked as it always was
-        engine = rt.build(model, precision, Path(tmp))  # type: ignore[arg-type]
-        rt.load(engine)
+    config = registry.runtime_config(runtime_name, threads, sparse, (batch, throughput_batch), dla_core)
+    made = registry.create(config)
+    if dla_core is not None and made.target() == made.name:
+        made.close()
+        raise EdgeloopError(f"--dla-core needs a runtime with DLA cores (tensorrt on a Jetson); {made.name} has none")
+    # the file's own precision is a plain str from its metadata, passed on unchecked as it always was
+    with registry.open_onnx(made, model, precision) as rt:
+        engine = rt.engine
         if throughput_batch > engine.max_batch:
             log.warning(
                 "the engine takes at most %d images per batch (a fixed-batch ONNX?): throughput is measured at %d, "
@@ -173,7 +146,7 @@ def bench_command(
 
 
 def _cmd_all(args: argparse.Namespace) -> int:
-    config = runtime_config(args.runtime, args.threads, args.sparse, (args.throughput_batch,))
+    config = registry.runtime_config(args.runtime, args.threads, args.sparse, (args.throughput_batch,))
     r = bench_all.compare(
         [Path(m) for m in args.model], config, args.throughput_batch, args.seconds, args.data, args.limit
     )

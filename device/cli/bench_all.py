@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from device import sysinfo
 from device.activation import EngineManager
 from device.activation.steps import DEVICE_URL
-from device.builder import EngineCache
 from device.config import AgentConfig
-from device.runtimes.base import RuntimeConfig
+from device.engine import sysinfo
+from device.engine.builder import EngineCache
+from device.engine.runtimes.base import RuntimeConfig
 from device.state import AgentState
 from shared.digest import sha256_file
 from shared.errors import EdgeloopError

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from device.calibration.command import calibrate_command
-from device.calibration.quantize import METHODS
-from device.cli.bench import runtime_config
-from device.runtimes import registry
+from device.engine.calibration.command import calibrate_command
+from device.engine.calibration.quantize import METHODS
+from device.engine.runtimes import registry
+from device.engine.runtimes.registry import runtime_config
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:

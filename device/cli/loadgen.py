@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from device.serving.loadgen import loadgen
+from device.engine.loadgen import loadgen
 
 
 def _cmd_loadgen(args: argparse.Namespace) -> int:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from device import selftest, sysinfo
-from device.cli.bench import runtime_config
-from device.jetson.release import l4t_release
-from device.runtimes import registry
+from device.engine import selftest, sysinfo
+from device.engine.jetson.release import l4t_release
+from device.engine.runtimes import registry
 from shared.modelmeta import read_meta
 
 
@@ -28,9 +26,7 @@ def _runtimes() -> dict[str, str | None]:
 
 def _model_check(model: Path, runtime_name: str, threads: int, min_top1: float) -> dict[str, Any]:
     meta = read_meta(model)
-    with registry.create(runtime_config(runtime_name, threads)) as rt, tempfile.TemporaryDirectory() as tmp:
-        # the file's own precision is a plain str from its metadata
-        rt.load(rt.build(model, meta.precision, Path(tmp)))  # type: ignore[arg-type]
+    with registry.open_onnx(registry.runtime_config(runtime_name, threads), model, meta.precision) as rt:
         top1 = selftest.golden_top1(rt, meta.classes, meta.preprocessing)
         return {
             "model": str(model),

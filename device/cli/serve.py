@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from device.cli.bench import runtime_config
-from device.runtimes import registry
+from device.engine.runtimes import registry
+from device.engine.runtimes.registry import runtime_config
 from device.serving.config import InferenceConfig
 from device.serving.standalone import serve_command
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from device import sysinfo
+from device.engine import sysinfo
 
 
 def _cmd_sysinfo(args: argparse.Namespace) -> int:

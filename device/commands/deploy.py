@@ -7,9 +7,9 @@ import statistics
 import time
 from typing import Any
 
-from device import bench, sysinfo
 from device.activation import ActivationError, prep_of
 from device.commands.base import AgentContext, CommandHandler, register
+from device.engine import bench, sysinfo
 from shared import datasets
 from shared.protocol import (
     BenchmarkCommand,

@@ -25,12 +25,13 @@ import onnx
 from device.activation.int8 import Loaded, device_artifact
 from device.activation.records import ActivationError, prep_of
 from device.activation.steps import selftest_top1
-from device.calibration import calibset, field, forms
-from device.calibration.quantize import activation_ranges, moved_ranges, quantize
-from device.calibration.verify import compare, predictions
 from device.commands.base import AgentContext, CommandHandler, register
+from device.commands.calibration_sources import download_set
 from device.commands.sample import field_images
-from device.runtimes.base import Runtime
+from device.engine.calibration import calibset, forms
+from device.engine.calibration.quantize import activation_ranges, moved_ranges, quantize
+from device.engine.calibration.verify import compare, predictions
+from device.engine.runtimes.base import Runtime
 from shared import datasets
 from shared.errors import EdgeloopError
 from shared.protocol import Artifact, CalibrationReport, RangeShift, RecalibrateCommand, ReleaseManifest
@@ -45,7 +46,7 @@ def _files(agent: AgentContext, cmd: RecalibrateCommand, work: Path) -> tuple[st
         return str(cmd.calib_dir), calibset.image_files(Path(str(cmd.calib_dir)))
     if cmd.source == "url":
         limit = agent.config.max_artifact_mb << 20
-        return str(cmd.calib_url), field.download_set(str(cmd.calib_url), work, limit, agent.config.http_timeout_s)
+        return str(cmd.calib_url), download_set(str(cmd.calib_url), work, limit, agent.config.http_timeout_s)
     where, files = field_images(agent)
     if where != "reservoir" and agent.config.field_dir is None:
         raise calibset.CalibrationSetError(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from device.engine.reference import softmax
 from device.serving.model import ModelSlot, ServedModel
 from device.serving.telemetry import ServingStats
 from shared import imaging
@@ -66,13 +67,6 @@ class Batch:
 
 
 Observer = Callable[[Batch], None]
-
-
-def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    z = logits - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
 
 
 class DynamicBatcher:

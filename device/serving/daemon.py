@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from device.runtimes.base import Runtime
+from device.engine.runtimes.base import Runtime
 from device.serving import sources
 from device.serving.batcher import Answer
 from device.serving.config import InferenceConfig

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from device.runtimes.base import Runtime
+from device.engine.runtimes.base import Runtime
 from shared.drift import Summary
 from shared.imaging import Preprocessing
 

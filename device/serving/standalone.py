@@ -12,41 +12,22 @@ import tempfile
 import threading
 from pathlib import Path
 
-from device.runtimes import registry
-from device.runtimes.base import RuntimeConfig
+from device.engine.reference import summary_from_meta
+from device.engine.runtimes import registry
+from device.engine.runtimes.base import RuntimeConfig
 from device.serving.config import InferenceConfig
 from device.serving.model import ServedModel
-from device.serving.reference import REFERENCE_KEY
 from device.serving.server import InferenceServer
-from shared.drift import Summary
 from shared.errors import EdgeloopError
-from shared.modelmeta import ModelMeta, read_meta
-from shared.protocol import DriftReference, Precision
+from shared.modelmeta import read_meta
+from shared.protocol import Precision
 
 log = logging.getLogger(__name__)
 
 
-def summary_from_meta(meta: ModelMeta) -> Summary | None:
-    """The drift reference stored in an ONNX file's metadata, if it has one."""
-    text = meta.extra.get(REFERENCE_KEY)
-    if not text:
-        return None
-    try:
-        return DriftReference.model_validate_json(text).summary()
-    except ValueError as e:
-        log.warning("ignoring a malformed drift reference in the model metadata: %s", e)
-        return None
-
-
 def load_served(model: Path, runtime: RuntimeConfig, precision: Precision | None, work: Path) -> ServedModel:
     meta = read_meta(model)
-    rt = registry.create(runtime)
-    try:
-        engine = rt.build(model, precision or meta.precision, work)  # type: ignore[arg-type]
-        rt.load(engine)
-    except BaseException:
-        rt.close()
-        raise
+    rt = registry.load_onnx(runtime, model, precision or meta.precision, work)
     return ServedModel(rt, meta.classes, meta.preprocessing, None, summary_from_meta(meta))
 
 

@@ -1,10 +1,7 @@
 """Live serving telemetry: request counts, errors by kind, latency histograms, batch sizes, queue depth.
 
-Latency percentiles come from DDSketch (``ddsketch``, pure Python: it installs from a wheel on the
-aarch64 devices, where ``hdrhistogram`` needs a C compiler that L4T runtime images lack), never from a
-list of every sample: a sketch is a few KB however many requests it has seen, every quantile is within
-0.5% of the true value, and sketches of consecutive time slices merge exactly. Two views share the
-recording:
+Latency percentiles come from sketches (``device.engine.histogram``), never from a list of every
+sample. Two views share the recording:
 
 * a sliding window (``window_s``, default 60 s, in 1 s slices) for ``GET /v1/stats``;
 * an interval that ``take_interval()`` closes and restarts, for each ``TelemetryReport``.
@@ -18,61 +15,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ddsketch import DDSketch
+from device.engine.histogram import HIGHEST_US, LOWEST_US, LatencyHistogram, new_histogram, percentiles_ms
 
-# microseconds, 1 us .. 10 min; every quantile within 0.5% of the true one
-_LOWEST_US, _HIGHEST_US, _RELATIVE_ACCURACY = 1, 600_000_000, 0.005
-
-
-class LatencyHistogram:
-    """Latencies in microseconds: a DDSketch plus the exact count and maximum."""
-
-    __slots__ = ("_max", "_sketch")
-
-    def __init__(self) -> None:
-        self._sketch = DDSketch(_RELATIVE_ACCURACY)
-        self._max = 0
-
-    def record_value(self, us: int) -> None:
-        self._sketch.add(us)
-        self._max = max(self._max, us)
-
-    def add(self, other: LatencyHistogram) -> None:
-        """Merge ``other`` into this one (exact: the same bucket mapping)."""
-        self._sketch.merge(other._sketch)
-        self._max = max(self._max, other._max)
-
-    @property
-    def count(self) -> int:
-        return int(self._sketch.count)
-
-    def quantile_us(self, q: float) -> float:
-        return min(float(self._max), float(self._sketch.get_quantile_value(q) or 0.0))
-
-    @property
-    def max_us(self) -> int:
-        return self._max
-
-    @property
-    def mean_us(self) -> float:
-        return float(self._sketch.avg)
-
-
-def new_histogram() -> LatencyHistogram:
-    return LatencyHistogram()
-
-
-def percentiles_ms(h: LatencyHistogram) -> dict[str, float]:
-    """p50/p90/p99/max/mean in milliseconds of a histogram of microseconds (zeros when empty)."""
-    if h.count == 0:
-        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
-    return {
-        "p50": h.quantile_us(0.50) / 1e3,
-        "p90": h.quantile_us(0.90) / 1e3,
-        "p99": h.quantile_us(0.99) / 1e3,
-        "max": h.max_us / 1e3,
-        "mean": h.mean_us / 1e3,
-    }
+__all__ = ["LatencyHistogram", "ServingStats", "new_histogram", "percentiles_ms"]
 
 
 @dataclass
@@ -139,7 +84,7 @@ class ServingStats:
     def record_request(self, latency_ms: float) -> None:
         if not self.enabled:
             return
-        us = min(_HIGHEST_US, max(_LOWEST_US, round(latency_ms * 1e3)))
+        us = min(HIGHEST_US, max(LOWEST_US, round(latency_ms * 1e3)))
         with self._lock:
             s = self._slice(self._now())
             s.latency.record_value(us)

@@ -36,7 +36,7 @@ def _cmd_shift(args: argparse.Namespace) -> int:
 
 
 def _cmd_reference(args: argparse.Namespace) -> int:
-    from device.serving import reference
+    from device.engine import reference
 
     ref = reference.reference_of(Path(args.model), args.data, limit=args.limit)
     written = [Path(args.model), *(Path(p) for p in args.into or [])]

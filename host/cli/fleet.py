@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from host.cli.common import api_client, server_arg
+from host.fleet.client import fetch_samples
 from shared.errors import EdgeloopError
 
 if TYPE_CHECKING:
@@ -93,32 +93,6 @@ def fleet_of(api: ApiClient, device: str, fleet: str | None) -> str:
     if len(fleets) > 1:
         raise EdgeloopError(f"device {device!r} is in fleets {', '.join(fleets)}; pass --fleet")
     return fleets[0]
-
-
-def fetch_samples(api: ApiClient, fleet: str, device: str, n: int, out: Path, timeout: float) -> dict[str, Any]:
-    """Ask ``device`` for ``n`` field images and save them under ``out`` as they arrive."""
-    base = f"/api/v1/devices/{fleet}/{device}/samples"
-    cid = api.post(base, {"n_images": n})["command_id"]
-    out.mkdir(parents=True, exist_ok=True)
-    saved: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        state = api.get(f"{base}/{cid}")
-        for name in state["files"][len(saved) :]:
-            (out / name).write_bytes(api.get_bytes(f"{base}/{cid}/{name}"))
-            saved.append(name)
-        if state["error"]:
-            raise EdgeloopError(f"{fleet}/{device} answered the sample command with: {state['error']}")
-        if state["done"] and len(saved) >= state["received"]:
-            break
-        if time.monotonic() > deadline:
-            raise EdgeloopError(
-                f"timed out after {timeout:.0f} s with {len(saved)} of {n} field images from {fleet}/{device} "
-                f"(saved in {out}); is the device online and serving? (--timeout)"
-            )
-        time.sleep(0.5)
-    return {"command_id": cid, "fleet": fleet, "device_id": device, "requested": n, "received": len(saved),
-            "out": str(out), "files": [str(out / f) for f in saved]}  # fmt: skip
 
 
 def _cmd_fleet_sample(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from device.runtimes import registry
+from device.engine.runtimes import registry
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

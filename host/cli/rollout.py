@@ -52,6 +52,7 @@ def _start(api: ApiClient, args: argparse.Namespace) -> int:
         abort_failures=fraction(args.abort_failures),
         wave_timeout_s=parse_duration(args.wave_timeout),
         precision=args.precision,
+        devices=[d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None,
     )
     r = api.post(
         "/api/v1/rollouts", {"release": args.release, "fleet": args.fleet, "config": cfg.model_dump(mode="json")}
@@ -101,6 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--abort-failures", default="10%", help="failure fraction of a wave that aborts")
     s.add_argument("--wave-timeout", default="10m", help="e.g. 600, 90s, 10m")
     s.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="force a precision on every device")
+    s.add_argument("--devices", help="only these devices of the fleet, comma-separated (waves count within them)")
     s.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
     s.add_argument("--json", action="store_true", help="print the rollout as one JSON object")
     server_arg(s)

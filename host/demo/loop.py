@@ -2,8 +2,10 @@
 
 embedded MQTT broker + ``serve`` + three real agent processes (ONNX Runtime) -> signed releases of
 the zoo baseline and its slimmed INT8 variant -> install the baseline everywhere -> roll the
-compressed release out canary -> 25% -> 100% with the accuracy/latency gates -> the field: the last
-agent serves night-time images, is flagged as drifted and re-calibrated (``field``) -> summary tables.
+compressed release out canary -> 25% -> 100% with the accuracy/latency gates -> the field (``field``): the
+last agent serves night-time images and is flagged as drifted, the host pulls its field sample, adapts the
+model to it (AdaBN) and rolls the adapted release out to that agent alone, gated on its field top-1 ->
+summary tables.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from host.demo.field import print_field, run_field
+from host.demo.field import SAMPLE, print_field, run_field
+from host.demo.rollouts import run_rollout, wait
 from host.fleet.release import ReleaseStore, create_release
 from host.fleet.rollout_config import RolloutConfig
 from host.fleet.server import HostServer, ServeConfig
-from host.fleet.store.records import TERMINAL, WAVE_FINISHED, RolloutDetail
+from host.fleet.store.records import RolloutDetail
 from shared import signing
 from shared.errors import EdgeloopError
 from shared.protocol import BenchSettings, DeployReport, ReleaseManifest
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 ZOO = Path(os.environ.get("EDGELOOP_ZOO") or Path(__file__).parents[1] / "zoo")  # override for experiments
 BASELINE = ["resnet20.onnx", "resnet20-int8.onnx", "resnet20-int8-trt.onnx", "resnet20-fp16.onnx"]
 SLIM = ["resnet20-slim.onnx", "resnet20-slim-int8.onnx", "resnet20-slim-int8-trt.onnx", "resnet20-slim-fp16.onnx"]
+SLIM_CHECKPOINT = "resnet20-slim.pt"  # what the field act adapts: the model of SLIM
 
 
 def _free_port() -> int:
@@ -61,11 +65,12 @@ def _build_dir(work: Path, name: str, files: list[str]) -> Path:
 
 
 def _agent_config(path: Path, device_id: str, broker_url: str, state: Path, pub: Path, serve_port: int | None) -> None:
-    # the selection times each candidate for half a second; the field agent keeps INT8 (the engine it re-calibrates)
+    # the selection times each candidate for half a second; the field agent runs INT8, as a Jetson would, so its
+    # field figures are the INT8 engine's; its reservoir keeps every image the field act serves it (SAMPLE)
     selection = "[selection]\nseconds = 0.5\n" + ('precision = "int8"\n' if serve_port is not None else "")
     serving = (
         f'[inference]\nlisten = "127.0.0.1:{serve_port}"\ntelemetry_interval_s = 1\n'
-        "[inference.drift]\nwindow = 200\nmin_images = 100\n[inference.reservoir]\ncapacity = 500\n"
+        f"[inference.drift]\nwindow = 200\nmin_images = 100\n[inference.reservoir]\ncapacity = {SAMPLE}\n"
         if serve_port is not None
         else ""
     )
@@ -75,46 +80,6 @@ def _agent_config(path: Path, device_id: str, broker_url: str, state: Path, pub:
         f'[broker]\nurl = "{broker_url}"\nprotocol = "3.1.1"\nreconnect_max_s = 2\n'
         f'{selection}[runtime]\ntype = "onnxruntime"\nintra_op_threads = 1\n{serving}'
     )
-
-
-def _wait(predicate: Any, timeout: float, what: str, poll: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise EdgeloopError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _print_finished_waves(r: RolloutDetail, seen: set[tuple[int, str]]) -> None:
-    for w in r.waves:
-        if w.state in WAVE_FINISHED and (w.wave, w.state) not in seen:
-            seen.add((w.wave, w.state))
-            detail = ", ".join(
-                f"{d.device_id} top-1 {100 * d.top1:.1f}% p99 {d.p99_ms or 0.0:.2f} ms"
-                if d.top1 is not None
-                else f"{d.device_id} {d.state}"
-                for d in r.members(w.wave)
-            )
-            print(f"    wave {w.wave + 1}/{len(r.waves)} {w.state}: {detail}")
-
-
-def _run_rollout(server: HostServer, release: str, cfg: RolloutConfig, timeout: float) -> RolloutDetail:
-    manifest = server.release_store.resolve(release)
-    rid = server.controller.create(manifest, "demo", cfg)
-    print(f"  rollout {rid}: {manifest.ref} waves {cfg.waves}, gate top-1 >= source - {cfg.max_accuracy_drop} pts")
-    seen: set[tuple[int, str]] = set()
-
-    def done() -> RolloutDetail | None:
-        r = server.store.rollout(rid)
-        if r is None:
-            return None
-        _print_finished_waves(r, seen)
-        return r if r.state in TERMINAL else None
-
-    result: RolloutDetail = _wait(done, timeout, f"rollout {rid}")
-    return result
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -166,6 +131,8 @@ def _start_agents(
         d = workdir / "devices" / f"jetson-{i + 1:02d}"
         d.mkdir(parents=True, exist_ok=True)
         port = serve_port if i == devices - 1 else None
+        if port is not None:  # a work directory used again: what an earlier field act served (its held-out
+            shutil.rmtree(d / "state" / "reservoir", ignore_errors=True)  # images too) is not pulled again
         _agent_config(d / "agent.toml", f"jetson-{i + 1:02d}", broker_url, d / "state", pub, port)
         agents.append(
             subprocess.Popen(  # noqa: S603  (our own interpreter and module, no user input)
@@ -193,18 +160,18 @@ def _two_rollouts(
     """Install the baseline everywhere, then roll the compressed release out in gated waves."""
     bench = BenchSettings(warmup=10, iterations=200, throughput_batch=64)
     print("1) install the baseline on the whole fleet")
-    first = _run_rollout(
+    first = run_rollout(
         server,
-        str(base.ref),
+        base,
         RolloutConfig(waves=["100%"], max_accuracy_drop=max_accuracy_drop, bench=bench, wave_timeout_s=120),
         150,
     )
     if first.state != "completed":
         raise EdgeloopError(f"baseline install {first.state}: {first.reason}")
     print("2) roll out the compressed release: canary -> 25% -> 100%, gated on device measurements")
-    return _run_rollout(
+    return run_rollout(
         server,
-        str(slim.ref),
+        slim,
         RolloutConfig(max_accuracy_drop=max_accuracy_drop, bench=bench, wave_timeout_s=120),
         200,
     )
@@ -242,14 +209,17 @@ def run_demo(
     serve_port = _free_port()
     try:
         _start_agents(agents, workdir, devices, cfg.broker_url, pub, serve_port)
-        _wait(
+        wait(
             lambda: len([x for x in server.store.devices("demo") if x.state == "online"]) >= devices,
             60,
             f"{devices} agents to come online",
         )
         print(f"  {devices} agents online (ONNX Runtime, golden set as local eval data); dashboard {cfg.base_url}")
         second = _two_rollouts(server, base, slim, max_accuracy_drop)
-        outcome = run_field(server, workdir, f"jetson-{devices:02d}", f"http://127.0.0.1:{serve_port}")
+        outcome = run_field(
+            server, workdir, f"jetson-{devices:02d}", f"http://127.0.0.1:{serve_port}", slim, ZOO / SLIM_CHECKPOINT,
+            pub.with_suffix(".key"), max_accuracy_drop,
+        )  # fmt: skip
         _summary(server, second)
         print_field(outcome)
         print(f"demo finished in {time.monotonic() - t0:.0f}s; dashboard: {cfg.base_url}")
@@ -257,7 +227,7 @@ def run_demo(
             print("--keep-running: serving until Ctrl-C")
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
-        return 0 if second.state == "completed" and outcome.record.state in ("promoted", "rejected") else 1
+        return 0 if second.state == "completed" and outcome.rollout.state in ("completed", "rolled_back") else 1
     finally:
         _stop_agents(agents)
         server.stop()

@@ -17,12 +17,13 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from device import bench
+from device.engine import bench
+from device.engine.runtimes import registry
 from host.factory import checkpoint
 from host.factory.export import export_verified
 from host.factory.fold import fold_bn
 from host.factory.onnx_stats import onnx_params_macs
-from host.factory.ort import DEFAULT_RUNTIME, describe, open_onnx
+from host.factory.ort import DEFAULT_RUNTIME, describe
 from host.factory.predict import predict_torch
 from host.factory.stats import count_macs, count_params
 from shared import datasets
@@ -43,19 +44,17 @@ def speed_onnx(
     runtime: str = DEFAULT_RUNTIME,
 ) -> dict[str, Any]:
     """Latency at batch 1 and throughput at ``throughput_batch`` on ``runtime`` (ONNX Runtime's CPU provider)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        rt = open_onnx(onnx_path, precision, Path(tmp), threads, runtime)
-        with rt:
-            lat = bench.measure_latency(rt, batch=1, warmup=20, iterations=iterations)
-            thr = bench.measure_throughput(rt, batch=throughput_batch, min_seconds=min_seconds)
-            return {
-                "latency_ms": lat.latency_ms,
-                "throughput_ips": thr.ips,
-                "throughput_batch": thr.batch,
-                "runtime": describe(rt),
-                "runtime_name": rt.name,
-                "accelerator": rt.accelerator(),
-            }
+    with registry.open_onnx(registry.runtime_config(runtime, threads), onnx_path, precision) as rt:
+        lat = bench.measure_latency(rt, batch=1, warmup=20, iterations=iterations)
+        thr = bench.measure_throughput(rt, batch=throughput_batch, min_seconds=min_seconds)
+        return {
+            "latency_ms": lat.latency_ms,
+            "throughput_ips": thr.ips,
+            "throughput_batch": thr.batch,
+            "runtime": describe(rt),
+            "runtime_name": rt.name,
+            "accelerator": rt.accelerator(),
+        }
 
 
 def evaluate_command(
@@ -125,7 +124,7 @@ def _onnx_predictions(
     params, macs = onnx_params_macs(onnx.load(str(model_path)))
     result.update(params=params, macs=macs, runtime_eval=runtime)
     with (
-        open_onnx(model_path, precision, tmp, threads, runtime) as rt,
+        registry.open_onnx(registry.runtime_config(runtime, threads), model_path, precision, tmp) as rt,
         tqdm(total=len(samples), desc="evaluate", unit="img", disable=None) as bar,
     ):
         ev = bench.evaluate(rt, samples, classes, prep, batch=256, progress=bar.update)

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from device.serving import reference as drift_reference
+from device.engine import reference as drift_reference
 from host.factory import checkpoint
 from host.factory.fold import fold_bn
 from host.factory.ort import ort_logits

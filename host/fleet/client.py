@@ -4,8 +4,10 @@ has one (``Authorization: Bearer``). HTTPS verifies against the system CAs, or S
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from shared.errors import EdgeloopError
@@ -69,3 +71,29 @@ def _detail(detail: Any) -> Any:
         msg = err.get("msg", err) if isinstance(err, dict) else err
         parts.append(f"{where}: {msg}" if where else str(msg))
     return "; ".join(parts)
+
+
+def fetch_samples(api: ApiClient, fleet: str, device: str, n: int, out: Path, timeout: float) -> dict[str, Any]:
+    """Ask ``device`` for ``n`` field images and save them under ``out`` as they arrive."""
+    base = f"/api/v1/devices/{fleet}/{device}/samples"
+    cid = api.post(base, {"n_images": n})["command_id"]
+    out.mkdir(parents=True, exist_ok=True)
+    saved: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        state = api.get(f"{base}/{cid}")
+        for name in state["files"][len(saved) :]:
+            (out / name).write_bytes(api.get_bytes(f"{base}/{cid}/{name}"))
+            saved.append(name)
+        if state["error"]:
+            raise EdgeloopError(f"{fleet}/{device} answered the sample command with: {state['error']}")
+        if state["done"] and len(saved) >= state["received"]:
+            break
+        if time.monotonic() > deadline:
+            raise EdgeloopError(
+                f"timed out after {timeout:.0f} s with {len(saved)} of {n} field images from {fleet}/{device} "
+                f"(saved in {out}); is the device online and serving? (--timeout)"
+            )
+        time.sleep(0.5)
+    return {"command_id": cid, "fleet": fleet, "device_id": device, "requested": n, "received": len(saved),
+            "out": str(out), "files": [str(out / f) for f in saved]}  # fmt: skip

@@ -10,7 +10,7 @@ sparsity come from the edgeloop metadata inside the file, and its golden-set top
 here so that devices can self-test against it. The manifest's drift reference (``ModelInfo.reference``:
 what held-out images look like to the release's FP32 model) comes from the FP32 file's
 ``edgeloop.drift_reference`` metadata when it has one, else it is measured here
-(``device.serving.reference``), on ``--reference-data`` or the golden images.
+(``device.engine.reference``), on ``--reference-data`` or the golden images.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from shared import datasets, signing
+from shared import signing
 from shared.digest import sha256_file
 from shared.errors import EdgeloopError
 from shared.modelmeta import ModelMeta, read_meta
@@ -38,7 +37,6 @@ from shared.protocol import (
     utcnow,
     version_key,
 )
-from shared.samples import golden_dir
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +101,16 @@ class ReleaseStore:
 
 
 def golden_top1(onnx_path: Path, meta: ModelMeta) -> float | None:
-    """Top-1 of one artifact on the golden set with ONNX Runtime (None if ORT cannot run it)."""
-    from device import bench
-    from device.runtimes.base import EngineError
-    from device.runtimes.onnxruntime import OnnxRuntimeRuntime
+    """Top-1 of one artifact on the golden set with ONNX Runtime, the device self-test's own measure
+    (``device.engine.selftest.golden_top1``); None if ORT cannot run it."""
+    from device.engine import selftest
+    from device.engine.runtimes import open_onnx
+    from device.engine.runtimes.base import EngineError
 
-    samples = datasets.list_samples(golden_dir())
     try:
-        with OnnxRuntimeRuntime() as rt, tempfile.TemporaryDirectory() as tmp:
-            rt.load(rt.build(onnx_path, "fp32", Path(tmp)))
-            return bench.evaluate(rt, samples, meta.classes, meta.preprocessing, batch=100).top1
+        # fp32 whatever the file is: ORT runs a Q/DQ file as it is (the release's INT8 forms)
+        with open_onnx("onnxruntime", onnx_path, "fp32") as rt:
+            return selftest.golden_top1(rt, meta.classes, meta.preprocessing)
     except EngineError as e:
         log.warning("cannot measure golden top-1 of %s on onnxruntime: %s", onnx_path.name, e)
         return None
@@ -171,8 +169,7 @@ def _artifacts(files: list[Path], metas: dict[Path, ModelMeta], store: ReleaseSt
 
 def drift_reference(files: list[Path], metas: dict[Path, ModelMeta], data: str | Path | None = None) -> DriftReference:
     """The drift reference of a release: its FP32 file's own (metadata), else measured on ``data``."""
-    from device.serving.reference import reference_of
-    from device.serving.standalone import REFERENCE_KEY
+    from device.engine.reference import REFERENCE_KEY, reference_of
 
     fp32 = [f for f in files if metas[f].precision == "fp32"]
     source = fp32[0] if fp32 else files[0]

@@ -21,7 +21,13 @@ class RolloutConfig(BaseModel):
 
     waves: list[str] = Field(
         default_factory=lambda: ["1", "25%", "100%"],
-        description="cumulative targets: a device count or a percentage of the fleet",
+        description="cumulative targets: a device count or a percentage of the fleet (or of `devices`)",
+    )
+    devices: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=100_000,
+        description="only these devices of the fleet (e.g. a canary to the one that drifted); default: all",
     )
     max_accuracy_drop: float = Field(0.5, ge=0, le=100, description="points of top-1 below the source model")
     p99_budget_ms: float | None = Field(None, gt=0, description="p99 latency budget at batch 1")

@@ -174,7 +174,7 @@ class CalibrationReport(Message):
     agreement_before: Fraction | None = None
     agreement_after: Fraction | None = None
     precision_before: Precision | None = None
-    form: str | None = Field(None, max_length=32, description="the Q/DQ form written (device.calibration.forms)")
+    form: str | None = Field(None, max_length=32, description="the Q/DQ form written (device.engine.calibration.forms)")
     form_reason: str | None = Field(None, max_length=512)
     artifact: str | None = Field(None, max_length=160, description="the new engine's artifact (device-made)")
     calibration_s: NonNegFloat | None = Field(None, le=1e7)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from device.runtimes import registry
+from device.engine.runtimes import registry
 from tests.device.fakes import FakeRuntime
 
 

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from device.runtimes.base import F32, Engine, Precision, Runtime, RuntimeConfig, Timing
+from device.engine.runtimes.base import F32, Engine, Precision, Runtime, RuntimeConfig, Timing
 
 
 class FakeConfig(RuntimeConfig):

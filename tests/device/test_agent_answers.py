@@ -52,8 +52,8 @@ def test_a_command_that_comes_again_is_answered_again_and_not_run_again(
     assert runs == [cmd.message_id]  # run once
     again, event = _pending(agent)
     assert again == first  # the same report (same message id) once more
-    e = p.decode_report(event[1])
-    assert isinstance(e, p.EventReport) and (e.code, e.level) == ("duplicate_command", "info")
+    report = p.decode_report(event[1])
+    assert isinstance(report, p.EventReport) and (report.code, report.level) == ("duplicate_command", "info")
     assert agent.counters["duplicates"] == 1
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from device.agent import Agent
 from device.config import load_config
-from device.jetson import release
-from device.runtimes import registry
-from device.runtimes.tensorrt import TensorRTRuntime
-from device.runtimes.tensorrt.util import INSTALL_HINT
+from device.engine.jetson import release
+from device.engine.runtimes import registry
+from device.engine.runtimes.tensorrt import TensorRTRuntime
+from device.engine.runtimes.tensorrt.util import INSTALL_HINT
 from shared.protocol import DeviceStatus
 
 REASON = "no CUDA device found"  # a probe failure whose own text has no fix in it

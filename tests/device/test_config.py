@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from device.config import load_config
-from device.runtimes.onnxruntime import OnnxRuntimeConfig
-from device.runtimes.registry import AutoConfig
-from device.runtimes.tensorrt import TensorRTConfig
+from device.engine.runtimes.onnxruntime import OnnxRuntimeConfig
+from device.engine.runtimes.registry import AutoConfig
+from device.engine.runtimes.tensorrt import TensorRTConfig
 from shared.errors import EdgeloopError
 from tests.device.fakes import FakeConfig, FakeRuntime
 from tests.helpers import REPO
@@ -32,14 +32,14 @@ url = "mqtts://broker.local:8883"
 username = "dev"
 [runtime]
 type = "onnxruntime"
-intra_op_threads = 2
+threads = 2
 """,
     )
     monkeypatch.setenv("EDGELOOP_FLEET", "prod")
     monkeypatch.setenv("EDGELOOP_BROKER__PASSWORD", "s3cret")
     cfg = load_config(cfg_file)
     assert cfg.device_id == "jetson-01" and cfg.fleet == "prod"  # environment wins
-    assert isinstance(cfg.runtime, OnnxRuntimeConfig) and cfg.runtime.intra_op_threads == 2
+    assert isinstance(cfg.runtime, OnnxRuntimeConfig) and cfg.runtime.threads == 2
     s = cfg.broker.settings()
     assert (s.host, s.port, s.tls, s.password) == ("broker.local", 8883, True, "s3cret")
     assert "s3cret" not in cfg.model_dump_json()

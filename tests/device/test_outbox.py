@@ -48,7 +48,10 @@ def test_a_repeated_command_is_answered_with_the_reports_that_answered_it(tmp_pa
     box = Outbox(tmp_path / "o.sqlite")  # kept across a restart, as the command ids are
     assert box.answer_again("cmd-1") == 2
     again = box.pending()
-    assert [(e.topic, e.payload, e.message_id) for e in again] == [("r/deploy", b"dep", "m-dep"), ("r/benchmark", b"bench", "m-bench")]
+    assert [(e.topic, e.payload, e.message_id) for e in again] == [
+        ("r/deploy", b"dep", "m-dep"),
+        ("r/benchmark", b"bench", "m-bench"),
+    ]
     assert all(e.id > first for e in again)
 
 

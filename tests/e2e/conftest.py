@@ -58,7 +58,7 @@ def agent_toml(
     eval_dir: Path | None,
     fleet: str = "lab",
     extra: str = "",
-    runtime: str = 'type = "onnxruntime"\nintra_op_threads = 1\n',
+    runtime: str = 'type = "onnxruntime"\nthreads = 1\n',
 ) -> Path:
     """``runtime``: the body of the ``[runtime]`` table (it may end with sub-tables, and comes last)."""
     evals = f'eval_dir = "{eval_dir}"\n' if eval_dir is not None else ""

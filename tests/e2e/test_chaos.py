@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from device.builder import EngineCache
+from device.engine.builder import EngineCache
 from device.state import AgentState
 from host.fleet.client import ApiClient
 from host.fleet.release import ReleaseStore, golden_top1

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from device.calibration import forms
-from device.calibration.quantize import quantize
-from device.serving.loadgen import loadgen
+from device.engine.calibration import forms
+from device.engine.calibration.quantize import quantize
+from device.engine.loadgen import loadgen
 from host.factory.field.shift import shift_dataset
 from host.fleet.release import ReleaseStore, create_release
 from shared import datasets, imaging

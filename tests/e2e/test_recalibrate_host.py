@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from device.calibration import forms
-from device.calibration.quantize import quantize
+from device.engine.calibration import forms
+from device.engine.calibration.quantize import quantize
 from host.factory.field.shift import shift_dataset
 from host.fleet.client import ApiClient
 from host.fleet.release import ReleaseStore, create_release

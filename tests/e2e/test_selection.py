@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from device.runtimes import registry
 from host.fleet.release import ReleaseStore, create_release
 from shared import protocol as p
 from tests.conftest import ZOO
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 FAST = p.BenchSettings(warmup=2, iterations=10, throughput_batch=16, throughput_rounds=1, eval_limit=50)
 SELECTION = "[selection]\nbatch = 64\nseconds = 0.6\n"
-AUTO = 'type = "auto"\n[runtime.onnxruntime]\nintra_op_threads = 1\n[runtime.openvino]\n'
+AUTO = 'type = "auto"\n[runtime.onnxruntime]\nthreads = 1\n[runtime.openvino]\n'
 
 
 def _release(store: ReleaseStore, keys: tuple[Path, Path], tmp_path: Path) -> p.ReleaseManifest:
@@ -52,10 +51,8 @@ def _deploy(rec: Recorder, m: p.ReleaseManifest, served: str, key: Path, device:
 
 
 def _threads_key() -> str:
-    """The OpenVINO backend's thread-count field (one thread, like ONNX Runtime's, for a fair race)."""
-    fields = registry.runtime_class("openvino").config_class.model_fields
-    name = next(f for f in ("inference_num_threads", "threads", "num_threads") if f in fields)
-    return f"{name} = 1\n"
+    """The OpenVINO backend's thread count (one thread, like ONNX Runtime's, for a fair race)."""
+    return "threads = 1\n"
 
 
 def test_the_agent_runs_the_fastest_verified_runtime_and_precision(
@@ -99,7 +96,7 @@ def test_a_pinned_runtime_and_precision_are_respected(
 ) -> None:
     m = _release(store, keys, tmp_path)
     pin = SELECTION + 'runtime = "onnxruntime"\nprecision = "fp32"\n'
-    start_agent("dev-2", extra=pin, runtime='type = "auto"\n[runtime.onnxruntime]\nintra_op_threads = 1\n')
+    start_agent("dev-2", extra=pin, runtime='type = "auto"\n[runtime.onnxruntime]\nthreads = 1\n')
     rec = Recorder(mosquitto.port)
     rec.wait_online()
     dep = _deploy(rec, m, served, keys[0], "dev-2")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from device.serving.loadgen import loadgen
+from device.engine.loadgen import loadgen
 from shared import protocol as p
 from tests.e2e.conftest import StartAgent
 from tests.fixtures import MakeRelease

@@ -1,6 +1,6 @@
 """FP16 export of an FP32 ONNX: FP16 weights and compute, FP32 inputs and outputs (for TensorRT).
 
-INT8 lives on the device side (``device.calibration``): the ``ptq`` step and the device's own
+INT8 lives on the device side (``device.engine.calibration``): the ``ptq`` step and the device's own
 ``calibrate`` share one torch-free quantizer.
 """
 

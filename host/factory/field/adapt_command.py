@@ -23,7 +23,7 @@ import numpy.typing as npt
 from torch import nn
 from tqdm import tqdm
 
-from device import sysinfo
+from device.engine import sysinfo
 from host.factory import checkpoint
 from host.factory.checkpoint import Checkpoint
 from host.factory.export import export_verified

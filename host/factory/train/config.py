@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from device import sysinfo
+from device.engine import sysinfo
 
 
 @functools.cache

@@ -5,7 +5,7 @@ the server packs its image files (by suffix, recursively, symlinks skipped) into
 ``RELEASES/calibration-sets/<sha256>.tar.gz``, content-addressed and byte-for-byte reproducible
 (sorted names, zeroed times and owners), so the same folder is packed once and a device can trust
 what it fetched by its name. The command then carries the file's absolute URL (``source = "url"``);
-the device downloads it with its artifact size limit and checks every image (device.calibration.field).
+the device downloads it with its artifact size limit and checks every image (device.commands.calibration_sources).
 """
 
 from __future__ import annotations

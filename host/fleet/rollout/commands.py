@@ -8,9 +8,10 @@ of the controller lease sends, and ``store.fencing`` refuses the store-first wri
 A PUBACK is not an answer: a broker that restarts can lose a command it acknowledged, or a report on its
 way back (Mosquitto 2.0 right after a restart, a broker cluster that loses a node). A command that the
 broker took but that the device has not answered is sent again, with backoff (the rollout's
-``command_resend_s``, 30 s by default, doubled each time) while it is young enough for the agent's clock-skew window (``RESEND_UNTIL_S``). The agent runs
-a command once: a repeat of one it ran is answered with the reports it made (``device/agent.py``), so the
-answer that was lost arrives, and one that was not is dropped by the ingest as a duplicate.
+``command_resend_s``, 30 s by default, doubled each time) while it is young enough for the agent's
+clock-skew window (``RESEND_UNTIL_S``). The agent runs a command once: a repeat of one it ran is
+answered with the reports it made (``device/agent.py``), so the answer that was lost arrives, and one
+that was not is dropped by the ingest as a duplicate.
 """
 
 from __future__ import annotations

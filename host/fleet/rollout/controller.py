@@ -108,6 +108,11 @@ class RolloutController:
         fleet_devices = self.store.devices(fleet)
         if not fleet_devices:
             raise EdgeloopError(f"fleet {fleet!r} has no known devices (none has reported a status yet)")
+        if config.devices is not None:  # a rollout to some devices of the fleet: each must be one of them
+            unknown = sorted(set(config.devices) - {d.device_id for d in fleet_devices})
+            if unknown:
+                raise EdgeloopError(f"fleet {fleet!r} has no device {', '.join(unknown[:10])}")
+            fleet_devices = [d for d in fleet_devices if d.device_id in set(config.devices)]
         self.store.add_release(manifest)
         ordered = sorted(fleet_devices, key=lambda d: (d.state != "online", d.device_id))  # canary: online first
         by_id = {d.device_id: d for d in fleet_devices}

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from device.activation import EngineManager
-from device.builder import EngineCache
-from device.calibration import forms
-from device.calibration.quantize import quantize
 from device.config import AgentConfig, load_config
+from device.engine.builder import EngineCache
+from device.engine.calibration import forms
+from device.engine.calibration.quantize import quantize
 from device.state import AgentState
 from host.fleet.release import ReleaseStore, create_release
 from shared import datasets

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from device.activation import ActivationError, EngineManager
-from device.builder import EngineCache
 from device.config import AgentConfig, load_config
+from device.engine.builder import EngineCache
 from device.state import AgentState
 from host.fleet.release import ReleaseStore, create_release
 from shared.protocol import ReleaseManifest

@@ -12,7 +12,7 @@ from device.activation.int8 import Loaded
 from device.activation.records import ActivationError
 from device.activation.select import Option, Selector, Trial
 from device.config import SelectionConfig
-from device.runtimes.base import Engine
+from device.engine.runtimes.base import Engine
 from shared.protocol import Artifact, EngineCandidate, Precision
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from device.cli import build_parser, main
-from device.cli.bench import runtime_config
-from device.runtimes import registry
-from device.runtimes.onnxruntime import OnnxRuntimeConfig
-from device.runtimes.tensorrt import TensorRTConfig
+from device.engine.runtimes import registry
+from device.engine.runtimes.onnxruntime import OnnxRuntimeConfig
+from device.engine.runtimes.openvino import OpenVINOConfig
+from device.engine.runtimes.registry import runtime_config
+from device.engine.runtimes.tensorrt import TensorRTConfig
 from tests.device.fakes import FakeRuntime
 from tests.helpers import REPO, agent_env
 
@@ -95,7 +96,9 @@ def test_runtime_choices_without_a_test_backend() -> None:
 def test_bench_flags_reach_the_backends_that_have_them() -> None:
     auto = runtime_config("auto", threads=2, sparse=True)
     assert isinstance(auto, registry.AutoConfig)
-    assert auto.backend("onnxruntime") == OnnxRuntimeConfig(intra_op_threads=2)
-    assert auto.backend("tensorrt") == TensorRTConfig(sparse_weights=True)  # --sparse reaches auto too (issue 16)
-    assert runtime_config("tensorrt", threads=2, sparse=True) == TensorRTConfig(sparse_weights=True)
-    assert runtime_config("onnxruntime", threads=3, sparse=True) == OnnxRuntimeConfig(intra_op_threads=3)
+    assert auto.backend("onnxruntime") == OnnxRuntimeConfig(threads=2)
+    # --sparse reaches auto too (issue 16); threads is every backend's field (TensorRT ignores it)
+    assert auto.backend("tensorrt") == TensorRTConfig(sparse_weights=True, threads=2)
+    assert runtime_config("tensorrt", threads=2, sparse=True) == TensorRTConfig(sparse_weights=True, threads=2)
+    assert runtime_config("openvino", threads=0) == OpenVINOConfig()  # 0 is the backend's default, as unset
+    assert runtime_config("onnxruntime", threads=3, sparse=True) == OnnxRuntimeConfig(threads=3)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from device.cli import main
-from device.cli.bench import runtime_config
 from device.cli.bench_all import compare
+from device.engine.runtimes.registry import runtime_config
 from shared.errors import EdgeloopError
 from tests.conftest import ZOO
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from device.cli import main
-from device.runtimes.onnxruntime import OnnxRuntimeConfig
-from device.runtimes.openvino import OpenVINOConfig
-from device.runtimes.tensorrt import TensorRTConfig
+from device.engine.runtimes.onnxruntime import OnnxRuntimeConfig
+from device.engine.runtimes.openvino import OpenVINOConfig
+from device.engine.runtimes.tensorrt import TensorRTConfig
 
 
 def _check(tmp_path: Path, runtime: str, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
@@ -21,13 +21,13 @@ def _check(tmp_path: Path, runtime: str, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_check_config_prints_every_field_of_the_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``auto`` with per-backend sub-tables, as in deploy/agent.toml: every backend, every field."""
-    auto = '[runtime]\ntype = "auto"\n[runtime.tensorrt]\nmax_batch = 64\n[runtime.onnxruntime]\nintra_op_threads = 2\n'
+    auto = '[runtime]\ntype = "auto"\n[runtime.tensorrt]\nmax_batch = 64\n[runtime.onnxruntime]\nthreads = 2\n'
     out = _check(tmp_path, auto, capsys)
     assert out["runtime"] == {
         "type": "auto",
         "tensorrt": TensorRTConfig(max_batch=64).model_dump(mode="json"),
         "openvino": OpenVINOConfig().model_dump(mode="json"),
-        "onnxruntime": OnnxRuntimeConfig(intra_op_threads=2).model_dump(mode="json"),
+        "onnxruntime": OnnxRuntimeConfig(threads=2).model_dump(mode="json"),
     }
     ort = _check(tmp_path, '[runtime]\ntype = "onnxruntime"\nmax_batch = 8\n', capsys)
     assert ort["runtime"] == OnnxRuntimeConfig(max_batch=8).model_dump(mode="json")

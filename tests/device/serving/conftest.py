@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
+from device.engine.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
 from device.serving.config import InferenceConfig
 from device.serving.model import ServedModel
 from device.serving.server import InferenceServer
@@ -16,7 +16,7 @@ from shared.modelmeta import read_meta
 def served_model(zoo_onnx: Path, tmp_path: Path) -> Iterator[ServedModel]:
     """The zoo baseline on ONNX Runtime (one thread), ready to serve."""
     meta = read_meta(zoo_onnx)
-    rt = OnnxRuntimeRuntime(OnnxRuntimeConfig(intra_op_threads=1))
+    rt = OnnxRuntimeRuntime(OnnxRuntimeConfig(threads=1))
     rt.load(rt.build(zoo_onnx, "fp32", tmp_path / "engine"))
     try:
         yield ServedModel(rt, meta.classes, meta.preprocessing, "resnet20@1.0.0")

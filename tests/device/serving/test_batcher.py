@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.serving.batcher import Answer, Batch, DynamicBatcher, Request, ServingError, softmax
+from device.engine.reference import softmax
+from device.serving.batcher import Answer, Batch, DynamicBatcher, Request, ServingError
 from device.serving.model import ModelSlot, ServedModel
 from device.serving.telemetry import ServingStats
 from shared import datasets, imaging

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.serving.batcher import Batch, softmax
+from device.engine.reference import reference_with, softmax
+from device.serving.batcher import Batch
 from device.serving.drift import DriftMonitor
 from device.serving.model import ServedModel
-from device.serving.reference import reference_with
 from host.factory.field.shift import shift_images
 from shared import datasets, imaging
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from device import bench
-from device.serving.loadgen import loadgen
+from device.engine import bench
+from device.engine.loadgen import loadgen
 from device.serving.model import ServedModel
 from device.serving.server import InferenceServer
 from shared import datasets

@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from device.calibration import forms, quantize
+from device.engine.calibration import forms, quantize
 from host.factory import checkpoint
 from host.factory.compress import half, prune, qat, sparsity
 from host.factory.compress.pipeline import compress, split_data

@@ -61,6 +61,16 @@ def test_report_cli_on_zoo_variants(tmp_path: Path, golden_dir: Path) -> None:
         same = rows["resnet20.onnx", v["runtime"]]
         assert v["speedup_vs_baseline_same_runtime"] == pytest.approx(v["throughput_ips"] / same["throughput_ips"])
         assert v["speedup_vs_torch_eager"] == pytest.approx(v["throughput_ips"] / r["torch_eager_fp32_throughput_ips"])
+    for rt in runtimes:  # against the unpruned INT8 file on the same runtime: only compressed variants
+        int8 = rows["resnet20-int8.onnx", rt]["throughput_ips"]
+        v = rows["resnet20-slim.onnx", rt]
+        assert v["speedup_vs_unpruned_int8"] == pytest.approx(v["throughput_ips"] / int8)
+        assert v["slower_than_unpruned_int8"] == (v["throughput_ips"] < int8)
+        assert (f"resnet20-slim.onnx on {rt}: slower than the unpruned INT8" in out.stdout) == (
+            v["throughput_ips"] < int8
+        )
+        for f in ("resnet20.onnx", "resnet20-int8.onnx"):
+            assert rows[f, rt]["speedup_vs_unpruned_int8"] is None and not rows[f, rt]["slower_than_unpruned_int8"]
     assert r["machine"]["logical_cores"] >= 1 and r["machine"]["onnxruntime"]
     assert "resnet20-slim.onnx" in out.stdout and "measured on:" in out.stdout
     assert len(r["runtimes"]) == len(runtimes) and r["skipped"] == []

@@ -166,7 +166,7 @@ def test_teacher_over_other_classes_is_refused(golden_dir: Path, tmp_path: Path)
     ("isa", "expected"), [(["avx512f", "avx512_bf16"], False), (["avx512_bf16", "amx_bf16"], True)]
 )
 def test_bf16_defaults_on_only_with_amx(monkeypatch: pytest.MonkeyPatch, isa: list[str], expected: bool) -> None:
-    from device import sysinfo
+    from device.engine import sysinfo
     from host.factory import train
 
     monkeypatch.setattr(sysinfo, "machine", lambda: {"isa": isa})

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from host.fleet.rollout import RolloutController
 from host.fleet.rollout_config import RolloutConfig
 from host.fleet.store import Store
 from shared import protocol as p
+from shared.errors import EdgeloopError
 from tests.shared.factories import manifest
 
 
@@ -73,4 +76,25 @@ def test_an_answered_or_failed_deploy_is_not_sent_again(tmp_path: Path) -> None:
     clock.t += 31
     controller.tick()
     assert [p.decode_command(x).device_id for x in sent] == ["dev-c"]  # the one that said nothing
+    store.close()
+
+
+def test_a_rollout_to_some_devices_of_the_fleet_sends_to_them_alone(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "h.sqlite"))
+    sent: list[bytes] = []
+
+    def publish(topic: str, payload: bytes) -> bool:
+        sent.append(payload)
+        return True
+
+    controller = RolloutController(store, publish, "http://h/")
+    for d in ("dev-a", "dev-b", "dev-c"):
+        store.upsert_status(p.DeviceStatus(device_id=d, fleet="lab", state="online"))
+    with pytest.raises(EdgeloopError, match="no device dev-x"):
+        controller.create(manifest(), "lab", RolloutConfig(devices=["dev-c", "dev-x"]))
+    rid = controller.create(manifest(), "lab", RolloutConfig(waves=["100%"], devices=["dev-c"]))
+    controller.tick()
+    r = store.rollout(rid)
+    assert r is not None and [d.device_id for d in r.devices] == ["dev-c"]
+    assert [p.decode_command(b).device_id for b in sent] == ["dev-c"]
     store.close()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from device.calibration.field import download_set
+from device.commands.calibration_sources import download_set
 from host.fleet.client import ApiClient
 from host.fleet.recalibration import CalibrationSets, RecalibrateRequest, RecalibrationError, Recalibrations
 from host.fleet.server import HostServer

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from device.calibration.forms import QdqForm
-from device.calibration.quantize import quantize
+from device.engine.calibration.forms import QdqForm
+from device.engine.calibration.quantize import quantize
 from host.factory.compress.latency.search import Measurement
 from host.factory.compress.latency.space import Arch, ResNetSpace
 from host.factory.compress.latency.timing import SideBySide, median

@@ -1,8 +1,8 @@
 """ONNX files built on a registered runtime and timed side by side, with the device's own code.
 
-The runtime is chosen by its registry name (``device.runtimes.registry``), so any backend the device
+The runtime is chosen by its registry name (``device.engine.runtimes.registry``), so any backend the device
 has (``onnxruntime``, ``openvino``, ``tensorrt``, ...) works here once it is registered. Each file
-becomes that runtime's engine once; timing is ``device.bench.measure_latency`` at the batch asked,
+becomes that runtime's engine once; timing is ``device.engine.bench.measure_latency`` at the batch asked,
 in interleaved rounds (one timed call of every engine per round, after a warm-up), so that every
 file sees the same load on a shared machine: a figure is the median of its rounds.
 """
@@ -16,17 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from device import bench
-from device.runtimes import registry
-from device.runtimes.base import Engine, Runtime, RuntimeConfig
+from device.engine import bench
+from device.engine.runtimes import registry
+from device.engine.runtimes.base import Engine, Runtime
 from shared.errors import EdgeloopError
 
 log = logging.getLogger(__name__)
 
 TimedPrecision = Literal["fp32", "int8"]
-
-# what the backends call their thread count (ONNX Runtime's intra-op threads, OpenVINO's inference threads)
-THREAD_FIELDS = ("intra_op_threads", "inference_num_threads", "num_threads", "threads")
 
 
 @dataclass(frozen=True)
@@ -39,26 +36,11 @@ class TimingSettings:
     runs: int = 5
 
 
-def runtime_config(name: str, threads: int, batch: int) -> RuntimeConfig:
-    """The ``[runtime]`` table of backend ``name``: its thread field set, its engine sized for ``batch``."""
-    fields = registry.runtime_class(name).config_class.model_fields
-    table: dict[str, Any] = {"type": name}
-    if threads:
-        field = next((f for f in THREAD_FIELDS if f in fields), None)
-        if field is None:
-            raise EdgeloopError(f"runtime {name!r} takes no thread count; set threads = 0")
-        table[field] = threads
-    if "max_batch" in fields:
-        table["max_batch"] = batch
-    if "opt_batches" in fields:
-        table["opt_batches"] = (batch,)
-    return registry.parse_config(table)
-
-
 def open_runtime(settings: TimingSettings) -> Runtime:
     """A runtime of the named backend that runs the precision asked, or an error that says why not."""
     try:
-        runtime = registry.create(runtime_config(settings.runtime, settings.threads, settings.batch))
+        config = registry.runtime_config(settings.runtime, settings.threads, batches=(settings.batch,))
+        runtime = registry.create(config)
     except ValueError as e:  # the config table refused (pydantic)
         raise EdgeloopError(f"runtime {settings.runtime!r}: {e}") from e
     if settings.precision not in runtime.supported_precisions():

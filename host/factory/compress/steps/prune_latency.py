@@ -19,8 +19,8 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from device import sysinfo
-from device.runtimes import registry
+from device.engine import sysinfo
+from device.engine.runtimes import registry
 from host.factory.compress.context import Context
 from host.factory.compress.latency.meter import RuntimeMeter
 from host.factory.compress.latency.search import SearchResult, search

@@ -1,8 +1,8 @@
 """``ptq``: INT8 post-training quantization of the exported FP32 ONNX, one file per runtime flavour.
 
-The quantizer is the device's (``device.calibration.quantize``), so a release's INT8 files and a
+The quantizer is the device's (``device.engine.calibration.quantize``), so a release's INT8 files and a
 device's re-calibrated ones come from one code path. ``weight_bits = 7`` (the default) makes files
-that are right on every x86 CPU, AVX2 without VNNI included (see ``device.calibration.forms``); a
+that are right on every x86 CPU, AVX2 without VNNI included (see ``device.engine.calibration.forms``); a
 device re-quantizes to its own best form with ``edgeloop-agent calibrate``.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from device.calibration import forms
-from device.calibration.quantize import Method, edge_nodes, quantize
+from device.engine.calibration import forms
+from device.engine.calibration.quantize import Method, edge_nodes, quantize
 from host.factory.compress.context import Context
 from host.factory.compress.steps.base import CompressionStep, StepConfig, register_step
 from shared.errors import EdgeloopError

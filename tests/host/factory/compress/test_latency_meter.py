@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.calibration import forms
-from device.runtimes.onnxruntime import OnnxRuntimeConfig
+from device.engine.calibration import forms
+from device.engine.runtimes.onnxruntime import OnnxRuntimeConfig
+from device.engine.runtimes.registry import runtime_config
 from host.factory import checkpoint
 from host.factory.compress.latency.meter import RuntimeMeter
 from host.factory.compress.latency.space import Arch, ResNetSpace
-from host.factory.compress.latency.timing import SideBySide, TimingSettings, describe_runtime, runtime_config
+from host.factory.compress.latency.timing import SideBySide, TimingSettings, describe_runtime
 from host.factory.compress.recipe import Recipe
 from host.factory.compress.steps.prune_latency import PruneLatencyConfig, PruneLatencyStep
 from shared import datasets
@@ -52,12 +53,12 @@ def test_a_real_int8_measurement_on_onnxruntime(tiny_ckpt: Path, golden_dir: Pat
 
 
 def test_runtime_settings_by_registry_name() -> None:
-    config = runtime_config("onnxruntime", threads=2, batch=256)
-    assert isinstance(config, OnnxRuntimeConfig) and config.intra_op_threads == 2 and config.max_batch == 256
+    config = runtime_config("onnxruntime", threads=2, batches=(256,))
+    assert isinstance(config, OnnxRuntimeConfig) and config.threads == 2 and config.max_batch == 256
     info = describe_runtime(TimingSettings("onnxruntime", "int8"))
     assert info["runtime"] == "onnxruntime" and info["accelerator"] == "cpu" and info["version"]
     with pytest.raises(EdgeloopError, match="unknown runtime 'nope'"):
-        runtime_config("nope", 0, 1)
+        runtime_config("nope")
 
 
 def test_a_runtime_that_cannot_run_here_fails_before_any_training() -> None:

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
-from device.serving.batcher import Batch, softmax
+from device.engine.reference import softmax, summary_from_meta
+from device.engine.runtimes.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeRuntime
+from device.serving.batcher import Batch
 from device.serving.drift import DriftMonitor
 from device.serving.model import ServedModel
-from device.serving.standalone import summary_from_meta
 from host.factory.field.presets import PRESET_NAMES
 from host.factory.field.shift import shift_images
 from shared import datasets, drift, imaging

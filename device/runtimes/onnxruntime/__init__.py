@@ -1,7 +1,0 @@
-"""ONNX Runtime backend (``type = "onnxruntime"``): config, loader (ONNX -> engine), runner, util."""
-
-from device.runtimes.onnxruntime.config import OnnxRuntimeConfig
-from device.runtimes.onnxruntime.runner import OnnxRuntimeRuntime
-from device.runtimes.onnxruntime.util import layer_times
-
-__all__ = ["OnnxRuntimeConfig", "OnnxRuntimeRuntime", "layer_times"]
