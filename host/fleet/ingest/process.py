@@ -1,6 +1,6 @@
 """One ingest worker in its own process, so that several workers use several cores.
 
-Ingest is Python-bound (paho's packet handling, pydantic validation, the driver's executemany): two
+Ingest is Python-bound (paho's packet handling, pydantic validation, building each batch's rows): two
 workers in one process share one GIL and measured *slower* together (4,900 reports/s) than one
 alone (6,200/s). A child process owns its own MQTT session and store connection; its counters come
 back through shared memory, so ``stats`` reads like an in-process ``Ingest``'s. A child that dies
@@ -10,6 +10,7 @@ resumes the persistent session and gets what its predecessor had not acked.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -101,6 +102,10 @@ def _ingest_child(
     parent = os.getppid()
     store = Store(store_url)
     ingest = Ingest(store, broker, worker=worker, shared=shared, statuses=statuses)
+    # what start-up made (modules, schemas, the engine) lives as long as the process: out of the cyclic
+    # collector's sight, the collector's passes scan only what ingest allocates (measured: 12% of a
+    # draining worker's CPU went to them, 5% after the freeze)
+    gc.freeze()
     ingest.start()
     ready.set()
 

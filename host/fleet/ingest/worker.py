@@ -1,7 +1,10 @@
 """One ingest worker: an MQTT session whose messages a writer thread stores in batches, then acks.
 
-Messages are validated on the network thread (cheap, pydantic) and written by the writer thread in
-batches, so the broker is drained at network speed. Nothing is acknowledged to the broker before it
+The network thread (paho's) only appends each message to an inbox (a deque: no lock, no queue); the
+writer thread takes a batch at a time, validates it (pydantic, per message: one validation of a whole
+batch measured no faster) and writes it, its reports with the JSON they came as (the store keeps that
+instead of encoding each report again), so the broker is drained at network speed and the Python of
+each report runs once, on the writer's side. Nothing is acknowledged to the broker before it
 is stored: the session acks by hand (``MqttSession(on_delivery=...)``) after the batch's commit, so a
 crash loses nothing the broker let go of, and what was not acked is redelivered to the persistent
 session and stored once (``message_id`` is idempotent). What a worker was sent and not yet acked is
@@ -17,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -39,15 +42,19 @@ RECEIVE_MAXIMUM = 2000  # unacked messages the broker may have in flight to one 
 BATCH = RECEIVE_MAXIMUM // 2
 IDLE_S = 0.01  # a batch is written once nothing more arrived for this long (or after flush_s, or full)
 RETRY_MAX_S = 10.0
+TOPIC_CACHE = 65_536  # parsed topics kept (a fleet's devices x report kinds); the cache starts over when full
 T = TypeVar("T")
 Message = protocol.AnyReport | protocol.DeviceStatus
 
 
 @dataclass(slots=True)
 class _Item:
-    fleet: str
-    message: Message | None  # None: invalid, only to be acked
+    topic: str
+    payload: bytes
     delivery: Delivery
+    fleet: str = ""
+    message: Message | None = None  # None: invalid (once decoded), only to be acked
+    decoded: bool = False  # validated (and counted) once, also when a restarted writer writes it again
     acked: bool = False  # a second PUBACK could ack another message that got the same packet id
 
 
@@ -74,7 +81,11 @@ class Ingest:
         self.store = store
         self.worker = worker
         self.stats = IngestStats(seen_ids=set() if track_ids else None, pid=os.getpid())
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        # (topic, payload, delivery) as they arrived: deque.append and popleft need no lock of ours
+        self._inbox: deque[tuple[str, bytes, Delivery]] = deque()
+        self._arrived = threading.Event()  # set when the inbox stops being empty, or to stop
+        self._closing = False
+        self._topics: dict[str, protocol.Topic] = {}
         self._batch, self._flush_s = max(1, min(batch, receive_maximum // 2)), flush_s
         subs = [(protocol.report_filter(shared_group=SHARE_GROUP if shared else None), 1)]
         if statuses or drain:
@@ -103,7 +114,8 @@ class Ingest:
     def stop(self, timeout: float = 10.0, end_session: bool = False) -> None:
         """Store and ack what has arrived, then disconnect; what arrives meanwhile is redelivered later
         (``end_session``: the broker forgets the session instead, once it is drained)."""
-        self._queue.put(None)
+        self._closing = True
+        self._arrived.set()
         self._writer.join(timeout=timeout)
         self._stop.set()  # a writer still waiting for an unavailable store gives up (nothing acked)
         self._writer.join(timeout=5)
@@ -134,29 +146,96 @@ class Ingest:
         self._writer.start()
 
     def drained(self) -> bool:
-        return self._queue.empty() and not self._inhand
+        return not self._inbox and not self._inhand
 
     def rate(self) -> float:
         return self.stats.written / max(1e-9, time.monotonic() - self.stats.started)
 
-    # network thread: validate and enqueue only
+    # network thread: into the inbox, nothing more
     def _on_delivery(self, topic: str, payload: bytes, delivery: Delivery) -> None:
         self.stats.received += 1
-        self._last_delivery = time.monotonic()
-        try:
-            fleet, message = self._decode(topic, payload)
-        except EdgeloopError as e:
-            self.stats.invalid += 1
-            log.warning("dropped an invalid message on %s: %s", topic, str(e)[:300])
-            self._queue.put(_Item("", None, delivery))  # acked in its turn, after what came before it
-            return
-        if self.stats.seen_ids is not None and not isinstance(message, protocol.DeviceStatus):
-            self.stats.seen_ids.add(str(message.message_id))
-        self._queue.put(_Item(fleet, message, delivery))
+        inbox = self._inbox
+        inbox.append((topic, payload, delivery))
+        if len(inbox) == 1:  # the writer may be waiting for it
+            self._arrived.set()
 
-    @staticmethod
-    def _decode(topic: str, payload: bytes) -> tuple[str, Message]:
-        parts = protocol.parse_topic(topic)
+    # writer thread: batches -> validated -> the store -> acks
+    def _write_loop(self) -> None:
+        if self._inhand and not self._write(self._inhand):  # what a writer that died was holding
+            return
+        while not self._wait():
+            if not self._write(self._take(self._batch)):
+                return
+        left = len(self._inbox)  # stopping: what arrived before is written, what comes later is redelivered
+        while left > 0:
+            items = self._take(min(left, self._batch))
+            left -= len(items)
+            if not self._write(items):
+                return
+
+    def _write(self, items: list[_Item]) -> bool:
+        self._inhand = items
+        if not self._flush(items):
+            return False
+        self._inhand = []
+        return True
+
+    def _wait(self) -> bool:
+        """Until a batch is ready: ``batch`` messages, or what arrived before a pause of ``IDLE_S`` (the
+        broker's window is full, waiting for our acks, or the stream is slow), or within ``flush_s`` of
+        the first; True when stopping instead."""
+        inbox, arrived = self._inbox, self._arrived
+        while not inbox:
+            if self._closing:
+                return True
+            arrived.clear()
+            if not inbox and not self._closing:
+                arrived.wait(1.0)
+        self._last_delivery = time.monotonic()
+        deadline, n = self._last_delivery + self._flush_s, len(inbox)
+        while n < self._batch and not self._closing:
+            pause = min(IDLE_S, deadline - time.monotonic())
+            if pause <= 0:
+                break
+            time.sleep(pause)
+            if len(inbox) == n:
+                break
+            n = len(inbox)
+        self._last_delivery = time.monotonic()
+        return self._closing
+
+    def _take(self, n: int) -> list[_Item]:
+        inbox = self._inbox
+        return [_Item(*inbox.popleft()) for _ in range(min(len(inbox), n))]
+
+    def _decode_all(self, items: list[_Item]) -> None:
+        """Validate each message of a batch (once: a restarted writer's batch is decoded already); an
+        invalid one is logged and counted, and acked with the rest."""
+        seen = self.stats.seen_ids
+        for item in items:
+            if item.decoded:
+                continue
+            item.decoded = True
+            try:
+                item.fleet, item.message = self._decode(item.topic, item.payload)
+            except EdgeloopError as e:
+                self.stats.invalid += 1
+                log.warning("dropped an invalid message on %s: %s", item.topic, str(e)[:300])
+                continue
+            except Exception:  # a bug of ours on one message: it is dropped, not its batch
+                self.stats.invalid += 1
+                log.exception("dropped a message on %s that could not be decoded", item.topic)
+                continue
+            if seen is not None and not isinstance(item.message, protocol.DeviceStatus):
+                seen.add(str(item.message.message_id))
+
+    def _decode(self, topic: str, payload: bytes) -> tuple[str, Message]:
+        parts = self._topics.get(topic)
+        if parts is None:
+            parts = protocol.parse_topic(topic)
+            if len(self._topics) >= TOPIC_CACHE:
+                self._topics.clear()
+            self._topics[topic] = parts
         if parts.channel == "status":
             status = protocol.decode_status(payload)
             if status.device_id != parts.device or status.fleet != parts.fleet:
@@ -167,58 +246,32 @@ class Ingest:
             raise protocol.ProtocolError(f"{report.kind} report from {report.device_id} on {topic}")
         return parts.fleet, report
 
-    # writer thread: batches -> the store -> acks
-    def _write_loop(self) -> None:
-        if self._inhand:  # what a writer that died was holding
-            if not self._flush(self._inhand):
-                return
-            self._inhand = []
-        last = False
-        while not last:
-            items, last = self._collect()
-            if items:
-                self._inhand = items
-                if not self._flush(items):
-                    return
-            self._inhand = []
-
-    def _collect(self) -> tuple[list[_Item], bool]:
-        """The next batch (up to ``batch`` items, what arrived within ``flush_s``, or before a pause of
-        ``IDLE_S``); True when stopping."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        items = [first]
-        deadline = time.monotonic() + self._flush_s
-        while len(items) < self._batch:
-            try:  # a pause means the broker's window is full (it waits for our acks) or the stream is slow
-                item = self._queue.get(timeout=max(0.0, min(deadline - time.monotonic(), IDLE_S)))
-            except queue.Empty:
-                break
-            if item is None:
-                return items, True
-            items.append(item)
-        return items, False
-
     def _flush(self, items: list[_Item]) -> bool:
-        """Store a batch, then ack every message in it; False when abandoned (stopping, store down)."""
+        """Validate and store a batch, then ack every message in it; False when abandoned (stopping, store
+        down)."""
+        self._decode_all(items)
         reports: list[tuple[str, protocol.AnyReport]] = []
+        payloads: list[bytes] = []  # what each report was validated from: the store keeps it as it came
         try:
             for item in items:
                 if isinstance(item.message, protocol.DeviceStatus):
                     self._until_stored(partial(self._store_status, item.message))
                 elif item.message is not None:
                     reports.append((item.fleet, item.message))
+                    payloads.append(item.payload)
             if reports:
-                self._count(self._until_stored(lambda: self.store.add_reports_salvaging(reports)), len(reports))
+                salvaged = self._until_stored(lambda: self.store.add_reports_salvaging(reports, payloads))
+                self._count(salvaged, len(reports))
         except _AbandonedError:
             log.warning("stopping with %d messages not stored; the broker redelivers them", len(items))
             return False
+        ack, acked = self.session.ack, 0
         for item in items:
             if not item.acked:
-                self.session.ack(item.delivery)
+                ack(item.delivery)
                 item.acked = True
-                self.stats.acked += 1
+                acked += 1
+        self.stats.acked += acked
         self.stats.batches += 1
         return True
 

@@ -139,3 +139,27 @@ def test_telemetry_reports_are_ingested_once_with_the_other_reports(mosquitto: M
     ing.stop()
     pub.close()
     store.close()
+
+
+def test_a_report_is_stored_with_the_json_it_came_as(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Ingest hands the store each report's payload as received: it is not encoded again."""
+    import sqlalchemy as sa
+
+    from host.fleet.store.schema import reports
+
+    store = Store(str(tmp_path / "s.sqlite"))
+    ing = Ingest(store, BrokerSettings(port=mosquitto.port), shared=True)
+    ing.start()
+    assert ing.session.wait_connected(10)
+    time.sleep(0.5)
+    pub = Recorder(mosquitto.port, "nothing/#", client_id="publisher")
+    sent = benchmark_report("d1")
+    raw = b'{ "kind": "benchmark",\n  ' + p.encode(sent)[1:]  # a layout of the device's own
+    pub.client.publish(p.report_topic("lab", "d1", "benchmark"), raw, qos=1)
+    _wait(lambda: ing.stats.written == 1 and ing.drained())
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(reports.c.payload)).scalar_one() == raw.decode()
+    assert store.count_reports("benchmark") == 1 and store.latest_benchmarks("lab")[("lab", "d1")].top1 == sent.top1
+    ing.stop()
+    pub.close()
+    store.close()
