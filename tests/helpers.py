@@ -19,15 +19,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from shared import protocol, signing
+from shared.ports import free_loopback_port
 from shared.protocol import SignedCommand
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_loopback_port()
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:

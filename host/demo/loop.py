@@ -31,6 +31,7 @@ from host.fleet.server import HostServer, ServeConfig
 from host.fleet.store.records import RolloutDetail
 from shared import signing
 from shared.errors import EdgeloopError
+from shared.ports import free_loopback_port
 from shared.protocol import BenchSettings, DeployReport, ReleaseManifest
 from shared.samples import golden_dir
 
@@ -40,14 +41,6 @@ ZOO = Path(os.environ.get("EDGELOOP_ZOO") or Path(__file__).parents[1] / "zoo") 
 BASELINE = ["resnet20.onnx", "resnet20-int8.onnx", "resnet20-int8-trt.onnx", "resnet20-fp16.onnx"]
 SLIM = ["resnet20-slim.onnx", "resnet20-slim-int8.onnx", "resnet20-slim-int8-trt.onnx", "resnet20-slim-fp16.onnx"]
 SLIM_CHECKPOINT = "resnet20-slim.pt"  # what the field act adapts: the model of SLIM
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _build_dir(work: Path, name: str, files: list[str]) -> Path:
@@ -197,16 +190,16 @@ def run_demo(
     cfg = ServeConfig(
         releases=store.root,
         store_url=str(workdir / "edgeloop.sqlite"),
-        port=http_port or _free_port(),
+        port=http_port or free_loopback_port(),
         embedded_broker=True,
-        embedded_broker_port=_free_port(),
+        embedded_broker_port=free_loopback_port(),
         tick_s=0.3,
         command_key=pub.with_suffix(".key"),  # one demo key signs releases and commands
     )
     server = HostServer(cfg)
     server.start()
     agents: list[subprocess.Popen[bytes]] = []
-    serve_port = _free_port()
+    serve_port = free_loopback_port()
     try:
         _start_agents(agents, workdir, devices, cfg.broker_url, pub, serve_port)
         wait(

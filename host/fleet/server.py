@@ -220,8 +220,13 @@ class HostServer:
         self._http_thread.start()
         deadline = time.monotonic() + 15
         while not self._http.started:
-            if time.monotonic() > deadline or not self._http_thread.is_alive():
-                raise EdgeloopError(f"the HTTP server could not start on {self.config.host}:{self.config.port}")
+            if not self._http_thread.is_alive():  # uvicorn logged why: most often the port is taken
+                raise EdgeloopError(
+                    f"the HTTP server could not start on {self.config.host}:{self.config.port} "
+                    "(is the port in use? --port chooses another)"
+                )
+            if time.monotonic() > deadline:
+                raise EdgeloopError(f"the HTTP server did not start on {self.config.host}:{self.config.port} in 15 s")
             time.sleep(0.05)
 
     def stop(self) -> None:
