@@ -4,7 +4,9 @@
 natively (best first) that the release carries a file for (``ReleaseManifest.artifact_for``, which also
 looks at the files of runtimes it ``also_runs``), and, where the release has no INT8 file for a runtime
 that runs INT8, an INT8 engine made here from the FP32 model when the device has field images to
-calibrate on. A runtime with DLA cores (``Runtime.dla_cores``: TensorRT on a Jetson AGX Orin, Orin NX,
+calibrate on. A release that names its ``runtimes`` (a compressed model shipped only where it was measured
+faster than its unpruned INT8) is planned on those runtimes alone. A runtime with DLA cores
+(``Runtime.dla_cores``: TensorRT on a Jetson AGX Orin, Orin NX,
 AGX Xavier or Xavier NX) adds each core as a candidate of its own (``tensorrt:dla0``, ``tensorrt:dla1``) at the
 precisions DLA runs (INT8, FP16) that the release carries; they are measured like the others.
 ``TrialRunner`` tries one: fetch and build (``steps.ArtifactOpener``), the golden-set self-test, and
@@ -43,7 +45,15 @@ def plan(
     """What to try, best guess first; raises ``no_suitable_artifact`` when nothing fits."""
     options: list[Option] = []
     tried: list[str] = []
-    for rt in runtimes:
+    allowed = [rt for rt in runtimes if manifest.ships_to(rt.name)]
+    if not allowed:
+        have = ", ".join(rt.name for rt in runtimes) or "none"
+        raise ActivationError(
+            "no_suitable_artifact",
+            f"release {manifest.ref} is made for {', '.join(manifest.runtimes or ())} (measured faster there than "
+            f"its unpruned INT8 model); this device runs {have}",
+        )
+    for rt in allowed:
         wanted = steps.precisions_to_try(rt, asked)
         tried.append(f"{rt.name} at {'/'.join(wanted) or 'nothing'}")
         for p in wanted:

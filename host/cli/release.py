@@ -25,6 +25,9 @@ def _cmd_release_create(args: argparse.Namespace) -> int:
         notes=args.notes,
         reference_data=args.reference_data,
         valid_days=args.valid_days or None,
+        speed_report=args.speed_report,
+        min_speedup=args.min_speedup,
+        ship_slower=args.ship_slower,
     )
     if args.json:
         print(m.model_dump_json(indent=2))
@@ -34,6 +37,10 @@ def _cmd_release_create(args: argparse.Namespace) -> int:
     ref = m.model.reference
     if ref is not None:
         print(f"drift reference: {ref.source or str(ref.n_images) + ' images'}")
+    print(f"runtimes: {', '.join(m.runtimes) if m.runtimes else 'any'}")
+    for line in m.notes.splitlines():
+        if line.startswith("ship rule"):
+            print(line)
     print_table(
         f"release {m.ref} ({'signed, key ' + str(m.key_id) if m.signature else 'UNSIGNED'})",
         ["artifact", "precision", "runtime", "bytes", "golden top-1 %", "sha256"],
@@ -101,6 +108,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="held-out labelled images (ImageFolder, or archive.tar.gz::subdir) to measure the drift reference on "
         "(default: the FP32 file's stored reference, else the golden images)",
     )
+    c.add_argument(
+        "--speed-report",
+        metavar="JSON",
+        help="`edgeloop report --json-out` of this build: the release ships only to the runtimes where its INT8 file "
+        "was measured faster than the unpruned INT8 (refused if none)",
+    )
+    c.add_argument(
+        "--min-speedup",
+        type=float,
+        default=1.0,
+        help="with --speed-report: the speed-up over the unpruned INT8 a runtime needs (default 1.0: any gain)",
+    )
+    c.add_argument("--ship-slower", action="store_true", help="skip the ship rule: any runtime, measured or not")
     c.add_argument("--notes", default="")
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=_cmd_release_create)

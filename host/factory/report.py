@@ -11,6 +11,7 @@ against throughput with the Pareto front.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -181,6 +182,7 @@ def _variant_row(f: Path, meta: ModelMeta, rt: Any, samples: list[Sample], laten
     has_card = f.suffix == ".onnx" and not f.stem.endswith(("-int8", "-int8-trt", "-fp16"))
     return {
         "file": f.name,
+        "sha256": hashlib.sha256(blob).hexdigest(),  # which file was measured: the ship rule checks it
         "precision": meta.precision,
         "flavour": meta.extra.get("runtime", "any"),
         "onnx_bytes": len(blob),

@@ -21,7 +21,7 @@ import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shared import signing
 from shared.digest import sha256_file
@@ -37,6 +37,7 @@ from shared.protocol import (
     utcnow,
     version_key,
 )
+from shared.protocol.releases import RuntimeName
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,35 @@ def _model_info(
     )
 
 
+def _ship_rule(
+    artifacts: tuple[Artifact, ...],
+    card: dict[str, Any],
+    speed_report: str | Path | None,
+    min_speedup: float,
+    ship_slower: bool,
+    notes: str,
+) -> tuple[tuple[RuntimeName, ...] | None, str]:
+    """The release's ``runtimes`` and its notes with the ship decision appended."""
+    from host.fleet import ship
+
+    if ship_slower:
+        log.warning("--ship-slower: the ship rule is not applied; the release names no runtimes")
+        return None, notes
+    if speed_report is None:
+        if card.get("parent"):  # a compressed model: nothing says it pays anywhere
+            log.warning(
+                "no --speed-report: %s ships to every runtime without proof that it is faster than its unpruned "
+                "INT8 there (run `edgeloop report` and pass its JSON)",
+                card.get("name", "the model"),
+            )
+        return None, notes
+    decision = ship.decide(ship.load_report(speed_report), artifacts, min_speedup)
+    log.info("%s", decision.describe())
+    text = f"{notes}\n{decision.describe()}".strip()[:4096]
+    runtimes = cast("tuple[RuntimeName, ...] | None", decision.runtimes)
+    return runtimes, text
+
+
 def create_release(
     build_dir: str | Path,
     name: str,
@@ -225,11 +255,17 @@ def create_release(
     notes: str = "",
     reference_data: str | Path | None = None,
     valid_days: float | None = 365.0,
+    speed_report: str | Path | None = None,
+    min_speedup: float = 1.0,
+    ship_slower: bool = False,
 ) -> ReleaseManifest:
     """Package the ONNX files of ``build_dir`` (or just ``include``) as release ``name@version``.
 
     ``reference_data`` (held-out labelled images) is what the drift reference is measured on;
     without it the FP32 file's stored reference is used, or the golden images.
+    ``speed_report`` (``edgeloop report``'s JSON) applies the ship rule (``host.fleet.ship``): the release
+    names the runtimes where its INT8 file was measured faster than the unpruned INT8, and is refused
+    where there are none unless ``ship_slower``.
     """
     build_dir = Path(build_dir)
     check_id(name, "release name")
@@ -240,6 +276,7 @@ def create_release(
     metas = _read_metas(files)
     artifacts = _artifacts(files, metas, store)
     card = card_for(build_dir, files[0])
+    runtimes, notes = _ship_rule(artifacts, card, speed_report, min_speedup, ship_slower, notes)
     reference = drift_reference(files, metas, reference_data)
     model = _model_info(metas[files[0]], card, source_top1, files[0].name, reference)
     recipe_file = build_dir / "recipe.toml"
@@ -253,6 +290,7 @@ def create_release(
         model=model,
         artifacts=artifacts,
         recipe=recipe_file.read_text() if recipe_file.is_file() else card.get("recipe"),
+        runtimes=runtimes,
     )
     if sign_key is not None:
         manifest = signing.sign(manifest, signing.load_private_key(sign_key))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -31,6 +33,7 @@ from shared.protocol.base import (
 
 _Positive = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
 _Dim = Annotated[int, Field(ge=1, le=65536)]
+RuntimeName = Literal["onnxruntime", "openvino", "tensorrt"]
 _StatName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,32}$")]
 _MAX_STATS = 32
 _MAX_CLASSES = 1000
@@ -179,7 +182,7 @@ class Artifact(WireModel):
     sha256: Sha256
     size: int = Field(gt=0, le=2**40)
     precision: Precision
-    runtime: Literal["any", "onnxruntime", "openvino", "tensorrt"] = "any"
+    runtime: Literal["any"] | RuntimeName = "any"
     sparsity: Literal["dense", "2:4"] = "dense"
     calibration: Literal["none", "ptq", "qat"] = "none"
     golden_top1: Fraction | None = Field(None, description="top-1 of this file on shared/samples (device self-test)")
@@ -202,13 +205,37 @@ class ReleaseManifest(WireModel):
     not_after: UtcDatetime | None = Field(None, description="devices refuse the release after this time")
     artifacts: tuple[Artifact, ...] = Field(min_length=1, max_length=32)
     recipe: str | None = Field(None, max_length=65536, description="the compression recipe used (TOML)")
+    runtimes: tuple[RuntimeName, ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="the only runtimes a device may run this release on: where the compressed model was measured "
+        "faster than its unpruned INT8 (host/fleet/ship.py); None: any runtime",
+    )
     notes: str = Field("", max_length=4096)
     key_id: str | None = Field(None, max_length=64)
     signature: str | None = Field(None, max_length=256, description="base64 ed25519 signature")
 
+    # fields added after the first agents shipped: left out of the JSON while unset, so an older agent
+    # (extra="forbid") still reads, and an older signature still verifies, every manifest that does not use them
+    _OMIT_WHEN_UNSET: ClassVar[tuple[str, ...]] = ("runtimes",)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._OMIT_WHEN_UNSET:
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
+
     @property
     def ref(self) -> ReleaseRef:
         return ReleaseRef(name=self.name, version=self.version)
+
+    def ships_to(self, runtime: str) -> bool:
+        """Whether a device may run this release on ``runtime`` (a registry name; a DLA target is tensorrt's)."""
+        return self.runtimes is None or runtime.split(":", 1)[0] in self.runtimes
 
     def artifact_for(self, runtime: str, precision: Precision | None = None, also: tuple[str, ...] = ()) -> Artifact:
         """The artifact a device should run: exact runtime match first, then the runtimes in ``also``

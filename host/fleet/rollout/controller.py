@@ -113,6 +113,12 @@ class RolloutController:
             if unknown:
                 raise EdgeloopError(f"fleet {fleet!r} has no device {', '.join(unknown[:10])}")
             fleet_devices = [d for d in fleet_devices if d.device_id in set(config.devices)]
+        if manifest.runtimes is not None:  # the ship rule: a compressed model pays only on some runtimes
+            elsewhere = [d.device_id for d in fleet_devices if d.runtime and not manifest.ships_to(d.runtime)]
+            if elsewhere:
+                log.warning("release %s is made for %s; %s run another runtime now and will refuse it unless "
+                            "they have one of those", manifest.ref, ", ".join(manifest.runtimes),
+                            ", ".join(elsewhere[:10]))  # fmt: skip
         self.store.add_release(manifest)
         ordered = sorted(fleet_devices, key=lambda d: (d.state != "online", d.device_id))  # canary: online first
         by_id = {d.device_id: d for d in fleet_devices}

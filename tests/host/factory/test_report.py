@@ -12,6 +12,7 @@ import pytest
 
 from host.factory.ort import installed_runtimes
 from host.factory.report import pareto_front
+from shared.digest import sha256_file
 from tests.helpers import REPO
 
 ZOO = REPO / "host" / "zoo"
@@ -71,6 +72,8 @@ def test_report_cli_on_zoo_variants(tmp_path: Path, golden_dir: Path) -> None:
         )
         for f in ("resnet20.onnx", "resnet20-int8.onnx"):
             assert rows[f, rt]["speedup_vs_unpruned_int8"] is None and not rows[f, rt]["slower_than_unpruned_int8"]
+    for (f, _rt), v in rows.items():  # which bytes were measured: the ship rule matches release files by it
+        assert v["sha256"] == sha256_file(build / f if (build / f).exists() else ZOO / f)
     assert r["machine"]["logical_cores"] >= 1 and r["machine"]["onnxruntime"]
     assert "resnet20-slim.onnx" in out.stdout and "measured on:" in out.stdout
     assert len(r["runtimes"]) == len(runtimes) and r["skipped"] == []

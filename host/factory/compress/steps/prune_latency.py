@@ -54,6 +54,13 @@ class PruneLatencyConfig(PruneKnobs):
         description="an ONNX file (in `precision`) whose latency is the target, timed in the same rounds as each "
         "candidate; a path relative to where edgeloop compress runs",
     )
+    target_speedup: float = Field(
+        1.0,
+        ge=1.0,
+        le=10.0,
+        description="with target_onnx: reach that file's latency divided by this (1.4: 1.4x as fast as it, "
+        "measured side by side)",
+    )
     remove_blocks: bool = Field(True, description="the search may remove residual blocks (identity shortcut, stride 1)")
     runs: int = Field(5, ge=1, le=100, description="interleaved timed rounds per candidate; the median counts")
     confirm_runs: int = Field(15, ge=1, le=200, description="rounds that confirm each architecture against the target")
@@ -73,6 +80,8 @@ class PruneLatencyConfig(PruneKnobs):
     def _one_target(self) -> PruneLatencyConfig:
         if (self.target_ms is None) == (self.target_onnx is None):
             raise ValueError("give exactly one of target_ms (ms per batch) and target_onnx (a file to time beside)")
+        if self.target_speedup != 1.0 and self.target_onnx is None:
+            raise ValueError("target_speedup divides target_onnx's latency: give target_onnx with it")
         return self
 
     def settings(self) -> TimingSettings:
@@ -108,7 +117,8 @@ class PruneLatencyStep(CompressionStep[PruneLatencyConfig]):
         form = form_for("tensorrt" if config.runtime == "tensorrt" else "onnxruntime", config.weight_bits)
         target = Path(config.target_onnx) if config.target_onnx is not None else None
         with tempfile.TemporaryDirectory(prefix="edgeloop-latency-") as tmp, SideBySide(settings, Path(tmp)) as timing:
-            meter = RuntimeMeter(space, timing, ctx.meta(), images, form, config.target_ms, target, config.confirm_runs)
+            meter = RuntimeMeter(space, timing, ctx.meta(), images, form, config.target_ms, target, config.confirm_runs,
+                                 config.target_speedup)  # fmt: skip
             result = search(space, meter, config.max_iterations)
         ctx.model = space.build(result.arch)
         log.info("prune_latency: %s -> %s, %.1f ms against a target of %.1f ms (%s %s, batch %d)",
@@ -125,6 +135,7 @@ class PruneLatencyStep(CompressionStep[PruneLatencyConfig]):
                 "machine": sysinfo.machine(),
             },
             "target": config.target_onnx or f"{config.target_ms} ms",
+            "target_speedup": config.target_speedup,
             "target_ms": round(result.target_ms, 3),
             "measured_ms": round(result.ms, 3),
             **_shape_record(space, result, before, ctx.model),

@@ -86,6 +86,8 @@ def test_target_file_checks(tmp_path: Path, zoo_onnx: Path) -> None:
         ({**ORT_INT8, "target_ms": 5, "precision": "fp16"}, "precision"),
         ({**ORT_INT8, "target_ms": -1}, "target_ms"),
         ({**ORT_INT8, "target_ms": 5, "batch": 0}, "batch"),
+        ({**ORT_INT8, "target_ms": 5, "target_speedup": 1.4}, "target_speedup divides target_onnx"),
+        ({**ORT_INT8, "target_onnx": "x.onnx", "target_speedup": 0.9}, "target_speedup"),
     ],
 )
 def test_config_errors(table: dict[str, object], message: str) -> None:
@@ -103,3 +105,43 @@ def test_the_shipped_recipe_times_against_the_slim_int8_file() -> None:
     finetune = [s.model_dump() for s in recipe.steps if s.type in ("sparsity_train", "finetune")]
     assert [t["epochs"] for t in finetune] == [5, 15]  # resnet20-slim's budget
     assert np.isclose(finetune[1]["distill"]["alpha"], 0.9)
+
+
+class _FixedTiming:
+    """``SideBySide``'s interface with fixed samples: the target file takes 140 ms, every candidate 100."""
+
+    def __init__(self) -> None:
+        self.keys: set[object] = set()
+
+    def add(self, key: object, path: Path) -> None:
+        self.keys.add(key)
+
+    def has(self, key: object) -> bool:
+        return key in self.keys
+
+    def time(self, keys: list[object], runs: int | None = None) -> dict[object, list[float]]:
+        return {k: [140.0, 141.0, 139.0] if k == "target" else [100.0] for k in keys}
+
+
+def test_target_speedup_divides_the_target_files_latency(tiny_ckpt: Path, tmp_path: Path) -> None:
+    ck = checkpoint.load(tiny_ckpt)
+    space = ResNetSpace(ck.build(), "bn_scale")
+    meta = ModelMeta(ck.classes, ck.preprocessing, ck.arch, "fp32", {})
+    timing = _FixedTiming()
+    timing.add(space.start(), tmp_path / "x.onnx")  # already built: nothing is exported
+    empty = np.zeros((0, 32, 32, 3), np.uint8)
+    for speedup, target in ((1.0, 140.0), (1.4, 100.0)):
+        meter = RuntimeMeter(space, timing, meta, empty, forms.U8S7, target_onnx=tmp_path / "t.onnx",  # type: ignore[arg-type]
+                             target_speedup=speedup)  # fmt: skip
+        assert meter.measure([space.start()]).target_ms == pytest.approx(target)
+
+
+def test_the_onnx_runtime_recipe_aims_at_a_speedup_over_the_unpruned_int8() -> None:
+    from host.factory.compress.recipe import load_recipe
+    from host.factory.compress.recipes import builtin_recipes
+
+    recipe, _ = load_recipe(builtin_recipes()["resnet20-fast-ort"])
+    step = next(s for s in recipe.steps if isinstance(s, PruneLatencyConfig))
+    assert step.target_onnx == "host/zoo/resnet20-int8.onnx" and step.runtime == "onnxruntime"
+    assert step.target_speedup >= 1.3 and step.precision == "int8"
+    PruneLatencyStep().preflight(step)  # the target file exists and is INT8
