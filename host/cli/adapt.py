@@ -19,12 +19,14 @@ def _pct(v: float | None) -> float | None:
 def _print(r: dict[str, Any]) -> None:
     from host.table import print_table
 
-    d = r["estimate"]["degradation"]
-    print_table(
-        f"field estimate from {r['field_samples']['n_images']:,} samples ({r['estimate']['seconds']:.0f} s)",
-        ["parameter", "value"],
-        [(k, str(v)) for k, v in d.items() if k != "haze"],
-    )
+    adabn = r["method"] == "adabn"
+    if not adabn:
+        d = r["estimate"]["degradation"]
+        print_table(
+            f"field estimate from {r['field_samples']['n_images']:,} samples ({r['estimate']['seconds']:.0f} s)",
+            ["parameter", "value"],
+            [(k, str(v)) for k, v in d.items() if k != "haze"],
+        )
     rows = []
     for name, acc in r["accuracy"].items():
         rows.append(
@@ -33,6 +35,13 @@ def _print(r: dict[str, Any]) -> None:
     if rows:
         print_table("top-1 (%)", ["set", "original", "AdaBN", "adapted"], rows)
     s = r["seconds"]
+    if adabn:
+        print(
+            f"AdaBN (weight {r['adabn_weight']}) on {r['field_samples']['n_images']:,} field images: wrote "
+            f"{r['onnx']} and {r['checkpoint']} (max |logit diff| {r['parity']['max_abs_diff']:.2g}); "
+            f"took {s['total_s']:.0f} s"
+        )
+        return
     print(
         f"wrote {r['onnx']} and {r['checkpoint']} ({r['parity']['n_images']} parity images, "
         f"max |logit diff| {r['parity']['max_abs_diff']:.2g}); took {s['total_s']:.0f} s "
@@ -42,8 +51,23 @@ def _print(r: dict[str, Any]) -> None:
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from host.factory.field.adapt import AdaptSettings
-    from host.factory.field.adapt_command import adapt_command
+    from host.factory.field.adapt_command import adabn_command, adapt_command
+    from shared.errors import EdgeloopError
 
+    if args.method == "adabn":
+        extra = ["--data"] if args.data is not None else []
+        extra += [f"--{k.replace('_', '-')}" for k in AdaptSettings.model_fields if getattr(args, k, None) is not None]
+        if extra:
+            raise EdgeloopError(f"--method adabn trains nothing: drop {', '.join(extra)}")
+        r = adabn_command(Path(args.checkpoint), Path(args.field_samples), Path(args.out), args.adabn_weight,
+                          val_data=args.val_data, field_val=args.field_val)  # fmt: skip
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            _print(r)
+        return 0
+    if args.data is None:
+        raise EdgeloopError("--data (the labelled training set) is needed to fine-tune; --method adabn needs none")
     overrides = {k: v for k, v in vars(args).items() if k in AdaptSettings.model_fields and v is not None}
     if args.images == 0:
         overrides["images"] = None  # 0 = every training image
@@ -71,7 +95,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="the .pt checkpoint to adapt (it is also the distillation teacher)")
     p.add_argument("--field-samples", required=True, help="folder of field images, unlabelled (sub-folders ignored)")
-    p.add_argument("--data", required=True, help="the labelled clean training set (ImageFolder dir or .tar.gz::sub)")
+    p.add_argument(
+        "--method",
+        choices=("finetune", "adabn"),
+        default="finetune",
+        help="finetune (default): on the training set degraded to match the field, minutes; adabn: BatchNorm "
+        "statistics re-estimated on the field samples, seconds, no training set (corrects light and contrast, "
+        "not lost detail)",
+    )
+    p.add_argument("--data", help="the labelled clean training set (ImageFolder dir or .tar.gz::sub); finetune only")
+    p.add_argument(
+        "--adabn-weight",
+        type=float,
+        default=0.5,
+        help="adabn: the field images' share of each BatchNorm statistic, the rest the model's own (default 0.5)",
+    )
     p.add_argument("--out", required=True, help="adapted FP32 ONNX to write (its checkpoint goes beside it as .pt)")
     p.add_argument("--val-data", help="labelled clean set: top-1 before and after (and parity images)")
     p.add_argument("--field-val", help="labelled field set, if there is one: field top-1 of original, AdaBN, adapted")

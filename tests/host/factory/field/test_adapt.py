@@ -147,3 +147,35 @@ def test_adapt_refuses_bad_inputs_clearly(
     assert not (tmp_path / "a.onnx").exists()
     with pytest.raises(ValueError, match="images"):
         AdaptSettings(images=3)
+
+
+def test_adapt_method_adabn_needs_no_training_set_and_helps_at_night(
+    tmp_path: Path, golden_dir: Path, zoo_checkpoint: Path
+) -> None:
+    shift_dataset(golden_dir, tmp_path / "night", "night", seed=3)
+    out = tmp_path / "out" / "adabn.onnx"
+    night = str(tmp_path / "night")
+    r = _adapt([str(zoo_checkpoint), "--method", "adabn", "--field-samples", night, "--out", str(out),
+                "--field-val", night, "--val-data", str(golden_dir), "--json"])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["method"] == "adabn" and report["adabn_weight"] == 0.5 and "train" not in report
+    assert report["field_samples"]["n_images"] == 200 and report["checkpoint"] == str(out.with_suffix(".pt"))
+    meta = read_meta(out)
+    assert meta.extra["adapted"] == "adabn 0.5 on 200 images" and meta.extra["bn_folded"] == "true"
+    assert report["parity"]["top1_agreement"] >= 0.999
+    field = report["accuracy"]["field"]
+    assert field["after"] > field["before"]  # the statistics of the night images it is scored on: a sanity check
+    ck = checkpoint.load(out.with_suffix(".pt"))
+    assert ck.metrics["field_images"] == 200 and ck.metrics["adabn_weight"] == 0.5
+
+
+def test_adapt_methods_refuse_the_options_of_the_other(
+    tmp_path: Path, golden_dir: Path, zoo_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [str(zoo_checkpoint), "--field-samples", str(golden_dir), "--out", str(tmp_path / "a.onnx")]
+    assert main(["adapt", *base, "--method", "adabn", "--data", str(golden_dir), "--epochs", "2"]) == 2
+    assert "--method adabn trains nothing: drop --data, --epochs" in capsys.readouterr().err
+    assert main(["adapt", *base]) == 2
+    assert "--data (the labelled training set) is needed to fine-tune" in capsys.readouterr().err
+    assert not (tmp_path / "a.onnx").exists()
