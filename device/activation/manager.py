@@ -158,8 +158,9 @@ class EngineManager:
             act.events.append(("warning", "release_expired", expired))
         return act
 
-    def _runtimes_to_try(self) -> list[Runtime]:
-        """One (unloaded) runtime of every backend the selection may use, highest priority first."""
+    def _runtimes_to_try(self, manifest: ReleaseManifest | None = None) -> list[Runtime]:
+        """One (unloaded) runtime of every backend the selection may use, highest priority first (of those
+        ``manifest`` ships to: with ``measure`` off the first of them is the only one)."""
         config, pin = self.config.runtime, self.config.selection.runtime
         if not isinstance(config, AutoConfig):
             return [self.new_runtime()]
@@ -168,6 +169,8 @@ class EngineManager:
         names = [n for n in registry.names() if registry.runtime_class(n).probe() is None]
         if not names:
             self.new_runtime()  # raises runtime_unavailable with every backend's reason
+        if manifest is not None and any(manifest.ships_to(n) for n in names):
+            names = [n for n in names if manifest.ships_to(n)]  # none: plan() says which runtimes it wants
         return [self.new_runtime(n) for n in (names if self.config.selection.measure else names[:1])]
 
     def _plan(self, manifest: ReleaseManifest, precision: Precision | None) -> list[Option]:
@@ -175,7 +178,7 @@ class EngineManager:
         can_calibrate = (
             s.measure and s.calibrate and self.config.int8.verify and len(self.calibration_files()) >= MIN_IMAGES
         )
-        runtimes = self._runtimes_to_try()
+        runtimes = self._runtimes_to_try(manifest)
         try:
             return trials.plan(manifest, runtimes, precision or s.precision, can_calibrate)
         finally:

@@ -46,7 +46,7 @@ def plan(
     options: list[Option] = []
     tried: list[str] = []
     allowed = [rt for rt in runtimes if manifest.ships_to(rt.name)]
-    if not allowed:
+    if not allowed and manifest.runtimes is not None:
         have = ", ".join(rt.name for rt in runtimes) or "none"
         raise ActivationError(
             "no_suitable_artifact",

@@ -51,7 +51,7 @@ def _print(r: dict[str, Any]) -> None:
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from host.factory.field.adapt import AdaptSettings
-    from host.factory.field.adapt_command import adabn_command, adapt_command
+    from host.factory.field.adapt_command import ADABN_WEIGHT, adabn_command, adapt_command
     from shared.errors import EdgeloopError
 
     if args.method == "adabn":
@@ -59,7 +59,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         extra += [f"--{k.replace('_', '-')}" for k in AdaptSettings.model_fields if getattr(args, k, None) is not None]
         if extra:
             raise EdgeloopError(f"--method adabn trains nothing: drop {', '.join(extra)}")
-        r = adabn_command(Path(args.checkpoint), Path(args.field_samples), Path(args.out), args.adabn_weight,
+        weight = ADABN_WEIGHT if args.adabn_weight is None else args.adabn_weight
+        r = adabn_command(Path(args.checkpoint), Path(args.field_samples), Path(args.out), weight,
                           val_data=args.val_data, field_val=args.field_val)  # fmt: skip
         if args.json:
             print(json.dumps(r, indent=2))
@@ -68,6 +69,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         return 0
     if args.data is None:
         raise EdgeloopError("--data (the labelled training set) is needed to fine-tune; --method adabn needs none")
+    if args.adabn_weight is not None:
+        raise EdgeloopError("--adabn-weight is for --method adabn; the fine-tune measures AdaBN with the field alone")
     overrides = {k: v for k, v in vars(args).items() if k in AdaptSettings.model_fields and v is not None}
     if args.images == 0:
         overrides["images"] = None  # 0 = every training image
@@ -107,7 +110,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--adabn-weight",
         type=float,
-        default=0.5,
         help="adabn: the field images' share of each BatchNorm statistic, the rest the model's own (default 0.5)",
     )
     p.add_argument("--out", required=True, help="adapted FP32 ONNX to write (its checkpoint goes beside it as .pt)")

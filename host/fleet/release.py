@@ -140,8 +140,9 @@ def _read_metas(files: list[Path]) -> dict[Path, ModelMeta]:
     return metas
 
 
-def _artifacts(files: list[Path], metas: dict[Path, ModelMeta], store: ReleaseStore) -> tuple[Artifact, ...]:
-    """Add each file to the artifact store; a release holds one artifact per (precision, runtime)."""
+def _artifacts(files: list[Path], metas: dict[Path, ModelMeta]) -> tuple[Artifact, ...]:
+    """Each file as an artifact of the store (``ReleaseStore.add_artifact`` copies it there once the release is
+    accepted); a release holds one artifact per (precision, runtime)."""
     artifacts = []
     seen: set[tuple[str, str]] = set()
     for f in files:
@@ -150,7 +151,7 @@ def _artifacts(files: list[Path], metas: dict[Path, ModelMeta], store: ReleaseSt
         if (meta.precision, runtime) in seen:
             raise EdgeloopError(f"two artifacts for {meta.precision}/{runtime}; a release holds one of each")
         seen.add((meta.precision, runtime))
-        digest, size = store.add_artifact(f)
+        digest, size = sha256_file(f), f.stat().st_size
         artifacts.append(
             Artifact(
                 name=f.name,
@@ -274,9 +275,12 @@ def create_release(
     if not files:
         raise EdgeloopError(f"no .onnx files in {build_dir}")
     metas = _read_metas(files)
-    artifacts = _artifacts(files, metas, store)
+    artifacts = _artifacts(files, metas)
     card = card_for(build_dir, files[0])
     runtimes, notes = _ship_rule(artifacts, card, speed_report, min_speedup, ship_slower, notes)
+    for f, a in zip(files, artifacts, strict=True):  # refused releases leave nothing in the store
+        if store.add_artifact(f)[0] != a.sha256:
+            raise EdgeloopError(f"{f} changed while the release was made; make it again")
     reference = drift_reference(files, metas, reference_data)
     model = _model_info(metas[files[0]], card, source_top1, files[0].name, reference)
     recipe_file = build_dir / "recipe.toml"

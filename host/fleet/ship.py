@@ -32,15 +32,15 @@ class Verdict:
     """One runtime's measurement of the release's INT8 file against the unpruned INT8 file."""
 
     runtime: str
-    file: str
+    file: str  # the release's INT8 file a device on ``runtime`` runs
     speedup: float | None  # None: the unpruned INT8 file was not measured on this runtime
     ships: bool
 
     def describe(self) -> str:
         if self.speedup is None:
-            return f"{self.runtime}: not compared (the unpruned INT8 file was not measured there)"
+            return f"{self.runtime}: {self.file} not compared (the unpruned INT8 file was not measured there)"
         verb = "ships" if self.ships else "does not ship"
-        return f"{self.runtime}: {self.speedup:.2f}x the unpruned INT8 ({self.file}), {verb}"
+        return f"{self.runtime}: {self.file} {self.speedup:.2f}x the unpruned INT8, {verb}"
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,9 @@ def _machine(report: dict[str, Any]) -> str:
     return f"{m.get('cpu', 'unknown CPU')} ({isa})"
 
 
-def _rows_for(report: dict[str, Any], artifact: Artifact) -> list[dict[str, Any]]:
-    """The report's rows about this very file: by sha256 where the report has it, else by name."""
-    rows = [r for r in report["variants"] if isinstance(r, dict)]
+def _rows_for(report: dict[str, Any], artifact: Artifact, runtime: str) -> list[dict[str, Any]]:
+    """The report's rows about this very file on ``runtime``: by sha256 where the report has it, else by name."""
+    rows = [r for r in report["variants"] if isinstance(r, dict) and r.get("runtime") == runtime]
     by_digest = [r for r in rows if r.get("sha256") == artifact.sha256]
     if by_digest:
         return by_digest
@@ -93,11 +93,26 @@ def _rows_for(report: dict[str, Any], artifact: Artifact) -> list[dict[str, Any]
     return named
 
 
-def decide(report: dict[str, Any], artifacts: Sequence[Artifact], min_speedup: float = 1.0) -> ShipDecision:
-    """The runtimes the release of ``artifacts`` ships to, by the report's measurements of its INT8 files.
+def _file_for(int8: Sequence[Artifact], runtime: str) -> Artifact | None:
+    """The INT8 file a device runs on ``runtime``: ``ReleaseManifest.artifact_for``'s order (its own form, the
+    forms it also runs, a portable one). An ONNX Runtime device never runs the TensorRT-form file, so that
+    file's speed on ONNX Runtime says nothing about the release there."""
+    from device.engine.runtimes import registry
 
-    A runtime ships when its speed-up over the unpruned INT8 file is above 1 and at least ``min_speedup``.
-    Raises when the report has nothing on the release's INT8 files, or when no runtime ships.
+    also = registry.runtime_class(runtime).also_runs if runtime in registry.names() else ()
+    for tag in (runtime, *also, "any"):
+        for a in int8:
+            if a.runtime == tag:
+                return a
+    return None
+
+
+def decide(report: dict[str, Any], artifacts: Sequence[Artifact], min_speedup: float = 1.0) -> ShipDecision:
+    """The runtimes the release of ``artifacts`` ships to, by the report's measurements of the INT8 file a
+    device on each runtime would run.
+
+    A runtime ships when that file's speed-up over the unpruned INT8 file is above 1 and at least
+    ``min_speedup``. Raises when the report has nothing on the release's INT8 files, or when no runtime ships.
     """
     if min_speedup < 1.0:
         raise EdgeloopError(f"min_speedup is {min_speedup}: a variant slower than the unpruned INT8 never pays")
@@ -105,27 +120,34 @@ def decide(report: dict[str, Any], artifacts: Sequence[Artifact], min_speedup: f
     int8 = [a for a in artifacts if a.precision == "int8"]
     if not int8:
         raise EdgeloopError("the ship rule compares INT8 files, and this release has none")
-    rows = [r for a in int8 for r in _rows_for(report, a)]
-    if not rows:
+    if any(isinstance(r, dict) and "runtime" not in r for r in report["variants"]):
+        raise EdgeloopError("the speed report has no runtime per row (an older `edgeloop report`): run it again")
+    base = str(report["baseline"]).removesuffix(".onnx")
+    unpruned = {f"{base}-int8.onnx", f"{base}-int8-trt.onnx"}
+    verdicts: list[Verdict] = []
+    measured_unpruned = False
+    for runtime in RUNTIMES:
+        artifact = _file_for(int8, runtime)
+        rows = _rows_for(report, artifact, runtime) if artifact is not None else []
+        if artifact is None or not rows:
+            continue
+        if artifact.name in unpruned:
+            measured_unpruned = True
+            continue
+        speedup = rows[0].get("speedup_vs_unpruned_int8")
+        ships = isinstance(speedup, int | float) and speedup > 1.0 and speedup >= min_speedup
+        verdicts.append(Verdict(runtime, artifact.name, float(speedup) if speedup is not None else None, ships))
+    if not verdicts:
+        if measured_unpruned:
+            return ShipDecision(None, (), machine)  # the unpruned model: nothing to compare it with
         names = ", ".join(a.name for a in int8)
         raise EdgeloopError(f"the speed report has no row for {names}: run `edgeloop report` on this build first")
-    unpruned = str(report["baseline"]).removesuffix(".onnx") + "-int8.onnx"
-    if all(r.get("file") == unpruned for r in rows):
-        return ShipDecision(None, (), machine)
-    verdicts: list[Verdict] = []
-    for r in rows:
-        runtime = str(r.get("runtime", ""))
-        if runtime not in RUNTIMES:
-            log.warning("speed report row for %s on unknown runtime %r ignored", r.get("file"), runtime)
-            continue
-        speedup = r.get("speedup_vs_unpruned_int8")
-        ships = isinstance(speedup, int | float) and speedup > 1.0 and speedup >= min_speedup
-        verdicts.append(Verdict(runtime, unpruned, float(speedup) if speedup is not None else None, ships))
     runtimes = tuple(sorted({v.runtime for v in verdicts if v.ships}))
-    decision = ShipDecision(runtimes or (), tuple(verdicts), machine)
+    decision = ShipDecision(runtimes, tuple(verdicts), machine)
     if not runtimes:
+        bar = "faster than its unpruned INT8" + (f" by at least {min_speedup:.2f}x" if min_speedup > 1.0 else "")
         raise EdgeloopError(
-            f"not shipped: the model is not faster than its unpruned INT8 by at least {min_speedup:.2f}x on any "
-            f"runtime measured. {decision.describe()}. Pass --ship-slower to ship it anyway."
+            f"not shipped: the model is not {bar} on any runtime measured. {decision.describe()}. "
+            "Pass --ship-slower to ship it anyway."
         )
     return decision

@@ -221,12 +221,11 @@ class ReleaseManifest(WireModel):
     _OMIT_WHEN_UNSET: ClassVar[tuple[str, ...]] = ("runtimes",)
 
     @model_serializer(mode="wrap")
-    def _omit_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict):
-            for name in self._OMIT_WHEN_UNSET:
-                if data.get(name) is None:
-                    data.pop(name, None)
+    def _omit_unset_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)  # a model serializes to a dict in every mode
+        for name in self._OMIT_WHEN_UNSET:
+            if data.get(name) is None:
+                data.pop(name, None)
         return data
 
     @property

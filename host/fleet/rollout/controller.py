@@ -58,6 +58,27 @@ class SingleProcess:
         return True, None
 
 
+def _made_for(manifest: ReleaseManifest, devices: list[DeviceRecord], named: bool) -> list[DeviceRecord]:
+    """The ship rule (``host.fleet.ship``): a release made for some runtimes skips the devices that run another
+    one now (they would refuse it, and a refusal counts as a failed deploy); devices named with ``devices``
+    are asked anyway (they may have one of those runtimes installed)."""
+    if manifest.runtimes is None or named:
+        return devices
+    elsewhere = [d for d in devices if d.runtime and not manifest.ships_to(d.runtime)]
+    if not elsewhere:
+        return devices
+    made_for = ", ".join(manifest.runtimes)
+    kept = [d for d in devices if d not in elsewhere]
+    if not kept:
+        raise EdgeloopError(
+            f"release {manifest.ref} is made for {made_for}, and every device of the fleet runs another runtime "
+            "(name devices that have one with --devices to ask them anyway)"
+        )
+    log.warning("release %s is made for %s: left out %s, which run another runtime now",
+                manifest.ref, made_for, ", ".join(f"{d.device_id} ({d.runtime})" for d in elsewhere[:10]))  # fmt: skip
+    return kept
+
+
 def _member(d: DeviceRecord) -> RolloutMember:
     return RolloutMember(d.device_id, d.release_name, d.release_version, was_online=d.state != "offline")
 
@@ -113,12 +134,7 @@ class RolloutController:
             if unknown:
                 raise EdgeloopError(f"fleet {fleet!r} has no device {', '.join(unknown[:10])}")
             fleet_devices = [d for d in fleet_devices if d.device_id in set(config.devices)]
-        if manifest.runtimes is not None:  # the ship rule: a compressed model pays only on some runtimes
-            elsewhere = [d.device_id for d in fleet_devices if d.runtime and not manifest.ships_to(d.runtime)]
-            if elsewhere:
-                log.warning("release %s is made for %s; %s run another runtime now and will refuse it unless "
-                            "they have one of those", manifest.ref, ", ".join(manifest.runtimes),
-                            ", ".join(elsewhere[:10]))  # fmt: skip
+        fleet_devices = _made_for(manifest, fleet_devices, named=config.devices is not None)
         self.store.add_release(manifest)
         ordered = sorted(fleet_devices, key=lambda d: (d.state != "online", d.device_id))  # canary: online first
         by_id = {d.device_id: d for d in fleet_devices}

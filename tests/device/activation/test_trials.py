@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from device.activation.records import ActivationError
@@ -48,3 +50,26 @@ def test_ships_to_reads_a_dla_target_as_its_runtime() -> None:
     release = manifest(runtimes=("tensorrt",))
     assert release.ships_to("tensorrt:dla0") and release.ships_to("tensorrt")
     assert not release.ships_to("onnxruntime") and manifest().ships_to("onnxruntime")
+
+
+def test_without_measuring_the_first_runtime_the_release_ships_to_is_the_one_tried(tmp_path: Path) -> None:
+    """``[selection] measure = false`` tries one runtime, the highest-priority one: of those the release is made
+    for (OpenVINO outranks ONNX Runtime, and a release for ONNX Runtime alone must still run)."""
+    from device.activation import EngineManager
+    from device.config import load_config
+    from device.engine.builder import EngineCache
+    from device.state import AgentState
+
+    pytest.importorskip("openvino")
+    cfg = load_config(
+        None, device_id="dev", state_dir=str(tmp_path), require_signature=False, selection={"measure": False}
+    )
+    manager = EngineManager(cfg, AgentState(cfg.state_dir), EngineCache(tmp_path / "engines"))
+    first = manager._runtimes_to_try(manifest())
+    assert [rt.name for rt in first] == ["openvino"]
+    only_ort = manager._runtimes_to_try(manifest(runtimes=("onnxruntime",)))
+    assert [rt.name for rt in only_ort] == ["onnxruntime"]
+    options = manager._plan(manifest(artifacts=ARTIFACTS, runtimes=("onnxruntime",)), None)
+    assert {o.runtime for o in options} == {"onnxruntime"}
+    for rt in (*first, *only_ort):
+        rt.close()

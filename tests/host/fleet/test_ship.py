@@ -44,9 +44,9 @@ def test_a_variant_ships_only_to_the_runtimes_where_it_is_faster() -> None:
     report = _report(_row(SLIM, "openvino", 1.65), _row(SLIM, "onnxruntime", 0.93))
     d = ship.decide(report, [_artifact()])
     assert d.runtimes == ("openvino",)
-    assert [(v.runtime, v.ships) for v in d.verdicts] == [("openvino", True), ("onnxruntime", False)]
+    assert [(v.runtime, v.ships) for v in d.verdicts] == [("onnxruntime", False), ("openvino", True)]
     text = d.describe()
-    assert "AMD EPYC (avx2)" in text and "openvino: 1.65x" in text and "onnxruntime: 0.93x" in text
+    assert "AMD EPYC (avx2)" in text and f"openvino: {SLIM} 1.65x" in text and f"onnxruntime: {SLIM} 0.93x" in text
 
 
 def test_min_speedup_raises_the_bar_and_a_variant_that_pays_nowhere_is_refused() -> None:
@@ -62,7 +62,7 @@ def test_min_speedup_raises_the_bar_and_a_variant_that_pays_nowhere_is_refused()
 def test_a_runtime_without_the_unpruned_int8_measured_does_not_ship() -> None:
     report = _report(_row(SLIM, "openvino", None), _row(SLIM, "onnxruntime", 1.2))
     d = ship.decide(report, [_artifact()])
-    assert d.runtimes == ("onnxruntime",) and "openvino: not compared" in d.describe()
+    assert d.runtimes == ("onnxruntime",) and f"openvino: {SLIM} not compared" in d.describe()
 
 
 def test_the_unpruned_model_is_not_restricted() -> None:
@@ -79,6 +79,32 @@ def test_the_report_must_be_about_this_very_file() -> None:
     fp32 = Artifact(name="m.onnx", url="artifacts/m.onnx", sha256="e" * 64, size=1, precision="fp32")
     with pytest.raises(EdgeloopError, match="has none"):
         ship.decide(other, [fp32])
+
+
+def test_each_runtime_is_judged_on_the_file_its_devices_run() -> None:
+    """The TensorRT-form file is timed on ONNX Runtime too (edgeloop report times every file everywhere), but an
+    ONNX Runtime device runs the ONNX Runtime form: only that file's row counts there."""
+    trt = Artifact(name="resnet20-slim-int8-trt.onnx", url="a/t", sha256="9" * 64, size=1, precision="int8",
+                   runtime="tensorrt")  # fmt: skip
+    report = _report(
+        _row(SLIM, "onnxruntime", 0.95),
+        _row(trt.name, "onnxruntime", 1.40, sha=trt.sha256),
+        _row(SLIM, "openvino", 1.65),
+        _row(trt.name, "openvino", 1.20, sha=trt.sha256),
+    )
+    d = ship.decide(report, [trt, _artifact()])
+    assert d.runtimes == ("openvino",)
+    judged = [(v.runtime, v.file, v.speedup) for v in d.verdicts]
+    assert judged == [("onnxruntime", SLIM, 0.95), ("openvino", SLIM, 1.65)]
+    int8_trt = _row("resnet20-int8-trt.onnx", "onnxruntime", 1.0)
+    unpruned = _report(_row("resnet20-int8.onnx", "onnxruntime", None), int8_trt)
+    assert ship.decide(unpruned, [_artifact("resnet20-int8.onnx")]).runtimes is None
+
+
+def test_a_report_without_runtimes_is_refused_not_read_as_slow() -> None:
+    old = {"baseline": "resnet20.onnx", "variants": [{"file": SLIM, "top1": 0.88, "throughput_ips": 3000.0}]}
+    with pytest.raises(EdgeloopError, match="no runtime per row"):
+        ship.decide(old, [_artifact()])
 
 
 def test_an_old_report_without_digests_matches_by_name_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
@@ -122,8 +148,11 @@ def test_release_create_signs_the_runtimes_of_the_speed_report(tmp_path: Path) -
     with pytest.raises(EdgeloopError):  # the runtimes are signed: widening them breaks the signature
         signing.verify(m.model_copy(update={"runtimes": ("openvino", "onnxruntime")}), [public])
     report.write_text(json.dumps(_report(_row(SLIM, "onnxruntime", 0.9, sha))))
+    stored = set((tmp_path / "s" / "artifacts").iterdir())
     with pytest.raises(EdgeloopError, match="not shipped"):
-        create_release(build, "slim", "1.0.1", store, speed_report=report)
+        create_release(build, "slim", "1.0.1", ReleaseStore(tmp_path / "refused"), speed_report=report)
+    assert not (tmp_path / "refused").exists()  # a refused release leaves nothing in the store
+    assert set((tmp_path / "s" / "artifacts").iterdir()) == stored
     forced = create_release(build, "slim", "1.0.1", store, speed_report=report, ship_slower=True)
     assert forced.runtimes is None
 

@@ -178,4 +178,6 @@ def test_adapt_methods_refuse_the_options_of_the_other(
     assert "--method adabn trains nothing: drop --data, --epochs" in capsys.readouterr().err
     assert main(["adapt", *base]) == 2
     assert "--data (the labelled training set) is needed to fine-tune" in capsys.readouterr().err
+    assert main(["adapt", *base, "--data", str(golden_dir), "--adabn-weight", "0.7"]) == 2
+    assert "--adabn-weight is for --method adabn" in capsys.readouterr().err
     assert not (tmp_path / "a.onnx").exists()
