@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from host.fleet.release import ReleaseStore, golden_top1
+from shared import protocol as p
 from shared.modelmeta import read_meta
 from tests.e2e.conftest import wait
 from tests.e2e.serving_stack import serving_fleet, shifted_copy
 from tests.fixtures import MakeRelease
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, Recorder
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +52,7 @@ def _headless(url: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProc
 
 
 def test_dashboard_renders_fleet_and_latency_chart(
-    fleet: Any, zoo_onnx: Path, make_release: MakeRelease, tmp_path: Path
+    fleet: Any, mosquitto: Mosquitto, zoo_onnx: Path, make_release: MakeRelease, tmp_path: Path
 ) -> None:
     serve, api, _ = fleet
     m = make_release(zoo_onnx, "1.0.0", source_top1=golden_top1(zoo_onnx, read_meta(zoo_onnx)))
@@ -63,10 +64,23 @@ def test_dashboard_renders_fleet_and_latency_chart(
     rid = api.post("/api/v1/rollouts", {"release": str(m.ref), "fleet": "lab", "config": cfg})["id"]
     wait(lambda: api.get(f"/api/v1/rollouts/{rid}")["state"] == "completed", 300, "rollout")
     wait(lambda: len(api.get("/api/v1/telemetry")) >= 3, 30, "telemetry")
+    # a Jetson whose TensorRT does not load says so in its status (DeviceStatus.warnings): the row shows it
+    fix = "TensorRT did not load: install JetPack's python3-libnvinfer <and> run in its venv"
+    jetson = p.DeviceStatus(device_id="dev-9", fleet="lab", state="online", runtime="onnxruntime", warnings=(fix,))
+    publisher = Recorder(mosquitto.port, topic_filter="nothing/#", client_id="jetson-status")
+    try:
+        publisher.publish(p.status_topic("lab", "dev-9"), p.encode(jetson))
+    finally:
+        publisher.close()
+    wait(lambda: any(d["device_id"] == "dev-9" for d in api.get("/api/v1/fleet")), 30, "dev-9's status")
     dom = _headless(serve.url + "/", tmp_path, "--dump-dom").stdout
     assert 'data-loaded="1"' in dom, dom[:2000]
     rows = re.findall(r'<tr data-device="(dev-\d)">', dom)
-    assert sorted(rows) == ["dev-1", "dev-2", "dev-3"]
+    assert sorted(rows) == ["dev-1", "dev-2", "dev-3", "dev-9"]
+    warned = re.search(r'<tr data-device="dev-9">.*?</tr>', dom, re.S)
+    assert warned is not None and 'data-warnings="1"' in warned.group(0) and "1 warning" in warned.group(0)
+    assert "&lt;and&gt;" in warned.group(0)  # the message in the tooltip, escaped
+    assert all('data-warnings="' not in r for r in re.findall(r'<tr data-device="dev-[123]">.*?</tr>', dom, re.S))
     points = re.search(r'id="latency-chart"[^>]*data-points="(\d+)"', dom)
     assert points is not None and int(points.group(1)) >= 3
     assert "<canvas" in dom and "uplot" in dom  # uPlot drew the chart

@@ -90,10 +90,19 @@ function gateCell(g) {
     `<span class="badge ${esc(g.level)}">${esc(GATE[g.code] || g.code)}</span></td>`;
 }
 
+// what a device should run and cannot (DeviceStatus.warnings: e.g. TensorRT that does not load on a Jetson), and
+// the fix: a badge beside its state, the messages in its tooltip
+function warningsBadge(warnings) {
+  if (!warnings || !warnings.length) return "";
+  const label = warnings.length === 1 ? "1 warning" : `${warnings.length} warnings`;
+  return ` <span class="badge warning" data-warnings="${warnings.length}" title="${esc(warnings.join("\n"))}">` +
+    `${label}</span>`;
+}
+
 function renderFleet(devices) {
   const body = document.querySelector("#fleet-table tbody");
   body.innerHTML = devices.map((d) => `<tr data-device="${esc(d.device_id)}">
-    <td>${esc(d.fleet)}</td><td>${esc(d.device_id)}</td><td>${badge(d.state)}</td><td>${esc(d.release ?? "–")}</td>
+    <td>${esc(d.fleet)}</td><td>${esc(d.device_id)}</td><td>${badge(d.state)}${warningsBadge(d.warnings)}</td><td>${esc(d.release ?? "–")}</td>
     <td>${esc(d.runtime ?? "–")}</td><td>${esc(d.precision ?? "–")}</td><td>${esc(d.accelerator)}</td>
     <td>${fmt(d.p50_ms, 3)}</td><td>${fmt(d.p99_ms, 3)}</td><td>${pct(d.top1)}</td>
     <td>${fmt(d.served_p50_ms, 2)}</td><td>${fmt(d.served_p99_ms, 2)}</td><td>${fmt(d.served_throughput_ips, 1)}</td>
