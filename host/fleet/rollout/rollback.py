@@ -2,7 +2,9 @@
 
 A rollback is asked for by marking the rollout ``rolling_back`` (the gate of a failed wave, or an operator
 through the API of any replica); the controller's tick then sends each touched device its rollback
-(``send_pending``, idempotent: a device that has one is not sent another) and records the answers.
+(``send_pending``, idempotent: a device that has one is not sent another) and records the answers. A
+rollback the broker took and the device never answered is sent again like a deploy
+(``CommandSender.resend_unanswered``: same message id, backoff), and answered once by the agent.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class Rollbacks:
                 )
         stale = now() - r.updated_at
         if waiting and stale.total_seconds() < r.config.wave_timeout_s:
+            self.sender.resend_unanswered(r, waiting.values())  # a rollback the broker lost, as a deploy
             return False
         for d in waiting.values():
             self.store.update_rollout_device(r.id, d.device_id, state="rollback_timeout")

@@ -98,3 +98,31 @@ def test_a_rollout_to_some_devices_of_the_fleet_sends_to_them_alone(tmp_path: Pa
     assert r is not None and [d.device_id for d in r.devices] == ["dev-c"]
     assert [p.decode_command(b).device_id for b in sent] == ["dev-c"]
     store.close()
+
+
+def test_an_unanswered_rollback_is_sent_again_until_the_device_answers(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "h.sqlite"))
+    sent: list[bytes] = []
+    controller = RolloutController(store, lambda _t, payload: sent.append(payload) is None, "http://h/")
+    clock = Clock()
+    controller.sender.clock = clock
+    old = manifest("0.9.0")
+    store.add_release(old)
+    store.upsert_status(p.DeviceStatus(device_id="dev-a", fleet="lab", state="online", release=old.ref))
+    rid = controller.create(manifest(), "lab", RolloutConfig(waves=["100%"], wave_timeout_s=3600))
+    controller.tick()
+    sent.clear()
+    controller.abort(rid)  # sent at once by the lease holder (this controller)
+    controller.tick()
+    (rollback,) = map(p.decode_command, sent)
+    assert isinstance(rollback, p.RollbackCommand) and rollback.target == old.ref
+    clock.t += 31
+    controller.tick()
+    assert len(sent) == 2 and sent[1] == sent[0]  # the same rollback, the same message id
+    report = p.DeployReport(device_id="dev-a", command_id=rollback.message_id, rollout_id=rid, release=old.ref, ok=True)
+    store.add_reports([("lab", report)])
+    clock.t += 300
+    controller.tick()
+    r = store.rollout(rid)
+    assert len(sent) == 2 and r is not None and r.devices[0].state == "rolled_back"
+    store.close()
