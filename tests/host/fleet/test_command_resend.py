@@ -103,7 +103,12 @@ def test_a_rollout_to_some_devices_of_the_fleet_sends_to_them_alone(tmp_path: Pa
 def test_an_unanswered_rollback_is_sent_again_until_the_device_answers(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "h.sqlite"))
     sent: list[bytes] = []
-    controller = RolloutController(store, lambda _t, payload: sent.append(payload) is None, "http://h/")
+
+    def publish(topic: str, payload: bytes) -> bool:
+        sent.append(payload)
+        return True
+
+    controller = RolloutController(store, publish, "http://h/")
     clock = Clock()
     controller.sender.clock = clock
     old = manifest("0.9.0")
