@@ -133,7 +133,12 @@ class SimDevice:
                 self._report(self.benchmark(self.manifests[str(self.release)], cmd.rollout_id, cmd.message_id))
 
     def _activate(self, manifest: protocol.ReleaseManifest, cmd: DeployCommand | RollbackCommand, action: str) -> None:
-        ok = action == "rollback" or self.rng.random() >= self.model.deploy_failure_rate
+        error = None
+        if not manifest.ships_to("tensorrt"):  # as a real agent: a release made for other runtimes is refused
+            error = f"no_suitable_artifact: release {manifest.ref} is made for {', '.join(manifest.runtimes or ())}"
+        elif action != "rollback" and self.rng.random() < self.model.deploy_failure_rate:
+            error = "injected failure"
+        ok = error is None
         previous = self.release
         if ok:
             self.manifests[str(manifest.ref)] = manifest
@@ -147,7 +152,7 @@ class SimDevice:
                 release=manifest.ref,
                 ok=ok,
                 action=action,
-                error=None if ok else "injected failure",
+                error=error,
                 previous_release=previous,
                 runtime="tensorrt",
                 precision="int8",

@@ -9,7 +9,7 @@ import pytest
 
 from host.fleet.rollout_config import RolloutConfig
 from host.fleet.server import HostServer, ServeConfig
-from host.fleet.simulate import DeviceModel, SimFleet
+from host.fleet.simulate import DeviceModel, SimDevice, SimFleet
 from shared.mqtt import BrokerSettings
 from tests.fixtures import MakeRelease
 from tests.helpers import free_port
@@ -55,3 +55,22 @@ def test_simulated_fleet_rollout(drop: float, expected: str, make_release: MakeR
     finally:
         fleet.stop()
         srv.stop()
+
+
+def test_a_simulated_device_refuses_a_release_made_for_another_runtime() -> None:
+    """Simulated devices run TensorRT: like a real agent, they refuse a release the ship rule made for others."""
+    from shared import protocol as p
+    from tests.shared.factories import manifest
+
+    device = SimDevice("sim-1", "sim", BrokerSettings(port=1), DeviceModel(deploy_failure_rate=0.0), seed=0)
+    sent: list[p.AnyReport] = []
+    device._report = sent.append  # type: ignore[method-assign,assignment]
+    device.publish_status = lambda *a, **k: None  # type: ignore[method-assign]
+    releases = ((manifest("1.0.0", runtimes=("openvino",)), False), (manifest("1.1.0", runtimes=("tensorrt",)), True))
+    for release, ok in releases:
+        cmd = p.DeployCommand(device_id="sim-1", manifest=release, base_url="http://h/")
+        device._activate(release, cmd, "deploy")
+        deploy = next(r for r in sent if isinstance(r, p.DeployReport) and r.release == release.ref)
+        assert deploy.ok is ok
+    assert "no_suitable_artifact: release r20@1.0.0 is made for openvino" in (sent[0].error or "")  # type: ignore[union-attr]
+    assert device.release is not None and device.release.version == "1.1.0"
