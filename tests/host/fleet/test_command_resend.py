@@ -23,7 +23,10 @@ class Clock:
         return self.t
 
 
-def _setup(tmp_path: Path, devices: tuple[str, ...]) -> tuple[Store, RolloutController, list[bytes], Clock, str]:
+def _setup(
+    tmp_path: Path, devices: tuple[str, ...], previous: p.ReleaseManifest | None = None
+) -> tuple[Store, RolloutController, list[bytes], Clock, str]:
+    """A rollout of r20@1.0.0 to ``devices`` (running ``previous`` if given), with a recording publisher."""
     store = Store(str(tmp_path / "h.sqlite"))
     sent: list[bytes] = []
 
@@ -34,8 +37,11 @@ def _setup(tmp_path: Path, devices: tuple[str, ...]) -> tuple[Store, RolloutCont
     controller = RolloutController(store, publish, "http://h/")
     clock = Clock()
     controller.sender.clock = clock
+    if previous is not None:
+        store.add_release(previous)
     for d in devices:
-        store.upsert_status(p.DeviceStatus(device_id=d, fleet="lab", state="online"))
+        ref = previous.ref if previous is not None else None
+        store.upsert_status(p.DeviceStatus(device_id=d, fleet="lab", state="online", release=ref))
     rid = controller.create(manifest(), "lab", RolloutConfig(waves=["100%"], wave_timeout_s=3600))
     return store, controller, sent, clock, rid
 
@@ -101,20 +107,8 @@ def test_a_rollout_to_some_devices_of_the_fleet_sends_to_them_alone(tmp_path: Pa
 
 
 def test_an_unanswered_rollback_is_sent_again_until_the_device_answers(tmp_path: Path) -> None:
-    store = Store(str(tmp_path / "h.sqlite"))
-    sent: list[bytes] = []
-
-    def publish(topic: str, payload: bytes) -> bool:
-        sent.append(payload)
-        return True
-
-    controller = RolloutController(store, publish, "http://h/")
-    clock = Clock()
-    controller.sender.clock = clock
     old = manifest("0.9.0")
-    store.add_release(old)
-    store.upsert_status(p.DeviceStatus(device_id="dev-a", fleet="lab", state="online", release=old.ref))
-    rid = controller.create(manifest(), "lab", RolloutConfig(waves=["100%"], wave_timeout_s=3600))
+    store, controller, sent, clock, rid = _setup(tmp_path, ("dev-a",), previous=old)
     controller.tick()
     sent.clear()
     controller.abort(rid)  # sent at once by the lease holder (this controller)
