@@ -20,7 +20,7 @@ from typing import Any, get_args
 
 from shared.errors import EdgeloopError
 from shared.protocol import Artifact
-from shared.protocol.releases import RuntimeName
+from shared.protocol.releases import RuntimeName, pick_artifact
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +94,12 @@ def _rows_for(report: dict[str, Any], artifact: Artifact, runtime: str) -> list[
 
 
 def _file_for(int8: Sequence[Artifact], runtime: str) -> Artifact | None:
-    """The INT8 file a device runs on ``runtime``: ``ReleaseManifest.artifact_for``'s order (its own form, the
-    forms it also runs, a portable one). An ONNX Runtime device never runs the TensorRT-form file, so that
-    file's speed on ONNX Runtime says nothing about the release there."""
+    """The INT8 file a device runs on ``runtime`` (``pick_artifact``, as the device chooses). An ONNX Runtime
+    device never runs the TensorRT-form file, so that file's speed on ONNX Runtime says nothing there."""
     from device.engine.runtimes import registry
 
     also = registry.runtime_class(runtime).also_runs if runtime in registry.names() else ()
-    for tag in (runtime, *also, "any"):
-        for a in int8:
-            if a.runtime == tag:
-                return a
-    return None
+    return pick_artifact(int8, runtime, "int8", also)
 
 
 def decide(report: dict[str, Any], artifacts: Sequence[Artifact], min_speedup: float = 1.0) -> ShipDecision:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -195,6 +196,19 @@ class Artifact(WireModel):
         return v
 
 
+def pick_artifact(
+    artifacts: Sequence[Artifact], runtime: str, precision: Precision | None = None, also: tuple[str, ...] = ()
+) -> Artifact | None:
+    """The artifact a device on ``runtime`` runs: exact runtime match first, then the runtimes in ``also`` whose
+    files this one runs as well (e.g. OpenVINO runs ONNX Runtime's CPU form), then a portable one."""
+    wanted = [a for a in artifacts if precision is None or a.precision == precision]
+    for tag in (runtime, *also, "any"):
+        candidate = [a for a in wanted if a.runtime == tag]
+        if candidate:
+            return candidate[0]
+    return None
+
+
 class ReleaseManifest(WireModel):
     """What a release is. Signed (ed25519) over its canonical JSON without the signature fields."""
 
@@ -237,13 +251,10 @@ class ReleaseManifest(WireModel):
         return self.runtimes is None or runtime.split(":", 1)[0] in self.runtimes
 
     def artifact_for(self, runtime: str, precision: Precision | None = None, also: tuple[str, ...] = ()) -> Artifact:
-        """The artifact a device should run: exact runtime match first, then the runtimes in ``also``
-        whose files this one runs as well (e.g. OpenVINO runs ONNX Runtime's CPU form), then a portable one."""
-        wanted = [a for a in self.artifacts if precision is None or a.precision == precision]
-        for tag in (runtime, *also, "any"):
-            candidate = [a for a in wanted if a.runtime == tag]
-            if candidate:
-                return candidate[0]
+        """The artifact a device should run (``pick_artifact``); an error when there is none."""
+        found = pick_artifact(self.artifacts, runtime, precision, also)
+        if found is not None:
+            return found
         raise EdgeloopError(
             f"release {self.ref} has no artifact for runtime {runtime!r}"
             + (f" at precision {precision}" if precision else "")

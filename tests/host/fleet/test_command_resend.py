@@ -23,18 +23,23 @@ class Clock:
         return self.t
 
 
-def _setup(
-    tmp_path: Path, devices: tuple[str, ...], previous: p.ReleaseManifest | None = None
-) -> tuple[Store, RolloutController, list[bytes], Clock, str]:
-    """A rollout of r20@1.0.0 to ``devices`` (running ``previous`` if given), with a recording publisher."""
-    store = Store(str(tmp_path / "h.sqlite"))
+def _recording(store: Store) -> tuple[RolloutController, list[bytes]]:
+    """A controller whose publisher records every payload and reports each one taken by the broker."""
     sent: list[bytes] = []
 
     def publish(topic: str, payload: bytes) -> bool:
         sent.append(payload)
         return True
 
-    controller = RolloutController(store, publish, "http://h/")
+    return RolloutController(store, publish, "http://h/"), sent
+
+
+def _setup(
+    tmp_path: Path, devices: tuple[str, ...], previous: p.ReleaseManifest | None = None
+) -> tuple[Store, RolloutController, list[bytes], Clock, str]:
+    """A rollout of r20@1.0.0 to ``devices`` (running ``previous`` if given), with a recording publisher."""
+    store = Store(str(tmp_path / "h.sqlite"))
+    controller, sent = _recording(store)
     clock = Clock()
     controller.sender.clock = clock
     if previous is not None:
@@ -87,13 +92,7 @@ def test_an_answered_or_failed_deploy_is_not_sent_again(tmp_path: Path) -> None:
 
 def test_a_rollout_to_some_devices_of_the_fleet_sends_to_them_alone(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "h.sqlite"))
-    sent: list[bytes] = []
-
-    def publish(topic: str, payload: bytes) -> bool:
-        sent.append(payload)
-        return True
-
-    controller = RolloutController(store, publish, "http://h/")
+    controller, sent = _recording(store)
     for d in ("dev-a", "dev-b", "dev-c"):
         store.upsert_status(p.DeviceStatus(device_id=d, fleet="lab", state="online"))
     with pytest.raises(EdgeloopError, match="no device dev-x"):
